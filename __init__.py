@@ -1,0 +1,43 @@
+"""bioprior: a registry for testing biologically constrained vision models.
+
+The top level re-exports the user-facing API lazily, so ``import bioprior`` stays cheap
+(torch is only imported when something is trained or built)::
+
+    import bioprior
+    bioprior.list_plugins("model")
+    model = bioprior.create_model("small_alexnet", width=0.25)
+    bioprior.score("submissions/quickstart.yaml")
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "score": "bioprior.registry.api",
+    "create_model": "bioprior.registry.api",
+    "list_plugins": "bioprior.registry.api",
+    "list_models": "bioprior.registry.api",
+    "get_registry": "bioprior.registry.plugins",
+    "hookimpl": "bioprior.registry.hookspecs",
+    "PluginEntry": "bioprior.registry.entries",
+}
+
+__all__ = [
+    "PluginEntry",
+    "create_model",
+    "get_registry",
+    "hookimpl",
+    "list_models",
+    "list_plugins",
+    "score",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'bioprior' has no attribute {name!r}")

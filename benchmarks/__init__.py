@@ -1,0 +1,1 @@
+"""Benchmark families. Each is a plugin registered through the ``bioprior`` entry-point group."""

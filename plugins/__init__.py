@@ -1,0 +1,1 @@
+"""Built-in plugins. They register through the ``bioprior`` entry-point group like any third party."""

@@ -1,0 +1,107 @@
+"""Hidden-activation surgery shared by constraints: find every hidden activation module of a
+model, wrap it in :class:`HiddenActivation`, and attach post-operations (noise, rounding) or
+swap the nonlinearity. Output layers carry no activation module, so they are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "softplus": nn.Softplus,
+}
+_ACTIVATION_TYPES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.GELU,
+    nn.ELU,
+    nn.SiLU,
+    nn.LeakyReLU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardswish,
+)
+
+
+class HiddenActivation(nn.Module):
+    """``post(act(x))``: a hidden unit's nonlinearity followed by constraint operations, in order."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.act = act
+        self.post = nn.ModuleList()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(x)
+        for op in self.post:
+            x = op(x)
+        return x
+
+
+def hidden_activations(model: nn.Module) -> list[HiddenActivation]:
+    """Wrap (once) and return every hidden activation of ``model``, in module order."""
+    for parent in list(model.modules()):
+        if isinstance(parent, HiddenActivation):
+            continue
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _ACTIVATION_TYPES):
+                setattr(parent, name, HiddenActivation(child))
+    found = [m for m in model.modules() if isinstance(m, HiddenActivation)]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no activation modules to constrain")
+    return found
+
+
+class GaussianNoise(nn.Module):
+    """Additive N(0, sigma^2) noise, as Keras' GaussianNoise: on in training, off at inference
+    unless ``at_inference`` (tsvetkov2020, Methods: internal noise)."""
+
+    def __init__(self, sigma: float, at_inference: bool = False):
+        super().__init__()
+        self.sigma, self.at_inference = sigma, at_inference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sigma > 0 and (self.training or self.at_inference):
+            return x + self.sigma * torch.randn_like(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, at_inference={self.at_inference}"
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+class Quantize(nn.Module):
+    """Uniform quantization to ``2**bits`` levels on [low, high] with a straight-through gradient
+    (the precision limit proposed as future work in tsvetkov2020, Discussion)."""
+
+    def __init__(self, bits: int, low: float, high: float):
+        super().__init__()
+        self.bits, self.low, self.high = bits, low, high
+        self.step = (high - low) / (2**bits - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(self.low, self.high)
+        return _RoundSTE.apply((x - self.low) / self.step) * self.step + self.low
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, range=[{self.low}, {self.high}]"

@@ -1,0 +1,50 @@
+"""Built-in models: the Zhang et al. (2017) CIFAR networks used by tsvetkov2020 (Methods)."""
+
+from __future__ import annotations
+
+from bioprior.registry.entries import ImageModelParams
+from bioprior.registry.hookspecs import hookimpl
+from pydantic import Field
+
+ZHANG2017 = "Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking generalization"
+
+
+class SmallAlexNetParams(ImageModelParams):
+    width: float = Field(default=1.0, gt=0, le=4, description="Multiplier on every layer's width.")
+    first_conv_width: int | None = Field(
+        default=None,
+        ge=1,
+        description="Filters of the first conv (None: 200 x width); the bottleneck sets it.",
+    )
+    local_response_norm: bool = Field(
+        default=True, description="LRN after each pooling (Zhang et al.)."
+    )
+
+
+class SmallInceptionParams(ImageModelParams):
+    width: float = Field(default=1.0, gt=0, le=4, description="Multiplier on every layer's width.")
+    first_conv_width: int | None = Field(
+        default=None,
+        ge=1,
+        description="Filters of the first conv (None: 96 x width); the bottleneck sets it.",
+    )
+
+
+@hookimpl
+def register_models(register):
+    register(
+        name="small_alexnet",
+        factory="bioprior.plugins.zhang2017:SmallAlexNet.from_params",
+        params=SmallAlexNetParams,
+        version="1",
+        citation=ZHANG2017,
+        description="conv5x5(200)-pool-LRN x2, FC 384-192-classes (tsvetkov2020 small-alexnet).",
+    )
+    register(
+        name="small_inception",
+        factory="bioprior.plugins.zhang2017:SmallInception.from_params",
+        params=SmallInceptionParams,
+        version="1",
+        citation=ZHANG2017,
+        description="Zhang et al.'s small Inception: conv3x3(96), 10 inception / 2 downsample modules.",
+    )

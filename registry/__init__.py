@@ -1,0 +1,1 @@
+"""The core: hook specs, schemas, plugin loading, planner, executor, trainer, store, scorer, CLI."""

@@ -1,0 +1,37 @@
+"""What a benchmark plugin's factory returns: a :class:`Benchmark` scored through a context.
+
+A benchmark never touches the core: it asks its :class:`~bioprior.registry.context.BenchmarkContext`
+for trained models (shared and cached across benchmarks), derived datasets and evaluations,
+and returns metrics plus a summary score in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from .context import BenchmarkContext
+
+
+@dataclass
+class BenchmarkResult:
+    metrics: dict[str, Any]
+    score: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Benchmark:
+    """Base class: implement ``run``; ``trainings`` tells the planner how many models it trains."""
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def trainings(self) -> int:
+        """Training runs one job may need beyond the shared one (for the planner's estimate)."""
+        return 1
+
+    def run(self, ctx: BenchmarkContext) -> BenchmarkResult:  # pragma: no cover - interface
+        raise NotImplementedError

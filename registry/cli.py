@@ -1,0 +1,315 @@
+"""The ``bioprior`` command line (typer + rich). Bad input exits 2 with one line per error."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .entries import KINDS
+
+app = typer.Typer(
+    help="bioprior: score biologically constrained vision models against benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(lines: list[str] | str, code: int = 2) -> None:
+    for line in [lines] if isinstance(lines, str) else lines:
+        typer.echo(
+            f"error: {line}" if not line.split(":", 1)[0].endswith((".yaml", ".yml")) else line,
+            err=True,
+        )
+    raise typer.Exit(code)
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
+
+
+@app.command()
+def plugins(
+    pattern: str | None = typer.Argument(None, help="Glob on plugin names, e.g. 'small_*'."),
+    kind: str | None = typer.Option(None, "--kind", "-k", help=f"One of: {', '.join(KINDS)}."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of objects."),
+) -> None:
+    """List registered plugins (and the ones that failed to load)."""
+    from .plugins import get_registry
+
+    if kind is not None and kind not in KINDS:
+        _fail(f"--kind: must be one of {', '.join(KINDS)} (got {kind!r})")
+    registry = get_registry()
+    entries = registry.list(kind, pattern)
+    failures = [f for f in registry.failures if kind is None or f.kind in (None, kind)]
+    if as_json:
+        typer.echo(
+            json.dumps([e.summary() for e in entries] + [f.summary() for f in failures], indent=2)
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title="bioprior plugins")
+    for col in ("kind", "name", "provider", "version", "parameters"):
+        table.add_column(col)
+    for e in entries:
+        params = ", ".join(f"{n}={p['default']!r}" for n, p in e.summary()["params"].items())
+        table.add_row(e.kind, e.name, f"{e.provider} {e.provider_version}", e.version, params)
+    console = _console()
+    console.print(table)
+    for f in failures:
+        console.print(
+            f"[red]failed[/red] {f.provider} {f.provider_version} ({f.entry_point}): {f.error}"
+        )
+
+
+@app.command()
+def schema(
+    kind: str = typer.Argument(..., help=f"'submission' or a plugin kind ({', '.join(KINDS)})."),
+    name: str | None = typer.Argument(None, help="Plugin name (not for 'submission')."),
+) -> None:
+    """Print the JSON Schema of a submission or of a plugin's parameters."""
+    if kind == "submission":
+        from .schemas import Submission
+
+        typer.echo(json.dumps(Submission.model_json_schema(), indent=2))
+        return
+    if kind not in KINDS:
+        _fail(f"KIND: must be 'submission' or one of {', '.join(KINDS)} (got {kind!r})")
+    if not name:
+        _fail(f"NAME: which {kind}? (see `bioprior plugins --kind {kind}`)")
+    from .plugins import UnknownPluginError, get_registry
+
+    try:
+        entry = get_registry().get(kind, name)
+    except UnknownPluginError as exc:
+        _fail(f"NAME: {exc}")
+    out = entry.params.model_json_schema()
+    out["title"] = f"{kind} {entry.name} (version {entry.version})"
+    out["description"] = "\n".join(x for x in (entry.description, entry.citation) if x)
+    typer.echo(json.dumps(out, indent=2))
+
+
+@app.command()
+def validate(files: list[Path] = typer.Argument(..., help="Submission YAML files.")) -> None:
+    """Check submission files; exit 0 when all are valid, else 2 with FILE:LINE: field: message."""
+    from .plugins import get_registry
+    from .submission import InvalidSubmission, load_submission
+
+    errors: list[str] = []
+    for file in files:
+        try:
+            loaded = load_submission(file, get_registry())
+        except InvalidSubmission as exc:
+            errors.extend(map(str, exc.errors))
+            continue
+        n = len(loaded.variants) * len(loaded.submission.seeds) * len(loaded.submission.benchmarks)
+        typer.echo(f"{file}: ok ({len(loaded.variants)} variants, {n} jobs)")
+    if errors:
+        _fail(errors)
+
+
+@app.command()
+def score(
+    files: list[Path] = typer.Argument(..., help="Submission YAML files."),
+    db: Path | None = typer.Option(
+        None, "--db", help="Results database (default $BIOPRIOR_HOME/results.sqlite)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print, run nothing."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Where datasets live (sets BIOPRIOR_DATA)."
+    ),
+) -> None:
+    """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
+    from .paths import default_db
+    from .plugins import get_registry
+    from .submission import InvalidSubmission
+
+    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+        _fail(f"--device: must be auto, cpu or cuda[:N] (got {device!r})")
+    if data_root is not None:
+        if not data_root.is_dir():
+            _fail(f"--data-root: {data_root} is not a directory")
+        os.environ["BIOPRIOR_DATA"] = str(data_root)
+    from .scorer import Scorer
+    from .store import ResultStore
+
+    registry = get_registry()
+    db_path = db or default_db()
+    try:
+        store = ResultStore(db_path)
+    except Exception as exc:  # noqa: BLE001 - sqlite errors on a bad path
+        _fail(f"--db: cannot open {db_path}: {exc}")
+    with store:
+        from .progress import RichReporter
+
+        reporter = RichReporter()
+        scorer = Scorer(store, registry, device=device, reporter=reporter)
+        try:
+            loaded = scorer.load(files)
+        except InvalidSubmission as exc:
+            _fail(list(map(str, exc.errors)))
+        _, summary = scorer.plan(loaded)
+        reporter.console.print(f"plan: {summary.describe()}")
+        if dry_run:
+            for job in summary.todo:
+                reporter.console.print(f"  would run {job.label}  [{job.key}]")
+            return
+        try:
+            report = scorer.run(summary)
+        except ValueError as exc:  # e.g. --device cuda without a GPU
+            _fail(f"--device: {exc}" if "device" in str(exc) else str(exc))
+        rows = [r for r in store.rows() if r["submission"] in {s.submission.name for s in loaded}]
+        _console().print(_results_table(rows))
+        typer.echo(f"results in {db_path}")
+        if report.failed:
+            typer.echo(f"{len(report.failed)} job(s) failed", err=True)
+            raise typer.Exit(1)
+
+
+@app.command()
+def results(
+    submission: str | None = typer.Option(None, "--submission", "-s", help="Only this submission."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv."),
+    db: Path | None = typer.Option(None, "--db", help="Results database."),
+) -> None:
+    """Show stored results."""
+    from .paths import default_db
+    from .store import ResultStore
+
+    if fmt not in {"table", "json", "csv"}:
+        _fail(f"--format: must be table, json or csv (got {fmt!r})")
+    db_path = db or default_db()
+    if not db_path.exists():
+        _fail(f"--db: no results database at {db_path} (run `bioprior score` first)")
+    with ResultStore(db_path) as store:
+        rows = store.rows(submission=submission)
+    if fmt == "json":
+        typer.echo(json.dumps([_public(r) for r in rows], indent=2, default=str))
+    elif fmt == "csv":
+        typer.echo(_csv(rows), nl=False)
+    else:
+        _console().print(_results_table(rows))
+
+
+PUBLIC = (
+    "submission",
+    "variant",
+    "seed",
+    "benchmark",
+    "benchmark_version",
+    "score",
+    "metrics",
+    "status",
+    "error",
+    "duration_s",
+    "device",
+    "plugin_versions",
+    "weights_hash",
+    "job_key",
+    "finished_at",
+)
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in PUBLIC}
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    metric_cols = sorted({k for r in rows for k in _scalar_metrics(r["metrics"])})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    base = [
+        "submission",
+        "variant",
+        "seed",
+        "benchmark",
+        "benchmark_version",
+        "score",
+        "status",
+        "error",
+    ]
+    writer.writerow(base + [f"metrics.{m}" for m in metric_cols])
+    for r in rows:
+        values = [json.dumps(r[c], sort_keys=True) if c == "variant" else r[c] for c in base]
+        writer.writerow(values + [_scalar_metrics(r["metrics"]).get(m) for m in metric_cols])
+    return buf.getvalue()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _results_table(rows: list[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} results")
+    for col in ("submission", "variant", "seed", "benchmark", "score", "status"):
+        table.add_column(col, overflow="fold")
+    table.add_column("metrics", no_wrap=True, min_width=30)
+    for r in rows:
+        variant = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["variant"].items()) or "-"
+        numeric = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
+        shown = (
+            r["error"]
+            if r["status"] != "ok"
+            else "\n".join(f"{k} {_fmt(v)}" for k, v in numeric.items())
+        )
+        table.add_row(
+            r["submission"],
+            variant,
+            str(r["seed"]),
+            r["benchmark"],
+            _fmt(r["score"]),
+            r["status"],
+            shown,
+        )
+    return table
+
+
+@app.command()
+def download(
+    name: str = typer.Argument(..., help="cifar10 | cifar100 | mnist | fashion_mnist."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Where to put it (sets BIOPRIOR_DATA)."
+    ),
+) -> None:
+    """Download a torchvision dataset into the data root (needs network access)."""
+    from .plugins import UnknownPluginError, get_registry
+
+    if data_root is not None:
+        os.environ["BIOPRIOR_DATA"] = str(data_root)
+    try:
+        entry = get_registry().get("dataset", name)
+    except UnknownPluginError as exc:
+        _fail(f"NAME: {exc}")
+    if "download" not in entry.params.model_fields:
+        _fail(f"NAME: {name} is not downloadable")
+    data = entry.build({"download": True})
+    typer.echo(f"{name}: {len(data.train_x)} training and {len(data.test_x)} test images ready")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

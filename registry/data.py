@@ -1,0 +1,89 @@
+"""In-memory image datasets and fitting them to a model's input (channels, size).
+
+Every dataset plugin returns an :class:`ImageData`: whole splits as tensors (N, C, H, W), uint8
+in [0, 255] or float in [0, 1] units, so training can run on device-resident data by index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+
+class DataUnavailable(RuntimeError):
+    """A dataset that is not on disk; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    classes: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    def as_float(self) -> ImageData:
+        return replace(self, train_x=to_float(self.train_x), test_x=to_float(self.test_x))
+
+    def to(self, device: torch.device | str) -> ImageData:
+        return replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+        )
+
+    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the training images (float units)."""
+        x = to_float(self.train_x)
+        return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def fit_images(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """Convert float images to ``channels`` (gray <-> RGB) and resize to ``size`` x ``size``.
+
+    Grayscale to RGB repeats the channel; RGB to grayscale uses ITU-R 601 luma weights; resizing
+    is bilinear, anti-aliased when shrinking.
+    """
+    x = to_float(x)
+    if x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif x.shape[1] == 3 and channels == 1:
+            x = (x * _LUMA.to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
+    if x.shape[-1] != size or x.shape[-2] != size:
+        shrink = size < min(x.shape[-2:])
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+        )
+    return x.contiguous()
+
+
+def fit_data(data: ImageData, channels: int, size: int) -> ImageData:
+    return replace(
+        data,
+        train_x=fit_images(data.train_x, channels, size),
+        test_x=fit_images(data.test_x, channels, size),
+    )

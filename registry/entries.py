@@ -1,0 +1,143 @@
+"""What a plugin registers: one :class:`PluginEntry` per model, constraint, dataset or benchmark."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Kind = Literal["model", "constraint", "dataset", "benchmark"]
+KINDS: tuple[str, ...] = ("model", "constraint", "dataset", "benchmark")
+
+
+class PluginParams(BaseModel):
+    """Base class for plugin parameter schemas: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntryError(ValueError):
+    """An entry that cannot be registered (bad schema, bad kind, duplicate name)."""
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One registered plugin.
+
+    ``factory`` is a callable or a lazy ``"module:attribute"`` string, so that listing plugins
+    never imports torch. ``version`` is bumped whenever the entry's numbers would change: it is
+    part of every result key. ``provider`` / ``provider_version`` are stamped by the core.
+    """
+
+    name: str
+    kind: Kind
+    factory: Callable[..., Any] | str
+    params: type[BaseModel] = PluginParams
+    version: str = "1"
+    citation: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    provider: str = ""
+    provider_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise :class:`EntryError` unless the entry is well formed (checked at registration)."""
+        if (
+            not self.name
+            or not self.name.replace("_", "").replace("-", "").replace(":", "").isalnum()
+        ):
+            raise EntryError(f"invalid plugin name {self.name!r}")
+        if self.kind not in KINDS:
+            raise EntryError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if not (isinstance(self.params, type) and issubclass(self.params, BaseModel)):
+            raise EntryError(f"{self.name}: params must be a pydantic BaseModel subclass")
+        if self.params.model_config.get("extra") != "forbid":
+            raise EntryError(f"{self.name}: params schema must set extra='forbid'")
+        undocumented = [n for n, f in self.params.model_fields.items() if not f.description]
+        if undocumented:
+            raise EntryError(f"{self.name}: params without Field(description=...): {undocumented}")
+        try:
+            self.params()
+        except ValidationError as exc:
+            raise EntryError(f"{self.name}: params schema has no valid defaults: {exc}") from None
+        if not (callable(self.factory) or (isinstance(self.factory, str) and ":" in self.factory)):
+            raise EntryError(f"{self.name}: factory must be callable or 'module:attribute'")
+
+    def stamped(self, provider: str, provider_version: str) -> PluginEntry:
+        return replace(self, provider=provider, provider_version=provider_version)
+
+    def load_factory(self) -> Callable[..., Any]:
+        """Resolve a lazy factory string (imports the implementing module)."""
+        if callable(self.factory):
+            return self.factory
+        module, _, attr = self.factory.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def parse_params(self, params: dict[str, Any] | None) -> BaseModel:
+        """Validate raw parameters against the entry's schema (raises pydantic ValidationError)."""
+        return self.params.model_validate(params or {})
+
+    def build(self, params: dict[str, Any] | BaseModel | None = None, **kwargs: Any) -> Any:
+        """Validate ``params`` and call the factory with the parsed model as first argument."""
+        parsed = params if isinstance(params, BaseModel) else self.parse_params(params)
+        return self.load_factory()(parsed, **kwargs)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What goes into content keys: name, kind and version (not the provider)."""
+        return {"name": self.name, "kind": self.kind, "version": self.version}
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able description, as ``bioprior plugins --json`` prints it."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "provider": self.provider,
+            "provider_version": self.provider_version,
+            "version": self.version,
+            "description": self.description,
+            "citation": self.citation,
+            "params": {
+                n: {
+                    "type": _type_name(f.annotation),
+                    "default": _jsonable(f.get_default(call_default_factory=True)),
+                    "description": f.description,
+                }
+                for n, f in self.params.model_fields.items()
+            },
+            "error": None,
+        }
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "")
+    return annotation.__name__ if isinstance(annotation, type) else text
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+        return value
+    return repr(value)
+
+
+class ImageModelParams(PluginParams):
+    """Geometry every image model takes; None means "take it from the training dataset"."""
+
+    in_channels: int | None = Field(
+        default=None, ge=1, description="Input channels (None: the dataset's)."
+    )
+    num_classes: int | None = Field(
+        default=None, ge=2, description="Output classes (None: the dataset's)."
+    )
+    input_size: int | None = Field(
+        default=None, ge=4, le=1024, description="Input height = width in px (None: the dataset's)."
+    )

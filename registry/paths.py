@@ -1,0 +1,25 @@
+"""Where bioprior keeps things: ``BIOPRIOR_HOME`` (results, weights, caches) and ``BIOPRIOR_DATA``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """``$BIOPRIOR_HOME`` or ``~/.bioprior``: results.sqlite, weights/, caches."""
+    return Path(os.environ.get("BIOPRIOR_HOME") or Path.home() / ".bioprior").expanduser()
+
+
+def data_root() -> Path:
+    """``$BIOPRIOR_DATA`` or ``$BIOPRIOR_HOME/data``: where torchvision datasets live."""
+    env = os.environ.get("BIOPRIOR_DATA")
+    return Path(env).expanduser() if env else home() / "data"
+
+
+def default_db() -> Path:
+    return home() / "results.sqlite"
+
+
+def weights_dir() -> Path:
+    return home() / "weights"

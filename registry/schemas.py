@@ -1,0 +1,114 @@
+"""The submission schema (pydantic): the YAML a researcher writes, field by field.
+
+``bioprior schema submission`` prints it as JSON Schema; the field descriptions are the docs.
+Plugin parameters are validated later against each plugin's own schema (see ``submission.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(Strict):
+    """A plugin by name, with parameters validated against that plugin's schema."""
+
+    name: str = Field(description="Registered plugin name (see `bioprior plugins`).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters; `bioprior schema KIND NAME` lists them."
+    )
+
+    @classmethod
+    def coerce(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class ConstraintRef(PluginRef):
+    enabled: bool = Field(
+        default=True, description="Apply this constraint; sweep it to compare with and without."
+    )
+
+
+class Schedule(Strict):
+    """Learning-rate schedule, stepped once per epoch."""
+
+    name: Literal["constant", "inverse_time", "exponential", "step", "cosine"] = Field(
+        default="constant",
+        description="constant; inverse_time: lr/(1+decay*epoch) (tsvetkov2020's Keras decay, "
+        "applied per epoch); exponential: lr*gamma^epoch; step: lr*gamma^(epoch//step_size); "
+        "cosine: annealed to 0 over the epochs.",
+    )
+    decay: float = Field(default=0.0, ge=0, description="Decay rate of inverse_time.")
+    gamma: float = Field(default=0.1, gt=0, le=1, description="Factor of exponential and step.")
+    step_size: int = Field(default=30, ge=1, description="Epochs between steps of `step`.")
+
+
+class TrainingRecipe(Strict):
+    """How the model is trained; every field is part of the trained model's content key."""
+
+    dataset: PluginRef = Field(
+        description="Training dataset (a dataset plugin; a bare name works)."
+    )
+    epochs: int = Field(default=10, ge=0, le=10_000, description="Passes over the training set.")
+    batch_size: int = Field(default=128, ge=1, le=65_536, description="Examples per step.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(default="sgd", description="Optimizer.")
+    lr: float = Field(default=0.01, gt=0, le=10, description="Initial learning rate.")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(default=0.0, ge=0, le=1, description="L2 weight decay.")
+    schedule: Schedule = Field(default_factory=Schedule, description="Learning-rate schedule.")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16 autocast on CUDA (ignored on CPU, which stays fp32)."
+    )
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_name(cls, value: Any) -> Any:
+        return PluginRef.coerce(value)
+
+
+SweepGrid = dict[str, list[Any]]
+
+
+class Submission(Strict):
+    """A model, its constraints, a training recipe, sweeps, seeds and the benchmarks to run."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique submission name (results key).")
+    description: str = Field(default="", description="What this submission tests.")
+    authors: list[str] = Field(default_factory=list, description="Who made it.")
+    model: PluginRef = Field(description="The model plugin and its parameters.")
+    constraints: list[ConstraintRef] = Field(
+        default_factory=list, description="Biological constraints, applied in the order listed."
+    )
+    training: TrainingRecipe = Field(description="Training recipe.")
+    sweep: SweepGrid | list[SweepGrid] = Field(
+        default_factory=dict,
+        description="A grid over parameter paths (e.g. `constraints.0.params.sigma: [0, 0.2]`), or "
+        "a list of grids whose union is run. A key `a,b` zips paths: its values are [a, b] pairs.",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="One run per seed; seeds every choice.",
+    )
+    benchmarks: list[PluginRef] = Field(min_length=1, description="Benchmarks to score it on.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_name(cls, value: Any) -> Any:
+        return PluginRef.coerce(value)
+
+    @field_validator("benchmarks", "constraints", mode="before")
+    @classmethod
+    def _ref_names(cls, value: Any) -> Any:
+        return [PluginRef.coerce(v) for v in value] if isinstance(value, list) else value
+
+    @property
+    def grids(self) -> list[SweepGrid]:
+        return self.sweep if isinstance(self.sweep, list) else [self.sweep]

@@ -1,0 +1,80 @@
+"""The scorer: load submissions, plan jobs, skip finished ones, run the rest through an
+executor and write every outcome to the store as soon as it is ready."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .executor import Executor, JobOutcome, LocalExecutor
+from .paths import home as default_home
+from .planner import Job, PlanSummary, plan, summarize
+from .plugins import Registry, get_registry
+from .progress import Reporter
+from .store import ResultStore
+from .submission import LoadedSubmission, load_submission
+
+
+@dataclass
+class ScoreReport:
+    plan: PlanSummary
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[JobOutcome]:
+        return [o for o in self.outcomes if o.status != "ok"]
+
+
+class Scorer:
+    def __init__(
+        self,
+        store: ResultStore,
+        registry: Registry | None = None,
+        device: str = "auto",
+        home: Path | None = None,
+        executor: Executor | None = None,
+        reporter: Reporter | None = None,
+    ):
+        self.store = store
+        self.registry = registry or get_registry()
+        self.device_name = device
+        self.home = Path(home) if home else default_home()
+        self.executor = executor or LocalExecutor()
+        self.reporter = reporter or Reporter()
+
+    def load(self, paths: Iterable[str | Path]) -> list[LoadedSubmission]:
+        return [load_submission(p, self.registry) for p in paths]
+
+    def plan(self, submissions: Sequence[LoadedSubmission]) -> tuple[list[Job], PlanSummary]:
+        jobs = plan(submissions)
+        return jobs, summarize(jobs, self.store.done())
+
+    def run(self, summary: PlanSummary) -> ScoreReport:
+        from .runner import JobRunner
+        from .trainer import select_device
+        from .training import TrainingService
+
+        report = ScoreReport(summary)
+        if not summary.todo:
+            return report
+        service = TrainingService(self.home, select_device(self.device_name), self.reporter)
+        worker = JobRunner(service, self.registry)
+        self.reporter.jobs_started(len(summary.todo))
+        try:
+            for outcome in self.executor.run(summary.todo, self._announced(worker)):
+                self.store.write(outcome)
+                report.outcomes.append(outcome)
+                self.reporter.job_finished(outcome.job.label, outcome.status, outcome.score)
+                if outcome.error:
+                    self.reporter.message(f"    error: {outcome.error}")
+        finally:
+            self.reporter.close()
+        return report
+
+    def _announced(self, worker):
+        def run(job: Job) -> JobOutcome:
+            self.reporter.job_started(job.label)
+            return worker(job)
+
+        return run

@@ -1,0 +1,204 @@
+"""The scorer end to end on digits: store rows, shared training, resume, failures, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import bioprior
+import pytest
+import torch
+from bioprior.registry.store import ResultStore
+from conftest import run_cli, tiny_submission
+from torch import nn
+
+
+def test_score_stores_rows_with_provenance(bioprior_home, write_submission):
+    path = write_submission(tiny_submission(sweep={"constraints.0.params.sigma": [0.0, 0.5]}))
+    rows = bioprior.score(path, device="cpu")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
+    row = rows[0]
+    assert row["variant"] in (
+        {"constraints.0.params.sigma": 0.0},
+        {"constraints.0.params.sigma": 0.5},
+    )
+    assert 0.0 <= row["score"] <= 1.0
+    assert {"natural_test_acc", "random_train_acc", "chance"} <= set(row["metrics"])
+    assert row["plugin_versions"]["model:small_alexnet"].startswith("1 (bioprior")
+    assert row["weights_hash"] and row["device"] == "cpu" and row["benchmark_version"] == "1"
+    weights = list((bioprior_home / "weights").glob("*.safetensors"))
+    assert len(weights) == 4  # natural + random model for each of the two variants
+
+
+def test_training_is_shared_across_benchmarks_and_cached(bioprior_home, write_submission):
+    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.scorer import Scorer
+
+    sub = tiny_submission(
+        benchmarks=[
+            {"name": "memorization"},
+            {"name": "memorization", "params": {"random": "random_labels"}},
+        ]
+    )
+    path = write_submission(sub)
+    with ResultStore(bioprior_home / "r.sqlite") as store:
+        scorer = Scorer(store, get_registry(), device="cpu")
+        jobs, summary = scorer.plan(scorer.load([path]))
+        assert len(jobs) == 2 and jobs[0].training.key == jobs[1].training.key
+        report = scorer.run(summary)
+    assert [o.status for o in report.outcomes] == ["ok", "ok"]
+    # natural model shared: 1 + 2 random derivatives = 3 trainings, not 4
+    assert len(list((bioprior_home / "weights").glob("*.safetensors"))) == 3
+    assert len({o.weights_hash for o in report.outcomes}) == 1
+
+
+def test_rerun_skips_finished_jobs_and_reuses_weights(bioprior_home, write_submission):
+    path = write_submission(tiny_submission())
+    first = run_cli("score", str(path), "--device", "cpu")
+    assert first.returncode == 0, first.stderr
+    assert "1 jobs: 0 already done, 1 to run" in first.stderr
+    again = run_cli("score", str(path), "--device", "cpu")
+    assert again.returncode == 0 and "1 jobs: 1 already done, 0 to run" in again.stderr
+    out = json.loads(run_cli("results", "--format", "json").stdout)
+    assert len(out) == 1 and {
+        "submission",
+        "variant",
+        "seed",
+        "benchmark",
+        "score",
+        "metrics",
+        "status",
+    } <= set(out[0])
+
+
+def test_same_job_twice_gives_same_numbers_on_cpu(tmp_path, monkeypatch, write_submission):
+    path = write_submission(
+        tiny_submission(constraints=[{"name": "internal_noise", "params": {"sigma": 0.3}}])
+    )
+    results = []
+    for run in ("a", "b"):
+        monkeypatch.setenv("BIOPRIOR_HOME", str(tmp_path / run))
+        (row,) = bioprior.score(path, device="cpu")
+        results.append((row["metrics"], row["weights_hash"], row["job_key"]))
+    assert results[0] == results[1]
+
+
+def test_failing_job_is_stored_and_others_go_on(bioprior_home, write_submission):
+    good = write_submission(tiny_submission("good"))
+    # 2 classes requested, but the model insists on 3: fails at build time, not validation
+    bad = write_submission(
+        tiny_submission(
+            "bad",
+            model={
+                "name": "small_alexnet",
+                "params": {"width": 0.1, "input_size": 8, "num_classes": 3},
+            },
+        )
+    )
+    out = run_cli("score", str(bad), str(good), "--device", "cpu")
+    assert out.returncode == 1
+    rows = {r["submission"]: r for r in json.loads(run_cli("results", "--format", "json").stdout)}
+    assert rows["good"]["status"] == "ok"
+    assert rows["bad"]["status"] == "failed" and "num_classes is 3" in rows["bad"]["error"]
+    assert "\n" not in rows["bad"]["error"]
+
+
+def test_results_formats_and_filters(bioprior_home, write_submission):
+    bioprior.score(write_submission(tiny_submission("one")), device="cpu")
+    bioprior.score(write_submission(tiny_submission("two")), device="cpu")
+    only = json.loads(run_cli("results", "--submission", "two", "--format", "json").stdout)
+    assert [r["submission"] for r in only] == ["two"]
+    csv_out = run_cli("results", "--format", "csv").stdout.splitlines()
+    assert (
+        csv_out[0].startswith("submission,variant,seed,benchmark")
+        and "metrics.natural_test_acc" in csv_out[0]
+    )
+    assert len(csv_out) == 3
+    table = run_cli("results")
+    assert table.returncode == 0 and "memorization" in table.stdout
+    assert run_cli("results", "--format", "xml").returncode == 2
+
+
+def test_score_bad_arguments_exit_2(bioprior_home, write_submission, tmp_path):
+    path = write_submission(tiny_submission())
+    for args, needle in [
+        (["--device", "tpu"], "--device"),
+        (["--data-root", str(tmp_path / "missing")], "--data-root"),
+        (["--db", str(tmp_path / "f.txt" / "x.sqlite")], "--db"),
+    ]:
+        if "f.txt" in args[-1]:
+            (tmp_path / "f.txt").write_text("not a folder")
+        out = run_cli("score", str(path), *args)
+        assert (
+            out.returncode == 2
+            and needle in out.stderr
+            and len(out.stderr.strip().splitlines()) == 1
+        )
+    assert not (bioprior_home / "results.sqlite").exists()  # nothing was written
+
+
+def test_dry_run_plans_without_running(bioprior_home, write_submission):
+    path = write_submission(tiny_submission(seeds=[0, 1, 2]))
+    out = run_cli("score", str(path), "--dry-run")
+    assert (
+        out.returncode == 0 and "3 jobs: 0 already done, 3 to run; about 6 trainings" in out.stderr
+    )
+    assert not (bioprior_home / "weights").exists()
+
+
+def test_score_in_memory_module(bioprior_home):
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 64, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
+    rows = bioprior.score(
+        net,
+        name="my-net",
+        benchmarks=["memorization"],
+        constraints=[{"name": "internal_noise", "params": {"sigma": 0.1}}],
+        training={"dataset": "digits", "epochs": 2, "lr": 0.05},
+        device="cpu",
+    )
+    (row,) = rows
+    assert row["status"] == "ok" and row["submission"] == "my-net"
+    assert row["metrics"]["natural_test_acc"] > 0.5
+    assert any(k.startswith("model:module:Sequential") for k in row["plugin_versions"])
+    assert not any(
+        isinstance(m, nn.Module) and type(m).__name__ == "HiddenActivation" for m in net.modules()
+    )
+
+
+def test_corrupt_cached_weights_are_retrained(bioprior_home, write_submission):
+    path = write_submission(tiny_submission())
+    (first,) = bioprior.score(path, device="cpu")
+    for f in (bioprior_home / "weights").glob("*.safetensors"):
+        f.write_bytes(b"garbage")
+    with ResultStore(bioprior_home / "results.sqlite") as store:
+        store.conn.execute("DELETE FROM results")
+    (second,) = bioprior.score(path, device="cpu")
+    assert second["metrics"] == first["metrics"]
+
+
+@pytest.mark.parametrize("status", ["ok", "failed"])
+def test_store_never_overwrites_ok_rows(bioprior_home, write_submission, status):
+    from bioprior.registry.executor import JobOutcome
+    from bioprior.registry.planner import plan
+    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.submission import validate_submission_dict
+
+    (job,) = plan([validate_submission_dict(tiny_submission(), get_registry())])
+    with ResultStore(bioprior_home / "s.sqlite") as store:
+        assert store.write(
+            JobOutcome(
+                job, status, metrics={"a": 1}, score=0.5, error=None if status == "ok" else "x"
+            )
+        )
+        replaced = store.write(JobOutcome(job, "ok", metrics={"a": 2}, score=0.7))
+        (row,) = store.rows()
+        assert replaced == (status == "failed")
+        assert row["metrics"] == ({"a": 1} if status == "ok" else {"a": 2})
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -1,0 +1,90 @@
+"""Tests for bioprior.registry.torchvision_compat; each check runs in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+MODULE_PATH = Path(__file__).resolve().parent.parent / "registry" / "torchvision_compat.py"
+
+# Imports the module as `compat`, via the installed package when there is one, else by path.
+_LOAD = f"""
+import importlib.util
+import sys
+import warnings
+
+if importlib.util.find_spec("bioprior") is not None:
+    import bioprior.registry.torchvision_compat as compat
+else:
+    _spec = importlib.util.spec_from_file_location("torchvision_compat", {str(MODULE_PATH)!r})
+    compat = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(compat)
+"""
+
+
+def _run(body: str) -> str:
+    code = _LOAD + textwrap.dedent(body)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_torchvision_and_timm_work_after_ensure() -> None:
+    out = _run(
+        """
+        compat.ensure_torchvision()
+        assert "torchvision" not in sys.modules, "ensure_torchvision must not import torchvision"
+        import torch
+        import torchvision
+        import torchvision.datasets
+        import torchvision.transforms.v2
+        import timm
+
+        model = timm.create_model("resnet18", pretrained=False).eval()
+        with torch.no_grad():
+            y = model(torch.randn(1, 3, 32, 32))
+        print(tuple(y.shape))
+        """
+    )
+    assert out.strip().splitlines()[-1] == "(1, 1000)"
+
+
+def test_warns_once_and_decision_is_stable() -> None:
+    out = _run(
+        """
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = compat.ensure_torchvision()
+            second = compat.ensure_torchvision()
+            import torchvision  # noqa: F401
+        assert first is second and isinstance(first, bool), (first, second)
+        ours = [w for w in caught if issubclass(w.category, compat.TorchvisionOpsUnavailableWarning)]
+        assert len(ours) == (1 if first else 0), [str(w.message) for w in ours]
+        if ours:
+            assert "nms" in str(ours[0].message)
+        print(first)
+        """
+    )
+    assert out.strip().splitlines()[-1] in {"True", "False"}
+
+
+def test_no_shim_when_ops_already_registered() -> None:
+    # Stands in for a build whose compiled ops load: torchvision::nms already exists.
+    _run(
+        """
+        import torch
+
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert compat.ensure_torchvision() is False
+            assert compat.ensure_torchvision() is False
+        assert not caught, [str(w.message) for w in caught]
+        assert "torchvision" not in sys.modules
+        """
+    )
