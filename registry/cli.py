@@ -142,7 +142,7 @@ def score(
         if not data_root.is_dir():
             _fail(f"--data-root: {data_root} is not a directory")
         os.environ["BIOPRIOR_DATA"] = str(data_root)
-    from .scorer import Scorer
+    from .scorer import PreflightError, Scorer
     from .store import ResultStore
 
     registry = get_registry()
@@ -166,8 +166,11 @@ def score(
             for job in summary.todo:
                 reporter.console.print(f"  would run {job.label}  [{job.key}]")
             return
+        paths = {s.submission.name: s.path for s in loaded}
         try:
             report = scorer.run(summary)
+        except PreflightError as exc:  # e.g. a dataset that is not under the data root
+            _fail(f"{paths[exc.submission]}: {exc.field}: {exc.message}")
         except ValueError as exc:  # e.g. --device cuda without a GPU
             _fail(f"--device: {exc}" if "device" in str(exc) else str(exc))
         rows = [r for r in store.rows() if r["submission"] in {s.submission.name for s in loaded}]

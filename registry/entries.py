@@ -71,7 +71,13 @@ class PluginEntry:
         return replace(self, provider=provider, provider_version=provider_version)
 
     def load_factory(self) -> Callable[..., Any]:
-        """Resolve a lazy factory string (imports the implementing module)."""
+        """Resolve a lazy factory string (imports the implementing module).
+
+        Implementations may import torchvision or timm, so the torchvision shim is put in place first.
+        """
+        from .torchvision_compat import ensure_torchvision
+
+        ensure_torchvision()
         if callable(self.factory):
             return self.factory
         module, _, attr = self.factory.partition(":")

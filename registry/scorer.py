@@ -8,12 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .executor import Executor, JobOutcome, LocalExecutor
+from .hashing import content_hash
 from .paths import home as default_home
 from .planner import Job, PlanSummary, plan, summarize
 from .plugins import Registry, get_registry
 from .progress import Reporter
 from .store import ResultStore
 from .submission import LoadedSubmission, load_submission
+
+
+class PreflightError(Exception):
+    """Bad input found before running: which submission, which field, what is wrong."""
+
+    def __init__(self, submission: str, field: str, message: str):
+        self.submission, self.field, self.message = submission, field, message
+        super().__init__(f"{submission}: {field}: {message}")
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Scorer:
         if not summary.todo:
             return report
         service = TrainingService(self.home, select_device(self.device_name), self.reporter)
+        self.preflight(summary.todo, service)
         worker = JobRunner(service, self.registry)
         self.reporter.jobs_started(len(summary.todo))
         try:
@@ -71,6 +81,26 @@ class Scorer:
         finally:
             self.reporter.close()
         return report
+
+    @staticmethod
+    def preflight(jobs: Sequence[Job], service) -> None:
+        """Load every source dataset once before any job runs: a missing dataset is bad input
+        (raised as :class:`PreflightError`), not a string of failed jobs."""
+        from .data import DataUnavailable
+
+        checked: set[str] = set()
+        for job in jobs:
+            root = job.training.dataset
+            while root.source is not None:
+                root = root.source
+            key = content_hash(root.spec)
+            if key in checked:
+                continue
+            checked.add(key)
+            try:
+                service.base_data(root)
+            except DataUnavailable as exc:
+                raise PreflightError(job.submission, "training.dataset", str(exc)) from None
 
     def _announced(self, worker):
         def run(job: Job) -> JobOutcome:

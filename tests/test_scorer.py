@@ -202,3 +202,27 @@ def test_store_never_overwrites_ok_rows(bioprior_home, write_submission, status)
         assert replaced == (status == "failed")
         assert row["metrics"] == ({"a": 1} if status == "ok" else {"a": 2})
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_missing_dataset_is_bad_input_exit_2(bioprior_home, write_submission, tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    sub = tiny_submission("needs-cifar", training={"dataset": "cifar10", "epochs": 1})
+    path = write_submission(sub)
+    out = run_cli("score", str(path), "--device", "cpu", "--data-root", str(empty))
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"{path}: training.dataset: cifar10: not found under {empty}")
+    assert "bioprior download cifar10" in line
+    with ResultStore(bioprior_home / "results.sqlite") as store:
+        assert store.rows() == []  # nothing ran, nothing was written
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_bf16_training(bioprior_home, write_submission):
+    sub = tiny_submission("gpu")
+    sub["training"].update(precision="bf16", epochs=3)
+    (row,) = bioprior.score(write_submission(sub), device="cuda")
+    assert row["status"] == "ok" and row["device"].startswith("cuda")
+    assert row["metrics"]["natural_test_acc"] > 0.3
