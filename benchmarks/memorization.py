@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field
+
 from bioprior.registry.benchmark import Benchmark, BenchmarkResult
 from bioprior.registry.entries import PluginParams
 from bioprior.registry.hookspecs import hookimpl
-from pydantic import Field
 
 TSVETKOV2020 = "Tsvetkov, Malhotra & Bowers (2020), CogSci; Zhang et al. (2017), ICLR"
 RandomKind = Literal["gaussian_noise", "random_labels", "shuffled_pixels"]
@@ -63,6 +64,15 @@ class Memorization(Benchmark):
         }
         score = memorization_score(metrics["natural_test_acc"], metrics["random_train_acc"], chance)
         return BenchmarkResult(metrics, score)
+
+    def preview(self, images, seed: int):
+        """The natural images and their random derivative, as the model is trained on them."""
+        return {
+            "natural": images,
+            self.params.random: _derived(
+                self.params.random, self.params.random_params, images, seed
+            ),
+        }
 
 
 class CapacityParams(PluginParams):
@@ -106,6 +116,17 @@ class MemorizationCapacity(Benchmark):
                     memorization_score(cell["natural_train_acc"], cell["random_train_acc"], 1.0 / k)
                 )
         return BenchmarkResult({"cells": cells}, sum(scores) / len(scores))
+
+
+def _derived(name: str, params: dict[str, Any], images, seed: int):
+    import torch
+
+    from bioprior.registry.data import ImageData
+    from bioprior.registry.plugins import get_registry
+
+    labels = torch.arange(len(images)) % 10
+    data = ImageData("preview", images, labels, images, labels, num_classes=10)
+    return get_registry().get("dataset", name).build(params, source=data, seed=seed).train_x
 
 
 def _last(history: dict[str, Any], key: str) -> float | None:

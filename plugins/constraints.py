@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
 from bioprior.registry.constraint import Constraint, ConstraintError
 from bioprior.registry.entries import PluginParams
 from bioprior.registry.hookspecs import hookimpl
-from pydantic import Field, model_validator
 
 TSVETKOV2020 = "Tsvetkov, Malhotra & Bowers (2020), Adding biological constraints to deep neural networks reduces their capacity to learn unstructured data (CogSci)"
 

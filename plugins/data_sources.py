@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from bioprior.registry.data import DataUnavailable, ImageData
 from bioprior.registry.paths import data_root
 

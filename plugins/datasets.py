@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from bioprior.registry.entries import PluginParams
 from bioprior.registry.hookspecs import hookimpl
-from pydantic import Field
 
 ZHANG2017 = "Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking generalization"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+
 from bioprior.registry.data import ImageData, to_float
 
 

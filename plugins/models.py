@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from bioprior.registry.entries import ImageModelParams
 from bioprior.registry.hookspecs import hookimpl
-from pydantic import Field
 
 ZHANG2017 = "Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking generalization"
 
 
-class SmallAlexNetParams(ImageModelParams):
+class ZhangParams(ImageModelParams):
     width: float = Field(default=1.0, gt=0, le=4, description="Multiplier on every layer's width.")
     first_conv_width: int | None = Field(
         default=None,
         ge=1,
-        description="Filters of the first conv (None: 200 x width); the bottleneck sets it.",
+        description="Filters of the first conv (None: the paper's 200 / 96 x width); the bottleneck sets it.",
     )
+
+
+class SmallAlexNetParams(ZhangParams):
     local_response_norm: bool = Field(
         default=True, description="LRN after each pooling (Zhang et al.)."
     )
 
 
-class SmallInceptionParams(ImageModelParams):
-    width: float = Field(default=1.0, gt=0, le=4, description="Multiplier on every layer's width.")
-    first_conv_width: int | None = Field(
-        default=None,
-        ge=1,
-        description="Filters of the first conv (None: 96 x width); the bottleneck sets it.",
-    )
+class SmallInceptionParams(ZhangParams):
+    pass
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from .entries import ImageModelParams, PluginEntry
 from .paths import default_db
 from .plugins import get_registry
 from .progress import Reporter
-from .submission import Component, LoadedSubmission, load_submission, validate_submission_dict
+from .submission import LoadedSubmission, load_submission, validate_submission_dict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,23 +30,21 @@ def create_model(name: str, **params: Any) -> nn.Module:
     return get_registry().get("model", name).build(params)
 
 
-def module_component(module: nn.Module, **geometry: Any) -> Component:
-    """Wrap an in-memory ``nn.Module`` as a model component; its content hash is its version."""
+def module_entry(module: nn.Module) -> PluginEntry:
+    """An in-memory ``nn.Module`` as a model entry; its content hash is its version."""
     import copy
 
     from .hashing import content_hash
 
     state = {k: (tuple(v.shape), float(v.double().sum())) for k, v in module.state_dict().items()}
-    version = content_hash([repr(module), state])
-    entry = PluginEntry(
+    return PluginEntry(
         name=f"module:{type(module).__name__}",
         kind="model",
         factory=lambda _params: copy.deepcopy(module),
         params=ImageModelParams,
-        version=version,
+        version=content_hash([repr(module), state]),
         provider="<in-memory>",
     )
-    return Component(entry, ImageModelParams(**geometry))
 
 
 def score(
@@ -77,18 +75,17 @@ def score(
     else:
         if benchmarks is None or training is None:
             raise ValueError("scoring an nn.Module needs benchmarks=[...] and training={...}")
+        entry = module_entry(submission)
+        registry = registry.extended(entry)
         raw = {
             "name": name or f"module-{type(submission).__name__}",
-            "model": {"name": "small_alexnet"},  # placeholder, replaced by the module below
+            "model": {"name": entry.name},
             "constraints": list(constraints or []),
             "training": training,
             "seeds": list(seeds),
             "benchmarks": list(benchmarks),
         }
         loaded = validate_submission_dict(raw, registry)
-        component = module_component(submission)
-        for variant in loaded.variants:
-            variant.model = component
     with ResultStore(db or default_db()) as store:
         scorer = Scorer(store, registry, device=device, reporter=reporter)
         _, summary = scorer.plan([loaded])

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    import torch
+
     from .context import BenchmarkContext
 
 
@@ -35,3 +37,9 @@ class Benchmark:
 
     def run(self, ctx: BenchmarkContext) -> BenchmarkResult:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def preview(self, images: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """Example stimuli per condition for ``bioprior preview``: ``images`` are float (N, C, H, W)
+        in [0, 1]; return {condition label: transformed images of the same layout}. Benchmarks
+        that show the model transformed images override this."""
+        raise NotImplementedError(f"{type(self).__name__} has no stimuli to preview")

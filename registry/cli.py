@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -237,16 +238,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     metric_cols = sorted({k for r in rows for k in _scalar_metrics(r["metrics"])})
     buf = io.StringIO()
     writer = csv.writer(buf)
-    base = [
-        "submission",
-        "variant",
-        "seed",
-        "benchmark",
-        "benchmark_version",
-        "score",
-        "status",
-        "error",
-    ]
+    base = [c for c in PUBLIC if c not in ("metrics", "plugin_versions")]
     writer.writerow(base + [f"metrics.{m}" for m in metric_cols])
     for r in rows:
         values = [json.dumps(r[c], sort_keys=True) if c == "variant" else r[c] for c in base]
@@ -286,6 +278,58 @@ def _results_table(rows: list[dict[str, Any]]):
 
 
 @app.command()
+def preview(
+    benchmark: str = typer.Argument(
+        ..., help="A benchmark that transforms images, e.g. corruption."
+    ),
+    dataset: str = typer.Option(
+        "digits", "--dataset", "-d", help="Dataset whose test images are shown."
+    ),
+    params: list[str] = typer.Option(
+        [], "--params", "-p", help="Benchmark parameter KEY=VALUE (YAML value)."
+    ),
+    output: Path = typer.Option(Path("preview.png"), "--output", "-o", help="PNG to write."),
+    count: int = typer.Option(6, "--count", min=1, max=32, help="Images per condition."),
+    size: int = typer.Option(32, "--size", min=8, max=512, help="Image side in px."),
+    seed: int = typer.Option(0, "--seed", help="Seed of random stimuli."),
+) -> None:
+    """Write a grid of example stimuli per condition of a benchmark (what the model is tested on)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from .plugins import UnknownPluginError, get_registry
+
+    raw: dict[str, Any] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--params: expected KEY=VALUE, got {item!r}")
+        raw[key] = yaml.safe_load(value)
+    registry = get_registry()
+    try:
+        entry = registry.get("benchmark", benchmark)
+        data_entry = registry.get("dataset", dataset)
+    except UnknownPluginError as exc:
+        _fail(f"{'BENCHMARK' if exc.kind == 'benchmark' else '--dataset'}: {exc}")
+    try:
+        bench = entry.build(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        _fail(f"--params: {'.'.join(map(str, err['loc']))}: {err['msg']}")
+    from .data import DataUnavailable
+    from .preview import preview_grid
+
+    try:
+        data = data_entry.build({})
+        rows = preview_grid(bench, data, output, count=count, size=size, seed=seed)
+    except DataUnavailable as exc:
+        _fail(f"--dataset: {exc}")
+    except NotImplementedError as exc:
+        _fail(f"BENCHMARK: {exc}")
+    typer.echo(f"wrote {output} ({rows} conditions x {count} images)")
+
+
+@app.command()
 def download(
     name: str = typer.Argument(..., help="cifar10 | cifar100 | mnist | fashion_mnist."),
     data_root: Path | None = typer.Option(
@@ -307,7 +351,12 @@ def download(
     typer.echo(f"{name}: {len(data.train_x)} training and {len(data.test_x)} test images ready")
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main() -> None:
+    warnings.showwarning = _one_line_warning
     try:
         app()
     except KeyboardInterrupt:

@@ -197,6 +197,14 @@ class Registry:
             if (kind is None or k == kind) and (pattern is None or fnmatch.fnmatch(n, pattern))
         ]
 
+    def extended(self, *entries: PluginEntry) -> Registry:
+        """A copy of this registry with extra entries (e.g. an in-memory model); self is unchanged."""
+        copy = Registry.__new__(Registry)
+        copy.__dict__.update(self.__dict__)
+        copy._entries = {**self._entries, **{(e.kind, e.name): e for e in entries}}
+        copy.failures = list(self.failures)
+        return copy
+
     def __len__(self) -> int:
         return len(self._entries)
 

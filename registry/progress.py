@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
+
 
 class Reporter:
     """No-op reporter (the Python API default)."""
@@ -49,17 +51,17 @@ class RichReporter(Reporter):
         self.jobs = self.progress.add_task("jobs", total=total, info="")
 
     def job_started(self, label: str) -> None:
-        self.progress.update(self.jobs, info=label)
+        self.progress.update(self.jobs, info=escape(label))
 
     def job_finished(self, label: str, status: str, score: float | None) -> None:
         self.progress.advance(self.jobs)
         shown = (
             "failed" if status != "ok" else (f"score {score:.3f}" if score is not None else "ok")
         )
-        self.progress.console.print(f"  {label}: {shown}")
+        self.progress.console.print(f"  {escape(label)}: {shown}")
 
     def training_started(self, label: str, epochs: int) -> None:
-        self.epochs = self.progress.add_task(f"  train {label}", total=epochs, info="")
+        self.epochs = self.progress.add_task(f"  train {escape(label)}", total=epochs, info="")
 
     def epoch_done(self, epoch: int, stats: dict[str, float]) -> None:
         info = f"loss {stats['loss']:.3f} acc {stats['accuracy']:.3f}"
@@ -71,7 +73,7 @@ class RichReporter(Reporter):
             self.epochs = None
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text)
+        self.progress.console.print(escape(text))
 
     def close(self) -> None:
         self.progress.stop()

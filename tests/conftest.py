@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from bioprior.registry.plugins import get_registry, set_registry
 
 ROOT = Path(__file__).resolve().parents[1]

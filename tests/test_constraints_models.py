@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from bioprior import create_model
 from bioprior.plugins.activations import GaussianNoise, HiddenActivation, Quantize
-from torch import nn
 
 
 def _constrained(registry, model: nn.Module, *specs: tuple[str, dict]) -> nn.Module:

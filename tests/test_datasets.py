@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from bioprior.registry.data import DataUnavailable, fit_data, fit_images
 
 

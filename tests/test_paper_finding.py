@@ -7,8 +7,9 @@ it still generalizes on real digits.
 
 from __future__ import annotations
 
-import bioprior
 from conftest import ROOT
+
+import bioprior
 
 
 def test_internal_noise_blocks_memorization_but_not_learning(bioprior_home):

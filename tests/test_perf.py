@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
 from bioprior import create_model
 from bioprior.registry.data import fit_data
 from bioprior.registry.schemas import TrainingRecipe
 from bioprior.registry.trainer import select_device, train_model
-from torch.utils.data import DataLoader, TensorDataset
 
 DEVICE = select_device("auto")
 

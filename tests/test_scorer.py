@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-import bioprior
 import pytest
 import torch
-from bioprior.registry.store import ResultStore
 from conftest import run_cli, tiny_submission
 from torch import nn
+
+import bioprior
+from bioprior.registry.store import ResultStore
 
 
 def test_score_stores_rows_with_provenance(bioprior_home, write_submission):
@@ -226,3 +227,27 @@ def test_gpu_bf16_training(bioprior_home, write_submission):
     (row,) = bioprior.score(write_submission(sub), device="cuda")
     assert row["status"] == "ok" and row["device"].startswith("cuda")
     assert row["metrics"]["natural_test_acc"] > 0.3
+
+
+def test_noisy_evaluation_is_seeded_whatever_ran_before(bioprior_home, write_submission):
+    noisy = [{"name": "internal_noise", "params": {"sigma": 0.5, "at_inference": True}}]
+    path = write_submission(tiny_submission(constraints=noisy))
+    (first,) = bioprior.score(path, device="cpu")  # trains: the RNG has been used by training
+    with ResultStore(bioprior_home / "results.sqlite") as store:
+        store.conn.execute("DELETE FROM results")
+    torch.rand(12345)
+    (second,) = bioprior.score(path, device="cpu")  # loads cached weights: a different RNG history
+    assert second["metrics"] == first["metrics"]
+
+
+def test_module_with_bottleneck_is_rejected_at_validation(bioprior_home):
+    from bioprior.registry.submission import InvalidSubmission
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(InvalidSubmission, match="bottleneck needs model parameter"):
+        bioprior.score(
+            net,
+            benchmarks=["memorization"],
+            constraints=["bottleneck"],
+            training={"dataset": "digits"},
+        )

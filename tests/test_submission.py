@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bioprior.registry.submission import InvalidSubmission, expand_grid, load_submission
 from conftest import ROOT, run_cli, tiny_submission
+
+from bioprior.registry.submission import InvalidSubmission, expand_grid, load_submission
 
 GOOD = """\
 name: t
