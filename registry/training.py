@@ -40,7 +40,7 @@ class TrainingSpec:
         return {
             "model": self.model.spec,
             "constraints": [c.spec for c in self.constraints],
-            "recipe": self.recipe.model_dump(mode="json", exclude={"dataset", "precision"}),
+            "recipe": self.recipe.model_dump(mode="json", exclude={"dataset"}),
             "dataset": self.dataset.spec,
             "seed": self.seed,
         }
@@ -121,7 +121,8 @@ class TrainingService:
     def data(self, spec: TrainingSpec) -> ImageData:
         """The training data fitted to the model's input, derivations applied, on the device."""
         channels, size = self.geometry(spec)
-        key = content_hash([spec.dataset.spec, channels, size, spec.seed])
+        seed = spec.seed if spec.dataset.source is not None else None  # only derivations draw
+        key = content_hash([spec.dataset.spec, channels, size, seed])
         if key not in self._fitted:
             self._fitted[key] = self._derive(spec.dataset, channels, size, spec.seed).to(
                 self.device
