@@ -292,6 +292,9 @@ def preview(
     count: int = typer.Option(6, "--count", min=1, max=32, help="Images per condition."),
     size: int = typer.Option(32, "--size", min=8, max=512, help="Image side in px."),
     seed: int = typer.Option(0, "--seed", help="Seed of random stimuli."),
+    max_rows: int = typer.Option(
+        200, "--max-rows", min=1, help="At most this many conditions (rows)."
+    ),
 ) -> None:
     """Write a grid of example stimuli per condition of a benchmark (what the model is tested on)."""
     import yaml
@@ -321,7 +324,9 @@ def preview(
 
     try:
         data = data_entry.build({})
-        rows = preview_grid(bench, data, output, count=count, size=size, seed=seed)
+        rows = preview_grid(
+            bench, data, output, count=count, size=size, seed=seed, max_rows=max_rows
+        )
     except DataUnavailable as exc:
         _fail(f"--dataset: {exc}")
     except NotImplementedError as exc:

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Kind = Literal["model", "constraint", "dataset", "benchmark"]
-KINDS: tuple[str, ...] = ("model", "constraint", "dataset", "benchmark")
+Kind = Literal["model", "constraint", "dataset", "benchmark", "attack"]
+KINDS: tuple[str, ...] = ("model", "constraint", "dataset", "benchmark", "attack")
 
 
 class PluginParams(BaseModel):
@@ -130,7 +130,11 @@ def _type_name(annotation: Any) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
 

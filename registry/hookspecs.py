@@ -46,9 +46,15 @@ def register_benchmarks(register: Register) -> None:
     """Register benchmarks (kind ``benchmark``)."""
 
 
+@hookspec
+def register_attacks(register: Register) -> None:
+    """Register adversarial attacks (kind ``attack``) used by the adversarial benchmark."""
+
+
 HOOK_KINDS: dict[str, str] = {
     "register_models": "model",
     "register_constraints": "constraint",
     "register_datasets": "dataset",
     "register_benchmarks": "benchmark",
+    "register_attacks": "attack",
 }

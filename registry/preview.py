@@ -14,7 +14,7 @@ def preview_grid(
     count: int = 6,
     size: int = 32,
     seed: int = 0,
-    max_rows: int = 40,
+    max_rows: int = 200,
 ) -> int:
     """Write a PNG with one row per condition and ``count`` test images per row; returns the row count."""
     import matplotlib
@@ -32,9 +32,8 @@ def preview_grid(
         for c in range(cols):
             ax = axes[r][c]
             img = batch[c].detach().float().clamp(0, 1).cpu()
-            ax.imshow(
-                img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1
-            )
+            img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
+            ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)

@@ -182,8 +182,14 @@ def test_listing_plugins_does_not_import_torch():
 
 def test_cli_preview_writes_png(tmp_path):
     out = tmp_path / "grid.png"
-    done = run_cli("preview", "memorization", "-p", "random=shuffled_pixels", "-o", str(out), "--count", "3")
+    done = run_cli(
+        "preview", "memorization", "-p", "random=shuffled_pixels", "-o", str(out), "--count", "3"
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "2 conditions x 3 images" in done.stdout
     bad = run_cli("preview", "memorization", "-p", "random=nope", "-o", str(tmp_path / "x.png"))
-    assert bad.returncode == 2 and "--params: random:" in bad.stderr and not (tmp_path / "x.png").exists()
+    assert (
+        bad.returncode == 2
+        and "--params: random:" in bad.stderr
+        and not (tmp_path / "x.png").exists()
+    )

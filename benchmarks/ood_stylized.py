@@ -1,0 +1,122 @@
+"""Out-of-distribution stylized images (evanson2022 Results, Fig. 6, after Evans, Malhotra &
+Bowers 2022; Geirhos et al. 2019, 2021).
+
+Procedural renderings of the dataset's own test images (as fitted to the model's input), drawn
+at ``render_size`` px and resized back (small images give poor renderings otherwise):
+
+- ``edges``: Canny edges (scikit-image ``feature.canny``, sigma ``canny_sigma`` at 64 px).
+- ``silhouette``: the Otsu-thresholded foreground (the side away from the background, taken as
+  the median border pixel), holes filled (``scipy.ndimage.binary_fill_holes``), uniform.
+- ``contours``: the outline of that silhouette (mask minus its binary erosion).
+- ``line_drawing``: XDoG lines (Winnemöller et al. 2012: difference of Gaussians sigma,
+  1.6 sigma, tau 0.98, soft threshold phi 200 at eps = -0.5 std of the response).
+- ``phase_scrambled``: amplitude spectrum kept, phase plus ``phase_strength`` x the phase of
+  white noise (same noise for every channel).
+- ``amplitude_swapped``: phase of the image with the amplitude spectrum of another test image
+  (the one n/2 further in the set; label: the phase image's class).
+
+Ink polarity: ``dataset`` draws light lines / shapes on a dark background when the image's
+background is dark (digits, MNIST) and dark on light otherwise (Evans et al., Geirhos et al.).
+
+External sets (``external``): folders in ImageFolder layout (``<path>/<class>/<image>``), e.g.
+Evans, Malhotra & Bowers' CIFAR-10 contours / line drawings / silhouettes, or model-vs-human's
+sketch / stylized / edge / silhouette / cue-conflict. ``class_map`` maps folder classes onto
+the model's classes (a name, an index or a list; default: equal names); with several model
+classes per set class, the decision is the set class with the highest mean probability over
+its model classes (as model-vs-human aggregates ImageNet classes). On cue-conflict images
+(``cue_conflict: true``, files ``<shape><n>-<texture><m>.png`` in the shape's folder), the
+shape bias = shape decisions / (shape + texture decisions), conflicting images only (Geirhos
+et al. 2019). A missing folder fails the job with where to get the set and how to lay it out.
+
+Score: mean accuracy over the styles and external sets (not relative to clean accuracy).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from bioprior.registry.benchmark import Benchmark, BenchmarkResult
+from bioprior.registry.entries import PluginParams
+from bioprior.registry.hookspecs import hookimpl
+
+Style = Literal[
+    "edges", "contours", "line_drawing", "silhouette", "phase_scrambled", "amplitude_swapped"
+]
+CITATION = (
+    "Evanson et al. (2022); Evans, Malhotra & Bowers (2022), Neural Networks; Geirhos et al. "
+    "(2019), ICLR; Geirhos et al. (2021), NeurIPS"
+)
+
+
+class ExternalSet(PluginParams):
+    name: str = Field(description="A label for the set, e.g. 'silhouettes'.")
+    path: str = Field(description="Folder in ImageFolder layout: <path>/<class>/<image>.")
+    source: Literal["evans2022", "model_vs_human", "folder"] = Field(
+        default="folder", description="Where it comes from (for the message when it is missing)."
+    )
+    class_map: dict[str, str | int | list[str | int]] | None = Field(
+        default=None,
+        description="Folder class -> model class name / index / list (default: equal names).",
+    )
+    cue_conflict: bool = Field(
+        default=False, description="Cue-conflict images: also report the shape bias."
+    )
+
+
+class OODParams(PluginParams):
+    styles: list[Style] = Field(
+        default=[
+            "edges",
+            "contours",
+            "line_drawing",
+            "silhouette",
+            "phase_scrambled",
+            "amplitude_swapped",
+        ],
+        description="Procedural renderings of the test images.",
+    )
+    polarity: Literal["dataset", "dark_on_light", "light_on_dark"] = Field(
+        default="dataset", description="Ink polarity of edges / contours / drawings / silhouettes."
+    )
+    render_size: int = Field(default=64, ge=8, description="Side (px) the renderings are drawn at.")
+    canny_sigma: float = Field(default=2.0, gt=0, description="Canny sigma at 64 px.")
+    xdog_sigma: float = Field(default=2.5, gt=0, description="XDoG sigma at 64 px.")
+    phase_strength: float = Field(
+        default=1.0, ge=0, le=1, description="Weight of the random phase (1: fully scrambled)."
+    )
+    external: list[ExternalSet] = Field(
+        default_factory=list, description="External ImageFolder sets to score as well."
+    )
+    max_images: int | None = Field(
+        default=None, ge=1, description="Evaluate on a seeded subset of this many test images."
+    )
+    workers: int | None = Field(
+        default=None, ge=0, description="Processes generating stimuli (None: all cores)."
+    )
+    batch_size: int = Field(default=1024, ge=1, description="Evaluation batch size.")
+
+
+class OODStylized(Benchmark):
+    def run(self, ctx) -> BenchmarkResult:
+        from . import renderings
+
+        return renderings.run(self.params, ctx)
+
+    def preview(self, images, seed: int):
+        from . import renderings
+
+        return renderings.preview(self.params, images, seed)
+
+
+@hookimpl
+def register_benchmarks(register):
+    register(
+        name="ood_stylized",
+        factory=OODStylized,
+        params=OODParams,
+        version="1",
+        citation=CITATION,
+        description="Edges, contours, line drawings, silhouettes, phase/amplitude; external sets.",
+    )

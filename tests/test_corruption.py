@@ -1,0 +1,169 @@
+"""The corruption benchmark on real digits, on CPU: severity ordering, identity = clean,
+cached stimulus sets reused by another model, parallel = serial generation, mCE definitions,
+precomputed CIFAR-10-C style folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_submission
+
+import bioprior
+from bioprior.benchmarks._corruption_impl import TRANSFORM
+from bioprior.benchmarks.stimuli import Condition, StimulusSet
+
+FEW = {
+    "corruptions": ["identity", "gaussian_noise", "contrast"],
+    "severities": [1, 5],
+    "noise_sweeps": [],
+    "max_images": 150,
+}
+
+
+SECOND = {"name": "small_alexnet", "params": {"width": 0.15, "input_size": 8}}
+
+
+def learner(name: str, width: float = 0.1, params: dict | None = None, **over) -> dict:
+    """A small AlexNet that learns digits in a few seconds (8 px input: upsampled to 32 px for
+    imagecorruptions)."""
+    sub = tiny_submission(
+        name,
+        model={"name": "small_alexnet", "params": {"width": width, "input_size": 8}},
+        constraints=[],
+        training={
+            "dataset": "digits",
+            "epochs": 3,
+            "batch_size": 32,
+            "lr": 0.02,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+        },
+        benchmarks=[{"name": "corruption", "params": {**FEW, **(params or {})}}],
+    )
+    sub.update(over)
+    return sub
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """Two models scored one after the other in one BIOPRIOR_HOME."""
+    import os
+
+    home = tmp_path_factory.mktemp("corruption-home")
+    old = os.environ.get("BIOPRIOR_HOME")
+    os.environ["BIOPRIOR_HOME"] = str(home)
+    try:
+        # the first model's baseline is the second model (mCE against a different model)
+        (first,) = bioprior.score(
+            learner("first", params={"baseline": {"model": SECOND}}), device="cpu"
+        )
+        files = sorted((home / "stimuli").glob("*.npy"))
+        mtimes = [f.stat().st_mtime_ns for f in files]
+        (second,) = bioprior.score(learner("second", width=0.15), device="cpu")
+        after = sorted((home / "stimuli").glob("*.npy"))
+    finally:
+        if old is None:
+            os.environ.pop("BIOPRIOR_HOME", None)
+        else:
+            os.environ["BIOPRIOR_HOME"] = old
+    return first, second, files, mtimes, after, home
+
+
+def test_severity_5_is_harder_than_1_and_identity_equals_clean(scored):
+    first = scored[0]
+    assert first["status"] == "ok", first["error"]
+    m = first["metrics"]
+    assert m["clean_acc"] >= 0.8  # the model learned digits
+    for name in ("gaussian_noise", "contrast"):
+        assert m["accuracy"][name]["5"] < m["accuracy"][name]["1"], name
+    assert m["accuracy"]["identity"]["0"] == m["clean_acc"]
+    assert m["upsampled_to"] == 32 and "upsampled" in m["note"]
+    assert "upsampling_round_trip" in m["accuracy"]
+    assert 0 <= first["score"] <= 1
+    assert first["score"] == pytest.approx(m["mean_corruption_acc"] / m["clean_acc"])
+    # the second model's baseline (own model, no constraints) is itself: mCE = robustness = 1
+    m2 = scored[1]["metrics"]
+    assert m2["mce"] == pytest.approx(1.0) and m2["robustness_score"] == pytest.approx(1.0)
+
+
+def test_another_model_reuses_the_cached_stimulus_sets(scored):
+    first, second, files, mtimes, after, _ = scored
+    assert second["status"] == "ok", second["error"]
+    assert first["metrics"]["stimuli"]["generated"] == len(files) == 6
+    assert second["metrics"]["stimuli"]["generated"] == 0
+    assert second["metrics"]["stimuli"]["reused"] >= 6
+    assert after == files and [f.stat().st_mtime_ns for f in after] == mtimes
+    assert second["metrics"]["accuracy"] == first["metrics"]["baseline"]["accuracy"]
+
+
+def test_results_list_every_condition(scored, tmp_path):
+    m = scored[0]["metrics"]
+    assert set(m["accuracy"]) == {"identity", "gaussian_noise", "contrast", "upsampling_round_trip"}
+    assert set(m["accuracy"]["contrast"]) == {"1", "5"}
+    assert set(m["corruption_acc"]) == {"gaussian_noise", "contrast"}
+
+
+def test_parallel_generation_equals_serial(tmp_path):
+    rng = np.random.default_rng(0)
+    src = np.uint8(rng.integers(0, 256, size=(24, 1, 16, 16)))
+    conds = [
+        Condition("imagecorruptions", "glass_blur", 2, (("preset", "imagenet_c"),)),
+        Condition("imagecorruptions", "impulse_noise", 5, (("preset", "imagenet_c"),)),
+        Condition("noise", "salt_and_pepper", 0.3, (("contrast", 0.3),)),
+    ]
+    serial = StimulusSet(src, conds, TRANSFORM, seed=3, workers=1, cache_dir=tmp_path / "a")
+    parallel = StimulusSet(src, conds, TRANSFORM, seed=3, workers=2, cache_dir=tmp_path / "b")
+    serial.ensure(), parallel.ensure()
+    for c in conds:
+        assert np.array_equal(serial[c], parallel[c]), c.label
+        assert not np.array_equal(serial[c], src)
+    other = StimulusSet(src, conds[1:], TRANSFORM, seed=4, workers=1, cache_dir=tmp_path / "a")
+    assert not np.array_equal(other.ensure()[conds[1]], serial[conds[1]])  # the seed matters
+    assert serial.ensure().stats == {"generated": 3, "reused": 3}
+
+
+def test_mce_against_a_different_baseline(scored):
+    m = scored[0]["metrics"]
+    assert m["baseline"]["model"]["params"]["width"] == 0.15
+    for name in ("gaussian_noise", "contrast"):
+        own, base = m["accuracy"][name], m["baseline"]["accuracy"][name]
+        ce = sum(1 - own[s] for s in own) / sum(1 - base[s] for s in base)
+        assert m["ce"][name] == pytest.approx(ce)
+        ratio = (sum(own.values()) / 2) / (sum(base.values()) / 2)
+        assert m["robustness"][name] == pytest.approx(ratio)
+    assert m["mce"] == pytest.approx(np.mean(list(m["ce"].values())))
+    assert m["robustness_score"] == pytest.approx(np.mean(list(m["robustness"].values())))
+    assert m["robustness_score"] != pytest.approx(1.0)
+
+
+def test_precomputed_cifar10c_style_folder(scored, tmp_path, monkeypatch):
+    """The benchmark's own cached stimuli, written as a CIFAR-10-C style folder, give the same
+    accuracies; a missing corruption file says where to get the data."""
+    from bioprior.benchmarks import _corruption_impl as impl
+    from bioprior.registry.data import fit_images
+    from bioprior.registry.plugins import get_registry
+
+    first, home = scored[0], scored[5]
+    monkeypatch.setenv("BIOPRIOR_HOME", str(home))
+    data = get_registry().get("dataset", "digits").build({})
+    idx = impl.subset_indices(len(data.test_x), 150, 0)
+    src = impl.to_uint8(fit_images(data.test_x, 1, 8)[idx])
+    conds = [
+        Condition("imagecorruptions", "contrast", s, (("preset", "imagenet_c"),)) for s in (1, 5)
+    ]
+    stim = StimulusSet(src, conds, TRANSFORM, seed=0).ensure()
+    assert stim.generated == 0  # the benchmark cached exactly these
+    rgb = [np.repeat(stim[c].transpose(0, 2, 3, 1), 3, axis=3) for c in conds]
+    folder = tmp_path / "c10c"
+    folder.mkdir()
+    # severities 2-4 are not evaluated; filled so the layout is CIFAR-10-C's (5 blocks)
+    np.save(folder / "contrast.npy", np.concatenate([rgb[0]] * 4 + [rgb[1]]))
+    np.save(folder / "labels.npy", np.tile(data.test_y[idx].numpy(), 5))
+    params = {**FEW, "corruptions": ["contrast"], "precomputed": str(folder), "baseline": None}
+    (pre,) = bioprior.score(learner("pre", params=params), device="cpu")
+    assert pre["status"] == "ok", pre["error"]
+    assert pre["metrics"]["accuracy"]["contrast"] == first["metrics"]["accuracy"]["contrast"]
+
+    params["corruptions"] = ["fog"]
+    (missing,) = bioprior.score(learner("missing", params=params), device="cpu")
+    assert missing["status"] != "ok" and "CIFAR-10-C" in missing["error"]
