@@ -47,12 +47,9 @@ def learner(name: str, width: float = 0.1, params: dict | None = None, **over) -
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """Two models scored one after the other in one BIOPRIOR_HOME."""
-    import os
-
     home = tmp_path_factory.mktemp("corruption-home")
-    old = os.environ.get("BIOPRIOR_HOME")
-    os.environ["BIOPRIOR_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BIOPRIOR_HOME", str(home))
         # the first model's baseline is the second model (mCE against a different model)
         (first,) = bioprior.score(
             learner("first", params={"baseline": {"model": SECOND}}), device="cpu"
@@ -61,11 +58,6 @@ def scored(tmp_path_factory):
         mtimes = [f.stat().st_mtime_ns for f in files]
         (second,) = bioprior.score(learner("second", width=0.15), device="cpu")
         after = sorted((home / "stimuli").glob("*.npy"))
-    finally:
-        if old is None:
-            os.environ.pop("BIOPRIOR_HOME", None)
-        else:
-            os.environ["BIOPRIOR_HOME"] = old
     return first, second, files, mtimes, after, home
 
 

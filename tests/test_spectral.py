@@ -25,20 +25,12 @@ SPECTRAL = {
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    import os
-
     home = tmp_path_factory.mktemp("spectral-home")
-    old = os.environ.get("BIOPRIOR_HOME")
-    os.environ["BIOPRIOR_HOME"] = str(home)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BIOPRIOR_HOME", str(home))
         sub = learner("spectral")
         sub["benchmarks"].append({"name": "spectral", "params": SPECTRAL})
         out = {r["benchmark"]: r for r in bioprior.score(sub, device="cpu")}
-    finally:
-        if old is None:
-            os.environ.pop("BIOPRIOR_HOME", None)
-        else:
-            os.environ["BIOPRIOR_HOME"] = old
     return out
 
 
