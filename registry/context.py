@@ -40,13 +40,9 @@ class BenchmarkContext:
         ``dataset`` (e.g. a random derivation), ``model`` and/or ``constraints`` (e.g. an
         unconstrained surrogate for black-box attacks) to get another model trained with the same
         recipe and seed. Each is trained once and cached by content."""
-        spec = self.job.training
-        if dataset is not None:
-            spec = spec.with_dataset(dataset)
-        if model is not None:
-            spec = replace(spec, model=model)
-        if constraints is not None:
-            spec = replace(spec, constraints=tuple(constraints))
+        constraints = None if constraints is None else tuple(constraints)
+        overrides = {"dataset": dataset, "model": model, "constraints": constraints}
+        spec = replace(self.job.training, **{k: v for k, v in overrides.items() if v is not None})
         trained = self.service.trained(spec)
         self.used[spec.key] = trained.weights_hash
         return trained

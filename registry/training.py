@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,6 @@ class TrainingSpec:
     @property
     def key(self) -> str:
         return content_hash(self.identity())
-
-    def with_dataset(self, dataset: Component) -> TrainingSpec:
-        return replace(self, dataset=dataset)
 
     @property
     def label(self) -> str:
