@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Kind = Literal["model", "constraint", "dataset", "benchmark", "attack"]
-KINDS: tuple[str, ...] = ("model", "constraint", "dataset", "benchmark", "attack")
+Kind = Literal["model", "constraint", "dataset", "benchmark", "attack", "neural_data"]
+KINDS: tuple[str, ...] = ("model", "constraint", "dataset", "benchmark", "attack", "neural_data")
 
 
 class PluginParams(BaseModel):

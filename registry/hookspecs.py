@@ -51,10 +51,17 @@ def register_attacks(register: Register) -> None:
     """Register adversarial attacks (kind ``attack``) used by the adversarial benchmark."""
 
 
+@hookspec
+def register_neural_data(register: Register) -> None:
+    """Register neural datasets (kind ``neural_data``): stimuli with recorded (or, clearly
+    labelled, synthetic) responses or a similarity matrix, for neural constraints."""
+
+
 HOOK_KINDS: dict[str, str] = {
     "register_models": "model",
     "register_constraints": "constraint",
     "register_datasets": "dataset",
     "register_benchmarks": "benchmark",
     "register_attacks": "attack",
+    "register_neural_data": "neural_data",
 }

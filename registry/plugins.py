@@ -65,6 +65,7 @@ class Registry:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._entries: dict[tuple[str, str], PluginEntry] = {}
+        self._members: dict[tuple[str, str], PluginEntry] = {}
         self.failures: list[PluginFailure] = []
 
     # -- loading ---------------------------------------------------------------------------
@@ -173,13 +174,39 @@ class Registry:
 
     # -- queries ---------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> PluginEntry:
-        try:
-            return self._entries[(kind, name)]
-        except KeyError:
-            raise UnknownPluginError(kind, name, self.suggest(kind, name)) from None
+        """The entry ``name`` of ``kind``; ``family:member`` names (e.g. ``timm:resnet18``) are
+        resolved by the family entry ``family`` (see :meth:`member`)."""
+        entry = self._entries.get((kind, name))
+        if entry is not None:
+            return entry
+        if ":" in name:
+            return self.member(kind, name)
+        raise UnknownPluginError(kind, name, self.suggest(kind, name))
+
+    def member(self, kind: str, name: str) -> PluginEntry:
+        """Resolve ``family:member`` through a family entry: one registered with
+        ``extra={"family": "module:resolve", "family_members": "module:members"}``, where
+        ``resolve(member, family_entry)`` returns the member's :class:`PluginEntry` (raising
+        :class:`UnknownPluginError` for an unknown member) and ``members()`` lists the names."""
+        key = (kind, name)
+        if key in self._members:
+            return self._members[key]
+        prefix, _, member = name.partition(":")
+        family = self._entries.get((kind, prefix))
+        if family is None or "family" not in family.extra:
+            raise UnknownPluginError(kind, name, self.suggest(kind, name))
+        resolve = _load_attr(family.extra["family"])
+        entry = resolve(member, family).stamped(family.provider, family.provider_version)
+        entry.validate()
+        self._members[key] = entry
+        return entry
 
     def has(self, kind: str, name: str) -> bool:
-        return (kind, name) in self._entries
+        try:
+            self.get(kind, name)
+        except UnknownPluginError:
+            return False
+        return True
 
     def suggest(self, kind: str, name: str) -> list[str]:
         return difflib.get_close_matches(name, self.names(kind), n=3, cutoff=0.5)
@@ -191,11 +218,22 @@ class Registry:
         """Entries of ``kind`` (all kinds if None) whose name matches the glob ``pattern``."""
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
-        return [
+        found = [
             e
             for (k, n), e in sorted(self._entries.items())
             if (kind is None or k == kind) and (pattern is None or fnmatch.fnmatch(n, pattern))
         ]
+        if pattern is not None and ":" in pattern:  # family members, e.g. "timm:resnet*"
+            prefix, _, member_pattern = pattern.partition(":")
+            for (k, n), family in sorted(self._entries.items()):
+                if n == prefix and (kind is None or k == kind) and "family_members" in family.extra:
+                    members = _load_attr(family.extra["family_members"])()
+                    found += [
+                        self.member(k, f"{n}:{m}")
+                        for m in members
+                        if fnmatch.fnmatch(m, member_pattern)
+                    ]
+        return found
 
     def extended(self, *entries: PluginEntry) -> Registry:
         """A copy of this registry with extra entries (e.g. an in-memory model); self is unchanged."""
@@ -207,6 +245,14 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _load_attr(path: str) -> Any:
+    """``"module:attr"`` -> the attribute (family resolvers are imported only when used)."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _one_line(exc: BaseException) -> str:

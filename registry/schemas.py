@@ -66,6 +66,12 @@ class TrainingRecipe(Strict):
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32", description="bf16 autocast on CUDA (ignored on CPU, which stays fp32)."
     )
+    augment: list[Literal["hflip", "crop"]] = Field(
+        default_factory=list,
+        description="Training-batch augmentations, seeded: hflip (random horizontal flip, p = 0.5; "
+        "evanson's CIFAR recipe), crop (zero-pad by size/8 and random crop back, the usual CIFAR "
+        "translation).",
+    )
 
     @field_validator("dataset", mode="before")
     @classmethod

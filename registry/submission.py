@@ -152,6 +152,11 @@ def resolve_component(
     except UnknownPluginError as exc:
         errors.append((path + ("name",), str(exc)))
         return None
+    if "family" in entry.extra:
+        errors.append(
+            (path + ("name",), f"{ref.name!r} is a family: name a member, {ref.name}:<name>")
+        )
+        return None
     params = dict(ref.params)
     source_ref = params.pop("source", None) if entry.extra.get("derivation") else None
     source = None

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .objective import Batch, ObjectiveContext, excluded_from_weight_decay, objectives
 from .schemas import Schedule, TrainingRecipe
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -61,13 +62,37 @@ def lr_factor(schedule: Schedule, epochs: int) -> Callable[[int], float]:
 
 
 def make_optimizer(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The recipe's optimizer; parameters tagged by ``exclude_from_weight_decay`` get none."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decayed = [p for p in trainable if not excluded_from_weight_decay(p)]
+    exempt = [p for p in trainable if excluded_from_weight_decay(p)]
+    groups = [{"params": decayed}]
+    if exempt:
+        groups.append({"params": exempt, "weight_decay": 0.0})
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            groups, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
         )
     cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return cls(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def augment_batch(xb: torch.Tensor, names: list[str], gen: torch.Generator) -> torch.Tensor:
+    """The recipe's augmentations on one training batch, drawn from the trainer's generator."""
+    n, _, h, w = xb.shape
+    if "hflip" in names:
+        flip = (torch.rand(n, generator=gen) < 0.5).to(xb.device).view(n, 1, 1, 1)
+        xb = torch.where(flip, xb.flip(-1), xb)
+    if "crop" in names:
+        pad = max(1, h // 8)
+        padded = F.pad(xb, (pad, pad, pad, pad))
+        dy, dx = (torch.randint(0, 2 * pad + 1, (2, n), generator=gen)).to(xb.device)
+        rows = (dy[:, None] + torch.arange(h, device=xb.device)).view(n, 1, h, 1)
+        cols = (dx[:, None] + torch.arange(w, device=xb.device)).view(n, 1, 1, w)
+        batch = torch.arange(n, device=xb.device).view(n, 1, 1, 1)
+        chans = torch.arange(xb.shape[1], device=xb.device).view(1, -1, 1, 1)
+        xb = padded[batch, chans, rows, cols]
+    return xb
 
 
 def train_model(
@@ -78,7 +103,10 @@ def train_model(
     seed: int,
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, list[float]]:
-    """Train ``model`` in place on ``(x, y)`` (already on the model's device); returns the history."""
+    """Train ``model`` in place on ``(x, y)`` (already on the model's device); returns the history.
+
+    Training objectives attached by constraints (:mod:`.objective`) add their terms to the loss.
+    """
     device = x.device
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -87,6 +115,20 @@ def train_model(
     autocast = recipe.precision == "bf16" and device.type == "cuda"
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "lr": [], "seconds": []}
     n = len(x)
+    extra_terms = objectives(model)
+    for i, objective in enumerate(extra_terms):
+        objective.prepare(
+            ObjectiveContext(
+                channels=int(x.shape[1]),
+                size=int(x.shape[-1]),
+                device=device,
+                seed=seed,
+                epochs=recipe.epochs,
+                steps_per_epoch=math.ceil(n / recipe.batch_size),
+                batch_size=recipe.batch_size,
+                generator=torch.Generator().manual_seed(seed * 1000 + i + 1),
+            )
+        )
     model.train()
     for epoch in range(recipe.epochs):
         start = time.perf_counter()
@@ -98,13 +140,17 @@ def train_model(
         for i in range(0, n, recipe.batch_size):
             idx = perm[i : i + recipe.batch_size]
             xb, yb = x[idx], y[idx]
+            if recipe.augment:
+                xb = augment_batch(xb, recipe.augment, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
+                loss = task_loss = F.cross_entropy(logits.float(), yb)
+                for objective in extra_terms:
+                    loss = objective.total_loss(model, loss, Batch(xb, yb, logits))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(idx)
+            loss_sum += task_loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == yb).sum()
         stats = {
             "loss": loss_sum.item() / n,
@@ -112,8 +158,10 @@ def train_model(
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - start,
         }
+        for objective in extra_terms:
+            stats.update(objective.epoch_metrics())
         for key, value in stats.items():
-            history[key].append(value)
+            history.setdefault(key, []).append(value)
         if on_epoch is not None:
             on_epoch(epoch, stats)
     model.eval()

@@ -40,7 +40,10 @@ class TrainingSpec:
         return {
             "model": self.model.spec,
             "constraints": [c.spec for c in self.constraints],
-            "recipe": self.recipe.model_dump(mode="json", exclude={"dataset"}),
+            "recipe": self.recipe.model_dump(
+                mode="json",
+                exclude={"dataset"} | ({"augment"} if not self.recipe.augment else set()),
+            ),
             "dataset": self.dataset.spec,
             "seed": self.seed,
         }

@@ -1,0 +1,117 @@
+"""The trainer's extension points for #5: training objectives attached by constraints, parameters
+exempt from weight decay, seeded batch augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bioprior.registry.objective import (
+    Batch,
+    ObjectiveContext,
+    TrainingObjective,
+    attach_objective,
+    exclude_from_weight_decay,
+    objectives,
+)
+from bioprior.registry.schemas import TrainingRecipe
+from bioprior.registry.trainer import augment_batch, make_optimizer, train_model
+
+
+class PullToTarget(TrainingObjective):
+    """A learned scalar pulled to ``target`` by an extra loss term; records what the trainer
+    told it."""
+
+    def __init__(self, target: float):
+        super().__init__()
+        self.target = target
+        self.value = nn.Parameter(torch.zeros(()))
+        self.context: ObjectiveContext | None = None
+        self.calls = 0
+
+    def prepare(self, ctx: ObjectiveContext) -> None:
+        self.context = ctx
+
+    def total_loss(self, model: nn.Module, task_loss: torch.Tensor, batch: Batch) -> torch.Tensor:
+        assert batch.logits.shape == (len(batch.x), 3)
+        self.calls += 1
+        return task_loss + (self.value - self.target) ** 2
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"pull_value": float(self.value)}
+
+
+def tiny_data(n: int = 64):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 4, 4, generator=gen)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    return x, y
+
+
+def recipe(**kw) -> TrainingRecipe:
+    base = {"dataset": "digits", "epochs": 30, "batch_size": 16, "lr": 0.1, "momentum": 0.0}
+    return TrainingRecipe.model_validate({**base, **kw})
+
+
+def test_objective_is_prepared_added_to_the_loss_and_saved():
+    torch.manual_seed(0)
+    net = attach_objective(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), PullToTarget(2.0))
+    x, y = tiny_data()
+    history = train_model(net, x, y, recipe(), seed=3)
+    objective = objectives(net)[0]
+    assert objective.context.channels == 1 and objective.context.size == 4
+    assert objective.context.steps_per_epoch == 4 and objective.context.seed == 3
+    assert objective.calls == 30 * 4
+    assert float(objective.value) == pytest.approx(2.0, abs=1e-3)
+    assert history["pull_value"][-1] == pytest.approx(2.0, abs=1e-3)
+    assert "objectives.0.value" in net.state_dict()
+    assert attach_objective(net, PullToTarget(1.0)) is net and len(objectives(net)) == 2
+    with pytest.raises(RuntimeError, match="attach_objective"):
+        objective(x)
+
+
+def test_excluded_parameters_get_no_weight_decay():
+    net = nn.Linear(4, 2)
+    exclude_from_weight_decay(net.bias)
+    opt = make_optimizer(net, recipe(weight_decay=0.5))
+    groups = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert groups[id(net.weight)] == 0.5 and groups[id(net.bias)] == 0.0
+    # and in training: an exempt parameter with no gradient is not shrunk
+    net.bias.data.fill_(1.0)
+    net.bias.requires_grad_(True)
+    opt.zero_grad()
+    (net.weight.sum() * 0).backward()
+    net.bias.grad = torch.zeros_like(net.bias)
+    opt.step()
+    assert torch.allclose(net.bias, torch.ones(2))
+
+
+def test_augmentation_flips_and_translates_reproducibly():
+    x = torch.arange(4 * 16, dtype=torch.float).view(4, 1, 4, 4)
+    flipped = augment_batch(x, ["hflip"], torch.Generator().manual_seed(0))
+    for a, b in zip(flipped, x, strict=True):
+        assert torch.equal(a, b) or torch.equal(a, b.flip(-1))
+    assert not torch.equal(flipped, x) and not torch.equal(flipped, x.flip(-1))
+    crops = augment_batch(x, ["crop"], torch.Generator().manual_seed(1))
+    again = augment_batch(x, ["crop"], torch.Generator().manual_seed(1))
+    assert torch.equal(crops, again) and crops.shape == x.shape
+    for a, b in zip(crops, x, strict=True):  # a shifted window of the zero-padded image
+        padded = nn.functional.pad(b, (1, 1, 1, 1))
+        windows = [padded[:, i : i + 4, j : j + 4] for i in range(3) for j in range(3)]
+        assert any(torch.equal(a, w) for w in windows)
+
+
+def test_augmentation_enters_the_content_key_only_when_used(registry):
+    from bioprior.registry.context import BenchmarkContext  # noqa: F401 - registry loaded
+    from bioprior.registry.schemas import PluginRef
+    from bioprior.registry.submission import resolve_component
+    from bioprior.registry.training import TrainingSpec
+
+    errors: list = []
+    model = resolve_component(registry, "model", PluginRef(name="small_alexnet"), (), errors)
+    data = resolve_component(registry, "dataset", PluginRef(name="digits"), (), errors)
+    specs = [TrainingSpec(model, (), recipe(**kw), data, 0) for kw in ({}, {"augment": ["hflip"]})]
+    plain, flipped = (s.identity()["recipe"] for s in specs)
+    assert "augment" not in plain and flipped["augment"] == ["hflip"]
+    assert specs[0].key != specs[1].key
