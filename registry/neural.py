@@ -101,11 +101,14 @@ class NeuralDataRef(BaseModel):
     def _known(self) -> NeuralDataRef:
         from pydantic import ValidationError
 
-        from .plugins import UnknownPluginError, get_registry
+        from . import plugins
 
+        registry = plugins._REGISTRY  # None while the registry itself is loading (defaults)
+        if registry is None:
+            return self
         try:
-            get_registry().get("neural_data", self.name).parse_params(self.params)
-        except UnknownPluginError as exc:
+            registry.get("neural_data", self.name).parse_params(self.params)
+        except plugins.UnknownPluginError as exc:
             raise ValueError(str(exc)) from None
         except ValidationError as exc:
             err = exc.errors()[0]
