@@ -62,10 +62,19 @@ def lr_factor(schedule: Schedule, epochs: int) -> Callable[[int], float]:
 
 
 def make_optimizer(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer; parameters tagged by ``exclude_from_weight_decay`` get none."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p for p in trainable if not excluded_from_weight_decay(p)]
-    exempt = [p for p in trainable if excluded_from_weight_decay(p)]
+    """The recipe's optimizer. Parameters tagged by ``exclude_from_weight_decay``, or named by a
+    module's ``no_weight_decay()`` (timm's convention, relative names), get no weight decay."""
+    named = dict(model.named_parameters())
+    exempt_names = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        if callable(getattr(module, "no_weight_decay", None))
+        for name in module.no_weight_decay()
+    }
+    trainable = [(n, p) for n, p in named.items() if p.requires_grad]
+    is_exempt = [n in exempt_names or excluded_from_weight_decay(p) for n, p in trainable]
+    decayed = [p for (_, p), ex in zip(trainable, is_exempt, strict=True) if not ex]
+    exempt = [p for (_, p), ex in zip(trainable, is_exempt, strict=True) if ex]
     groups = [{"params": decayed}]
     if exempt:
         groups.append({"params": exempt, "weight_decay": 0.0})

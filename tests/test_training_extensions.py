@@ -87,6 +87,16 @@ def test_excluded_parameters_get_no_weight_decay():
     assert torch.allclose(net.bias, torch.ones(2))
 
 
+def test_no_weight_decay_names_follow_timm_convention(registry):
+    net = registry.get("model", "timm:test_vit").build({"input_size": 32})
+    named = dict(net.named_parameters())
+    opt = make_optimizer(net, recipe(weight_decay=0.1))
+    exempt = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    listed = [n for n in net.no_weight_decay() if n in named]  # timm also lists absent tokens
+    assert "pos_embed" in listed and all(id(named[n]) in exempt for n in listed)
+    assert id(named["head.weight"]) not in exempt
+
+
 def test_augmentation_flips_and_translates_reproducibly():
     x = torch.arange(4 * 16, dtype=torch.float).view(4, 1, 4, 4)
     flipped = augment_batch(x, ["hflip"], torch.Generator().manual_seed(0))
