@@ -220,7 +220,8 @@ class TrainingService:
     ) -> None:
         """Atomically write weights + provenance (a temp file in the same folder, then rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        # clone: tensors shared between modules must not share storage in the file
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
         metadata = {
             "history": json.dumps(history),
             "spec": json.dumps(spec.identity(), default=str),
