@@ -12,10 +12,12 @@ not available offline; see ``bioprior.plugins.neural_data`` for the file format)
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class NeuralData:
 
     def split(self, test_fraction: float, seed: int) -> tuple[NeuralData, NeuralData]:
         """A seeded (train, test) split of the stimuli."""
+        import torch
+
         perm = torch.randperm(self.num_stimuli, generator=torch.Generator().manual_seed(seed))
         n_test = round(self.num_stimuli * test_fraction)
         return self.subset(perm[n_test:].sort().values), self.subset(perm[:n_test].sort().values)

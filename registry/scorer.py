@@ -101,6 +101,33 @@ class Scorer:
                 service.base_data(root)
             except DataUnavailable as exc:
                 raise PreflightError(job.submission, "training.dataset", str(exc)) from None
+        for job in jobs:
+            Scorer._preflight_neural_data(job, checked)
+
+    @staticmethod
+    def _preflight_neural_data(job: Job, checked: set[str]) -> None:
+        """Build every neural dataset the job's constraints and benchmark name (a missing or
+        malformed file is bad input, like a missing dataset)."""
+        from .data import DataUnavailable
+        from .neural import NeuralDataRef, load_neural_data
+
+        parts = [(f"constraints.{c.entry.name}", c) for c in job.training.constraints]
+        parts.append((f"benchmarks.{job.benchmark.entry.name}", job.benchmark))
+        for where, component in parts:
+            for name, value in component.params:
+                if not isinstance(value, NeuralDataRef):
+                    continue
+                key = content_hash(value.model_dump(mode="json"))
+                if key in checked:
+                    continue
+                checked.add(key)
+                try:
+                    load_neural_data(value)
+                except (DataUnavailable, ValueError, OSError) as exc:
+                    field = f"{where}.params.{name}"
+                    raise PreflightError(
+                        job.submission, field, " ".join(str(exc).split())
+                    ) from None
 
     def _announced(self, worker):
         def run(job: Job) -> JobOutcome:
