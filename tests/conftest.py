@@ -26,6 +26,17 @@ def bioprior_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for a module of many tiny ops (faster on a small, shared CPU); restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def registry():
     return get_registry(reload=True)
 

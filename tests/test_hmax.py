@@ -31,13 +31,7 @@ def _small(**overrides) -> nn.Module:
     return create_model("hmax", **{**SMALL, **overrides}).eval()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: one thread is much faster on a shared, busy CPU (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- S1 ---------------------------------------------------------------------------------------

@@ -25,14 +25,7 @@ from bioprior.registry.neural import NeuralData, NeuralDataRef, load_neural_data
 from bioprior.registry.objective import Batch, ObjectiveContext, excluded_from_weight_decay
 from bioprior.registry.trainer import Normalized
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny convolutions run faster on one thread on a shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = {"num_stimuli": 60, "num_neurons": 6, "size": 16, "repeats": 3}

@@ -12,14 +12,7 @@ from bioprior.benchmarks.neural_predictivity import (
     predictivity_metrics,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny convolutions run faster on one thread on a shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hand_made():

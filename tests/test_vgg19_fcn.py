@@ -9,14 +9,7 @@ from torch import nn
 from bioprior.plugins.activations import hidden_activations
 from bioprior.plugins.vgg19_fcn import VGG19_PLAN, VGG19FCN, VGG19FCNParams, build
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny convolutions run faster on one thread on a shared CPU; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(**params) -> nn.Module:
