@@ -4,7 +4,7 @@ data of Zhang et al. (2017) and tsvetkov2020 (Methods), and class / example subs
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,6 +26,22 @@ class TorchvisionParams(PluginParams):
         default=None, description="Data root (None: $BIOPRIOR_DATA or $BIOPRIOR_HOME/data)."
     )
     download: bool = Field(default=False, description="Download into the root if missing.")
+
+
+class ImagenetteParams(TorchvisionParams):
+    variant: Literal["160px", "320px", "full"] = Field(
+        default="160px", description="Which Imagenette release (torchvision `size`)."
+    )
+    image_size: int = Field(
+        default=64, ge=8, le=512, description="Stored size: shorter side resized, centre crop."
+    )
+
+
+class TinyImagenetParams(PluginParams):
+    root: str | None = Field(
+        default=None, description="Data root (None: $BIOPRIOR_DATA or $BIOPRIOR_HOME/data)."
+    )
+    image_size: int = Field(default=64, ge=8, le=512, description="Stored size (native: 64).")
 
 
 class DerivationParams(PluginParams):
@@ -111,6 +127,22 @@ def register_datasets(register):
             citation=citation,
             description=f"torchvision {cls_name} from a data root.",
         )
+    register(
+        name="imagenette",
+        factory="bioprior.plugins.image_folders:load_imagenette",
+        params=ImagenetteParams,
+        version="1",
+        citation="Howard (2019), Imagenette, https://github.com/fastai/imagenette (evanson)",
+        description="10 ImageNet classes (torchvision Imagenette), in memory at image_size.",
+    )
+    register(
+        name="tiny_imagenet",
+        factory="bioprior.plugins.image_folders:load_tiny_imagenet",
+        params=TinyImagenetParams,
+        version="1",
+        citation="Le & Yang (2015), Tiny ImageNet Visual Recognition Challenge (safarani2021)",
+        description="200 classes, 64 px, from the tiny-imagenet-200 folder (val as test).",
+    )
     for name, (params, description) in DERIVATIONS.items():
         register(
             name=name,
