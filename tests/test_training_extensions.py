@@ -39,7 +39,7 @@ class PullToTarget(TrainingObjective):
         return task_loss + (self.value - self.target) ** 2
 
     def epoch_metrics(self) -> dict[str, float]:
-        return {"pull_value": float(self.value)}
+        return {"pull_value": float(self.value.detach())}
 
 
 def tiny_data(n: int = 64):
