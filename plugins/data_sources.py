@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -50,7 +48,7 @@ def _torchvision(name: str, cls_name: str, params) -> ImageData:
     ensure_torchvision()
     import torchvision.datasets as tvd
 
-    root = Path(params.root).expanduser() if params.root else data_root()
+    root = data_root(params.root)
     cls = getattr(tvd, cls_name)
     try:
         train = cls(str(root), train=True, download=params.download)

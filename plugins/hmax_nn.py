@@ -289,10 +289,7 @@ class HMAX(nn.Module):
 
     @classmethod
     def from_params(cls, params: HmaxParams) -> HMAX:
-        g = {
-            k: getattr(params, k) if getattr(params, k) is not None else v
-            for k, v in DEFAULT_GEOMETRY.items()
-        }
+        g = params.geometry(DEFAULT_GEOMETRY)
         return cls(
             g["in_channels"],
             g["num_classes"],

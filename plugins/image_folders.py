@@ -14,10 +14,6 @@ from bioprior.registry.data import DataUnavailable, ImageData
 from bioprior.registry.paths import data_root
 
 
-def _root(params) -> Path:
-    return Path(params.root).expanduser() if params.root else data_root()
-
-
 def _stack(paths: list[Path], labels: list[int], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode, convert to RGB, resize (shorter side to ``size``, centre crop) and stack as uint8."""
     from PIL import Image
@@ -42,7 +38,7 @@ def load_imagenette(params) -> ImageData:
     ensure_torchvision()
     from torchvision.datasets import Imagenette
 
-    root = _root(params)
+    root = data_root(params.root)
     try:
         splits = {
             s: Imagenette(str(root), split=s, size=params.variant, download=params.download)
@@ -74,7 +70,7 @@ def load_imagenette(params) -> ImageData:
 
 def load_tiny_imagenet(params) -> ImageData:
     """``tiny-imagenet-200``: train/<wnid>/images/*.JPEG and val/images + val_annotations.txt."""
-    base = _root(params) / "tiny-imagenet-200"
+    base = data_root(params.root) / "tiny-imagenet-200"
     annotations = base / "val" / "val_annotations.txt"
     if not (base / "train").is_dir() or not annotations.is_file():
         raise DataUnavailable(

@@ -50,10 +50,7 @@ def build(params: ResNetCifarParams, architecture: str):
     import timm
     from torch import nn
 
-    geo = {
-        k: getattr(params, k) if getattr(params, k) is not None else v
-        for k, v in DEFAULT_GEOMETRY.items()
-    }
+    geo = params.geometry(DEFAULT_GEOMETRY)
     # even widths: timm's "deep" stem sets the stem output (bn1, layer1's input) to 2 x stem_width;
     # the deep stem convs themselves are replaced by the CIFAR conv1 below
     channels = tuple(max(2, 2 * round(c * params.width / 2)) for c in STAGE_CHANNELS)

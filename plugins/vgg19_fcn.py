@@ -163,10 +163,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: ``from ...vgg19_fcn import VGG19F
 
 def build(params: VGG19FCNParams):
     """The model for validated parameters (None geometry: the paper's grayscale 64 px, 200 classes)."""
-    geometry = {
-        k: getattr(params, k) if getattr(params, k) is not None else v
-        for k, v in DEFAULT_GEOMETRY.items()
-    }
+    geometry = params.geometry(DEFAULT_GEOMETRY)
     return _classes()["VGG19FCN"](
         geometry["in_channels"],
         geometry["num_classes"],

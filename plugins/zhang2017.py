@@ -14,10 +14,7 @@ DEFAULT_GEOMETRY = {"in_channels": 3, "num_classes": 10, "input_size": 32}
 
 
 def _geometry(params) -> tuple[int, int, int]:
-    g = {
-        k: getattr(params, k) if getattr(params, k) is not None else v
-        for k, v in DEFAULT_GEOMETRY.items()
-    }
+    g = params.geometry(DEFAULT_GEOMETRY)
     return g["in_channels"], g["num_classes"], g["input_size"]
 
 

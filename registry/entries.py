@@ -151,3 +151,8 @@ class ImageModelParams(PluginParams):
     input_size: int | None = Field(
         default=None, ge=4, le=1024, description="Input height = width in px (None: the dataset's)."
     )
+
+    def geometry(self, defaults: dict[str, int]) -> dict[str, int]:
+        """``in_channels``, ``num_classes`` and ``input_size``, each from ``defaults`` where None
+        (a model built without a dataset, e.g. by ``create_model``)."""
+        return {k: v if (v := getattr(self, k)) is not None else defaults[k] for k in defaults}

@@ -11,8 +11,11 @@ def home() -> Path:
     return Path(os.environ.get("BIOPRIOR_HOME") or Path.home() / ".bioprior").expanduser()
 
 
-def data_root() -> Path:
-    """``$BIOPRIOR_DATA`` or ``$BIOPRIOR_HOME/data``: where torchvision datasets live."""
+def data_root(override: str | os.PathLike | None = None) -> Path:
+    """``override`` (a dataset's ``root`` parameter) if given, else ``$BIOPRIOR_DATA`` or
+    ``$BIOPRIOR_HOME/data``: where torchvision datasets live."""
+    if override:
+        return Path(override).expanduser()
     env = os.environ.get("BIOPRIOR_DATA")
     return Path(env).expanduser() if env else home() / "data"
 
