@@ -80,10 +80,7 @@ def architectures() -> tuple[str, ...]:
 def _create_kwargs(architecture: str, params: TimmParams) -> dict[str, Any]:
     timm = _timm()
 
-    geometry = {
-        k: getattr(params, k) if getattr(params, k) is not None else v
-        for k, v in DEFAULT_GEOMETRY.items()
-    }
+    geometry = params.geometry(DEFAULT_GEOMETRY)
     kwargs: dict[str, Any] = {
         "num_classes": geometry["num_classes"],
         "in_chans": geometry["in_channels"],
@@ -117,12 +114,21 @@ def _load_weights(model, file: str) -> None:
         raise ValueError(f"{file}: not a readable safetensors file ({exc})") from None
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable]
-    head = set(model.get_classifier().state_dict()) if hasattr(model, "get_classifier") else set()
-    body_missing = [k for k in missing if k.rsplit(".", 1)[-1] not in head or "num_batches" in k]
-    if len(usable) == 0 or len(body_missing) > len(head) + 2:
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head_ids = (
+        {id(t) for t in classifier.state_dict(keep_vars=True).values()} if classifier else set()
+    )
+    head = {k for k, t in model.state_dict(keep_vars=True).items() if id(t) in head_ids}
+    body_missing = [
+        k
+        for k in own
+        if k not in usable and k not in head and not k.endswith("num_batches_tracked")
+    ]
+    if not usable or body_missing:
         raise ValueError(
-            f"{file}: weights do not fit this architecture ({len(usable)} of {len(own)} tensors match)"
+            f"{file}: weights do not fit this architecture ({len(usable)} of {len(own)} tensors "
+            f"match; missing or misshapen: {', '.join(body_missing[:3])}"
+            f"{', ...' if len(body_missing) > 3 else ''})"
         )
     model.load_state_dict(usable, strict=False)
 

@@ -54,6 +54,13 @@ def test_pretrained_file_loads_through_safetensors(registry, tmp_path):
     save_file({"unrelated": torch.zeros(3)}, str(other))
     with pytest.raises(ValueError, match="do not fit"):
         entry.build({"pretrained_file": str(other)})
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    assert entry.build({"num_classes": 5, "pretrained_file": str(path)})  # a new head is fine
+    del state[next(iter(state))]  # ... a missing body tensor is not
+    partial = tmp_path / "partial.safetensors"
+    save_file(state, str(partial))
+    with pytest.raises(ValueError, match="missing or misshapen: conv1"):
+        entry.build({"pretrained_file": str(partial)})
 
 
 def test_timm_model_scores_end_to_end(bioprior_home, write_submission):
