@@ -19,6 +19,15 @@ class PluginParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def load_attribute(path: str) -> Any:
+    """``"package.module:attr.sub"`` -> the object (imports the module)."""
+    module, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 class EntryError(ValueError):
     """An entry that cannot be registered (bad schema, bad kind, duplicate name)."""
 
@@ -80,11 +89,7 @@ class PluginEntry:
         ensure_torchvision()
         if callable(self.factory):
             return self.factory
-        module, _, attr = self.factory.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return load_attribute(self.factory)
 
     def parse_params(self, params: dict[str, Any] | None) -> BaseModel:
         """Validate raw parameters against the entry's schema (raises pydantic ValidationError)."""

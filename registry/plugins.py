@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .entries import KINDS, EntryError, PluginEntry
+from .entries import KINDS, EntryError, PluginEntry, load_attribute
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ class Registry:
         family = self._entries.get((kind, prefix))
         if family is None or "family" not in family.extra:
             raise UnknownPluginError(kind, name, self.suggest(kind, name))
-        resolve = _load_attr(family.extra["family"])
+        resolve = load_attribute(family.extra["family"])
         entry = resolve(member, family).stamped(family.provider, family.provider_version)
         entry.validate()
         self._members[key] = entry
@@ -227,7 +227,7 @@ class Registry:
             prefix, _, member_pattern = pattern.partition(":")
             for (k, n), family in sorted(self._entries.items()):
                 if n == prefix and (kind is None or k == kind) and "family_members" in family.extra:
-                    members = _load_attr(family.extra["family_members"])()
+                    members = load_attribute(family.extra["family_members"])()
                     found += [
                         self.member(k, f"{n}:{m}")
                         for m in members
@@ -245,14 +245,6 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def _load_attr(path: str) -> Any:
-    """``"module:attr"`` -> the attribute (family resolvers are imported only when used)."""
-    import importlib
-
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _one_line(exc: BaseException) -> str:
