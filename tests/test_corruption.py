@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_submission
 
 import bioprior
-from bioprior.benchmarks._corruption_impl import TRANSFORM
+from bioprior.benchmarks.corruption.run import TRANSFORM
 from bioprior.benchmarks.stimuli import Condition, StimulusSet
 
 FEW = {
@@ -131,7 +131,7 @@ def test_mce_against_a_different_baseline(scored):
 def test_precomputed_cifar10c_style_folder(scored, tmp_path, monkeypatch):
     """The benchmark's own cached stimuli, written as a CIFAR-10-C style folder, give the same
     accuracies; a missing corruption file says where to get the data."""
-    from bioprior.benchmarks import _corruption_impl as impl
+    from bioprior.benchmarks.corruption import run as impl
     from bioprior.registry.data import fit_images
     from bioprior.registry.plugins import get_registry
 

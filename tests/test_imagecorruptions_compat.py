@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bioprior.benchmarks import imagecorruptions_compat as ic
+from bioprior.benchmarks.corruption import imagecorruptions_compat as ic
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli
 from torch import nn
 
-from bioprior.plugins.neural_similarity_nn import (
+from bioprior.plugins.neural_similarity.nn import (
     NeuralSimilarityObjective,
     feature_similarity,
     fisher_z,

@@ -9,7 +9,7 @@ from PIL import Image
 from test_corruption import learner
 
 import bioprior
-from bioprior.benchmarks import renderings
+from bioprior.benchmarks.ood_stylized import renderings
 from bioprior.benchmarks.stimuli import Condition, to_uint8
 
 STYLES = ["edges", "contours", "line_drawing", "silhouette", "phase_scrambled", "amplitude_swapped"]

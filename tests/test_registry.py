@@ -120,7 +120,7 @@ def test_entry_point_that_fails_to_import_is_recorded(monkeypatch):
     from importlib.metadata import EntryPoint
 
     broken = EntryPoint(name="broken", value="bioprior_no_such_module_xyz", group="bioprior")
-    good = EntryPoint(name="models", value="bioprior.plugins.models", group="bioprior")
+    good = EntryPoint(name="models", value="bioprior.plugins.zhang2017", group="bioprior")
     reg = Registry(strict=False).load_entry_points([broken, good])
     assert reg.names("model") == ["small_alexnet", "small_inception"]
     assert (

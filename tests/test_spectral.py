@@ -8,7 +8,7 @@ import pytest
 from test_corruption import learner
 
 import bioprior
-from bioprior.benchmarks import fourier
+from bioprior.benchmarks.spectral import fourier
 from bioprior.benchmarks.stimuli import Condition
 
 SPECTRAL = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bioprior.plugins.activations import hidden_activations
+from bioprior.plugins.capacity.nn import hidden_activations
 from bioprior.plugins.vgg19_fcn import VGG19_PLAN, VGG19FCN, VGG19FCNParams, build
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from bioprior import create_model
-from bioprior.benchmarks.eot import deterministic_copy, is_stochastic
+from bioprior.benchmarks.adversarial.eot import deterministic_copy, is_stochastic
 from bioprior.plugins import vone
 from bioprior.registry.constraint import ConstraintError
 

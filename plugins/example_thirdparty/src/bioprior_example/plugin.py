@@ -22,7 +22,7 @@ class SynapticFailure(Constraint):
     """Stochastic transmission failure (Bernoulli, rescaled like dropout) after every hidden activation."""
 
     def apply(self, module):
-        from bioprior.plugins.activations import hidden_activations
+        from bioprior.plugins.capacity.nn import hidden_activations
 
         from .layers import Failure
 

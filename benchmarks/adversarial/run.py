@@ -1,0 +1,401 @@
+"""Implementation of the ``adversarial`` benchmark (see :mod:`bioprior.benchmarks.adversarial`
+for the protocol, the score and the flags). Imported only inside ``run()``."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import foolbox as fb
+import torch
+from torch import nn
+
+from bioprior.benchmarks.adversarial import AttackRef
+from bioprior.benchmarks.adversarial.eot import (
+    ExpectedLogits,
+    deterministic_copy,
+    is_stochastic,
+    with_eot,
+)
+from bioprior.benchmarks.adversarial.foolbox_attacks import NORMS, AttackPlugin
+from bioprior.registry.benchmark import BenchmarkResult
+from bioprior.registry.trainer import seeded
+
+
+@dataclass
+class Mode:
+    """A model as attacked: ``module`` is what the attacks see, ``samples`` the EOT samples."""
+
+    name: str
+    module: nn.Module
+    stochastic: bool
+    eot_samples: int
+    eval_samples: int
+
+
+def _seed(base: int, *labels: str) -> int:
+    return (base * 1_000_003 + zlib.crc32("/".join(labels).encode())) % (2**31)
+
+
+def resolve_attack(ctx, ref) -> AttackPlugin:
+    """An attack plugin by name + params, validated through the registry (close-match errors)."""
+    component = ctx.component("attack", ref.name, dict(ref.params))
+    plugin = component.entry.build(component.params)
+    if not isinstance(plugin, AttackPlugin):
+        raise TypeError(f"attack {ref.name!r}: factory must return an AttackPlugin")
+    return plugin
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+@torch.no_grad()
+def correct_fraction(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1, batch_size: int = 1024
+) -> torch.Tensor:
+    """Per image, the fraction of ``draws`` forward passes that classify it correctly."""
+    out = torch.zeros(len(x), device=x.device)
+    for _ in range(draws):
+        for i in range(0, len(x), batch_size):
+            logits = module(x[i : i + batch_size])
+            out[i : i + batch_size] += (logits.argmax(1) == y[i : i + batch_size]).float()
+    return out / draws
+
+
+def _batched_attack(attack, fmodel, x, y, epsilon, batch_size: int) -> torch.Tensor:
+    advs = []
+    for i in range(0, len(x), batch_size):
+        _, adv, _ = attack(fmodel, x[i : i + batch_size], y[i : i + batch_size], epsilons=epsilon)
+        advs.append(adv.detach())
+    return torch.cat(advs)
+
+
+def fixed_epsilon_curve(
+    mode: Mode,
+    plugin: AttackPlugin,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons_pixel: list[float],
+    seed: int,
+    batch_size: int = 256,
+    eot: bool = True,
+) -> dict[str, Any]:
+    """Robust accuracy per epsilon: ``accuracy`` (an image counts as robust at eps only if no
+    epsilon' <= eps fooled it: non-increasing) and ``accuracy_raw`` (per epsilon)."""
+    if plugin.minimal:
+        raise ValueError(
+            "a fixed-epsilon curve needs a fixed-epsilon attack (not a minimization one)"
+        )
+    attack = with_eot(plugin.attack, mode.eot_samples if eot else 1)
+    fmodel = fb.PyTorchModel(mode.module, bounds=(0, 1), device=x.device)
+    raw, envelope = [], []
+    running = None
+    for k, eps in enumerate(epsilons_pixel):
+        with seeded(_seed(seed, str(k), repr(eps)), x.device):
+            adv = x if eps == 0 else _batched_attack(attack, fmodel, x, y, eps, batch_size)
+            c = correct_fraction(mode.module, adv, y, mode.eval_samples)
+        running = c if running is None else torch.minimum(running, c)
+        raw.append(c.mean().item())
+        envelope.append(running.mean().item())
+    return {"norm": plugin.norm, "accuracy": envelope, "accuracy_raw": raw}
+
+
+def margin_gradient_norms(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L2 norm, per image, of the input gradient of the logit margin z_y - max_{j != y} z_j
+    (not of the cross-entropy, whose gradient vanishes on saturated softmax outputs)."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = module(x)
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.masked_fill(
+            torch.nn.functional.one_hot(y, logits.shape[1]).bool(), float("-inf")
+        ).amax(1)
+        (grad,) = torch.autograd.grad((true - other).sum(), x)
+    return grad.flatten(1).norm(dim=1)
+
+
+def distances(x: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+    d = (adv - x).flatten(1)
+    return {
+        "linf": d.abs().amax(1),
+        "l2": d.norm(dim=1),
+        "l1": d.abs().sum(1),
+        "l0": (d != 0).float().sum(1),
+    }
+
+
+def minimal_perturbations(
+    mode: Mode,
+    plugins: dict[str, AttackPlugin],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seed: int,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """li2019 / Brendel et al. 2019: per image, the smallest perturbation (in each norm) among
+    the adversarials found by all attacks; median (and mean) over images. An image misclassified
+    without perturbation has distance 0; one no attack flipped has distance inf (stored as None,
+    counted in ``failed``). A stochastic model is attacked through its expected logits over
+    ``eot_samples`` passes; an adversarial counts if most of ``eval_samples`` draws misclassify it.
+    """
+    target = ExpectedLogits(mode.module, mode.eot_samples) if mode.stochastic else mode.module
+    fmodel = fb.PyTorchModel(target, bounds=(0, 1), device=x.device)
+    n = len(x)
+    best = {norm: torch.full((n,), math.inf, device=x.device) for norm in NORMS}
+    with seeded(_seed(seed, "clean"), x.device):
+        clean_wrong = correct_fraction(mode.module, x, y, mode.eval_samples) < 0.5
+    for norm in NORMS:
+        best[norm][clean_wrong] = 0.0
+    per_attack: dict[str, Any] = {}
+    for name, plugin in plugins.items():
+        with seeded(_seed(seed, name), x.device), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            advs = _batched_attack(plugin.attack, fmodel, x, y, None, batch_size)
+            ok = correct_fraction(mode.module, advs, y, mode.eval_samples) < 0.5
+        dist = distances(x, advs)
+        own = torch.where(ok, dist[plugin.norm], torch.full_like(dist[plugin.norm], math.inf))
+        own[clean_wrong] = 0.0
+        per_attack[name] = {
+            "norm": plugin.norm,
+            "success_rate": ok.float().mean().item(),
+            "median": _finite(own.median().item()),
+        }
+        for norm in NORMS:
+            cand = torch.where(ok, dist[norm], torch.full_like(dist[norm], math.inf))
+            best[norm] = torch.minimum(best[norm], cand)
+    summary = {}
+    for norm in NORMS:
+        values = best[norm].tolist()
+        finite = [v for v in values if math.isfinite(v)]
+        summary[norm] = {
+            "median": _finite(statistics.median(values)) if values else None,
+            "mean": statistics.fmean(finite) if len(finite) == len(values) and values else None,
+            "failed": len(values) - len(finite),
+        }
+    return {"images": n, "norms": summary, "attacks": per_attack}
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+def _modes(module: nn.Module, x: torch.Tensor, params, seed: int) -> tuple[list[Mode], dict]:
+    probe = x[:64]
+    with seeded(_seed(seed, "probe"), x.device):
+        stochastic = is_stochastic(module, probe, params.stochastic_repeats)
+        det, switched = deterministic_copy(module)
+        det_stochastic = is_stochastic(det, probe, params.stochastic_repeats)
+    modes = [
+        Mode(
+            "deterministic",
+            det,
+            det_stochastic,
+            params.eot_samples if det_stochastic else 1,
+            params.eval_samples if det_stochastic else 1,
+        )
+    ]
+    if stochastic:
+        modes.append(Mode("stochastic", module, True, params.eot_samples, params.eval_samples))
+    info = {
+        "stochastic": stochastic,
+        "switches_turned_off": switched,
+        "stochastic_without_switch": det_stochastic,
+    }
+    return modes, info
+
+
+def _index(values: list[float], target: float) -> int | None:
+    for i, v in enumerate(values):
+        if math.isclose(v, target, rel_tol=1e-9, abs_tol=1e-12):
+            return i
+    return None
+
+
+def run_adversarial(ctx, params) -> BenchmarkResult:
+    trained = ctx.trained()
+    module, data = trained.module, trained.data
+    n = min(params.images, len(data.test_x))
+    x = data.test_x[:n].float().contiguous()
+    y = data.test_y[:n]
+    std = getattr(module, "input_std", None)
+    scale = float(std.mean()) if params.epsilon_space == "normalized" and std is not None else 1.0
+
+    def px(eps: float) -> float:
+        return eps * scale
+
+    curve_attacks = {label: resolve_attack(ctx, c.attack) for label, c in params.curves.items()}
+    unbounded = resolve_attack(ctx, params.unbounded)
+    minimal = {ref.name: resolve_attack(ctx, ref) for ref in params.minimal_attacks}
+    score_eps = params.score_epsilon
+    score_plugin = curve_attacks[params.score_curve]
+    fgsm = resolve_attack(ctx, AttackRef(name="fgsm"))
+
+    modes, info = _modes(module, x, params, ctx.seed)
+    metrics: dict[str, Any] = {
+        "images": n,
+        "epsilon_space": params.epsilon_space,
+        "epsilon_scale_to_pixel": scale,
+        **info,
+        "modes": {},
+    }
+
+    # black-box: adversarials computed once on the (deterministic) surrogate
+    transfer_advs: dict[float, torch.Tensor] = {}
+    if params.transfer:
+        surrogate_params = {
+            **params.surrogate_params,
+            "in_channels": data.channels,
+            "input_size": data.size,
+        }
+        surrogate = ctx.trained(
+            model=ctx.component("model", params.surrogate_model, surrogate_params),
+            constraints=(),
+        )
+        sur_module, _ = deterministic_copy(surrogate.module)
+        sur_plugin = resolve_attack(ctx, params.transfer_attack)
+        fmodel = fb.PyTorchModel(sur_module, bounds=(0, 1), device=x.device)
+        eps_list = params.curves[params.score_curve].epsilons
+        sur_clean = correct_fraction(sur_module, x, y)
+        for k, eps in enumerate(eps_list):
+            with seeded(_seed(ctx.seed, "transfer", str(k)), x.device):
+                transfer_advs[eps] = (
+                    x
+                    if eps == 0
+                    else _batched_attack(
+                        sur_plugin.attack, fmodel, x, y, px(eps), params.batch_size
+                    )
+                )
+        metrics["surrogate"] = {
+            "model": params.surrogate_model,
+            "clean_accuracy": sur_clean.mean().item(),
+            "white_box_accuracy": [
+                correct_fraction(sur_module, transfer_advs[e], y).mean().item() for e in eps_list
+            ],
+        }
+
+    for mode in modes:
+        seed = _seed(ctx.seed, mode.name)
+        with seeded(seed, x.device):
+            clean = correct_fraction(mode.module, x, y, mode.eval_samples).mean().item()
+        out: dict[str, Any] = {"clean_accuracy": clean, "eot_samples": mode.eot_samples}
+        curves = {}
+        for label, spec in params.curves.items():
+            curve = fixed_epsilon_curve(
+                mode,
+                curve_attacks[label],
+                x,
+                y,
+                [px(e) for e in spec.epsilons],
+                _seed(seed, label),
+                params.batch_size,
+            )
+            curves[label] = {
+                "attack": spec.attack.name,
+                "epsilons": list(spec.epsilons),
+                "epsilons_pixel": [px(e) for e in spec.epsilons],
+                **curve,
+            }
+        out["curves"] = curves
+        flags: dict[str, bool] = {}
+        flags["non_monotonic"] = any(
+            any(
+                b - a > params.monotonic_tolerance for a, b in itertools.pairwise(c["accuracy_raw"])
+            )
+            for c in curves.values()
+        )
+        score_curve = curves[params.score_curve]
+        i_score = _index(score_curve["epsilons"], score_eps)
+        robust = score_curve["accuracy"][i_score]
+        out["robust_accuracy"] = robust
+
+        # single-step vs iterative at the score epsilon (Carlini et al. 2019)
+        if score_eps > 0 and not score_plugin.minimal:
+            step = fixed_epsilon_curve(
+                mode, fgsm, x, y, [px(score_eps)], _seed(seed, "fgsm@score"), params.batch_size
+            )
+            out["fgsm_at_score_epsilon"] = step["accuracy"][0]
+            flags["single_step_beats_iterative"] = (
+                step["accuracy"][0] < robust - params.black_box_tolerance
+            )
+            if mode.stochastic and mode.eot_samples > 1:
+                single = fixed_epsilon_curve(
+                    mode,
+                    score_plugin,
+                    x,
+                    y,
+                    [px(score_eps)],
+                    _seed(seed, params.score_curve),  # same seed as the EOT run
+                    params.batch_size,
+                    eot=False,
+                )
+                out["single_sample_robust_accuracy"] = single["accuracy"][0]
+
+        # unbounded attack must reach ~0
+        ub = fixed_epsilon_curve(
+            mode,
+            unbounded,
+            x,
+            y,
+            [px(params.unbounded_epsilon)],
+            _seed(seed, "unbounded"),
+            params.batch_size,
+        )
+        out["unbounded_accuracy"] = ub["accuracy"][0]
+        flags["unbounded_not_zero"] = ub["accuracy"][0] > params.unbounded_max_accuracy
+
+        # vanishing / zero input gradients
+        with seeded(_seed(seed, "gradients"), x.device):
+            norms = margin_gradient_norms(mode.module, x, y)
+        zero = (norms <= 1e-12).float().mean().item()
+        out["zero_gradient_fraction"] = zero
+        out["median_gradient_norm"] = norms.median().item()
+        flags["vanishing_gradients"] = zero > params.zero_gradient_fraction
+
+        # black-box transfer
+        if params.transfer:
+            eps_list = params.curves[params.score_curve].epsilons
+            running, acc = None, []
+            for k, eps in enumerate(eps_list):
+                with seeded(_seed(seed, "transfer", str(k)), x.device):
+                    c = correct_fraction(mode.module, transfer_advs[eps], y, mode.eval_samples)
+                running = c if running is None else torch.minimum(running, c)
+                acc.append(running.mean().item())
+            out["transfer"] = {
+                "attack": params.transfer_attack.name,
+                "epsilons": list(eps_list),
+                "accuracy": acc,
+            }
+            white = score_curve["accuracy"]
+            flags["black_box_beats_white_box"] = any(
+                b < w - params.black_box_tolerance for b, w in zip(acc, white)
+            )
+        flags["stochastic_outputs"] = mode.stochastic
+
+        if params.minimal_images and minimal:
+            m = min(params.minimal_images, n)
+            out["minimal"] = minimal_perturbations(
+                mode, minimal, x[:m], y[:m], _seed(seed, "minimal"), params.batch_size
+            )
+        out["flags"] = flags
+        metrics["modes"][mode.name] = out
+
+    scored = metrics["modes"]["stochastic" if "stochastic" in metrics["modes"] else "deterministic"]
+    metrics["score_mode"] = "stochastic" if "stochastic" in metrics["modes"] else "deterministic"
+    flags = {}
+    for mode_metrics in metrics["modes"].values():
+        for k, v in mode_metrics["flags"].items():
+            flags[k] = flags.get(k, False) or v
+    flags["stochastic_without_switch"] = info["stochastic_without_switch"]
+    metrics["flags"] = flags
+    metrics["clean_accuracy"] = scored["clean_accuracy"]
+    metrics["robust_accuracy"] = scored["robust_accuracy"]
+    if "minimal" in scored:
+        metrics["median_minimal_l2"] = scored["minimal"]["norms"]["l2"]["median"]
+        metrics["median_minimal_linf"] = scored["minimal"]["norms"]["linf"]["median"]
+    clean = scored["clean_accuracy"]
+    score = 0.0 if clean <= 0 else min(max(scored["robust_accuracy"] / clean, 0.0), 1.0)
+    return BenchmarkResult(metrics, score)
