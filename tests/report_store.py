@@ -122,4 +122,4 @@ def built_site(root: Path):
     from bioprior.registry.report import build_report
 
     home = scored_home(root)
-    return build_report(home / "results.sqlite", root / "site")
+    return build_report(home / "results.sqlite", root / "site", weights_dirs=[home / "weights"])
