@@ -217,7 +217,7 @@ def test_svgs_have_one_series_per_variant(site):
             ids = set(re.findall(rf'id="series-{re.escape(s)}-v(\d+)"', svg))
             assert ids == {"0", "1"}, (name, s, ids)
         assert "sigma=0.3" in svg  # legend / titles name the variants
-    # sigma 0.3 is kept on at inference: attacked with EOT, and black-box transfer on the score curve
+    # sigma 0.3 stays on at inference: attacked with EOT; black-box transfer on the score curve
     svg = plots["adversarial-epsilon"].read_text()
     assert 'id="series-pgd_linf-stochastic-v1"' in svg
     assert 'id="series-pgd_linf-stochastic-v0"' not in svg  # sigma 0: deterministic

@@ -121,9 +121,9 @@ def _wait_images(driver, count: int) -> list[dict]:
 
 
 def test_leaderboard_sorts_filters_and_has_no_console_error(driver, site, tmp_path_factory):
-    from bioprior.registry.report.pages import leaderboard
-
     from selenium.webdriver.common.by import By
+
+    from bioprior.registry.report.pages import leaderboard
 
     _open(driver, site.index)
     board = leaderboard(site.report)
