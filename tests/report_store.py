@@ -51,7 +51,7 @@ NOISE = {
         {
             "name": "adversarial",
             "params": {
-                "images": 32,
+                "images": 24,
                 "curves": {
                     "fgsm": {"attack": {"name": "fgsm"}, "epsilons": [0.0, 0.05, 0.1]},
                     "pgd_linf": {
@@ -60,9 +60,12 @@ NOISE = {
                     },
                 },
                 "unbounded": {"name": "pgd_linf", "params": {"steps": 10}},
-                "surrogate_params": {"width": 0.25},
+                "surrogate_params": {"width": 0.1},
                 "minimal_images": 8,
-                "minimal_attacks": [{"name": "pgd_linf_search"}, {"name": "ddn"}],
+                "minimal_attacks": [
+                    {"name": "pgd_linf_search", "params": {"steps": 5, "search_steps": 5}},
+                    {"name": "ddn", "params": {"steps": 20}},
+                ],
                 "eot_samples": 2,
                 "eval_samples": 2,
             },

@@ -129,6 +129,12 @@ def test_leaderboard_sorts_filters_and_has_no_console_error(driver, site, tmp_pa
     board = leaderboard(site.report)
     assert _rows(driver) == [(r["submission"], r["variant"]) for r in board]
     assert driver.find_element(By.ID, "shown").text == "3 of 3 rows"  # the script ran
+    # the page's mean over benchmarks (recomputed by the script) is the report's
+    means = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#leaderboard td.mean'))"
+        ".map(td => td.textContent);"
+    )
+    assert means == [r["overall"].text().replace(" ± ", "±") for r in board]
 
     # sort by the memorization score: highest first, a second click lowest first
     header = driver.find_element(

@@ -67,8 +67,8 @@ KEY_METRICS: dict[str, list[tuple[str, str]]] = {
         ("mce", "mCE"),
         ("relative_mce", "rel. mCE"),
     ],
-    "spectral": [("clean_acc", "clean"), ("mean_band_acc", "band-pass")],
-    "ood_stylized": [("clean_acc", "clean"), ("mean_style_acc", "stylized")],
+    "spectral": [("mean_band_acc", "band-pass")],
+    "ood_stylized": [("mean_style_acc", "stylized")],
     "adversarial": [
         ("clean_accuracy", "clean"),
         ("robust_accuracy", "robust"),

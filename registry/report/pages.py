@@ -146,7 +146,7 @@ def _environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["stat"] = lambda s, d=3: s.text(d) if isinstance(s, Stat) else "–"
+    env.filters["stat"] = _stat_html
     env.filters["sortval"] = lambda s: (
         "" if not isinstance(s, Stat) or s.mean is None else f"{s.mean:.6g}"
     )
@@ -156,6 +156,18 @@ def _environment():
         else str(v)
     )
     return env
+
+
+def _stat_html(s: Stat, digits: int = 3):
+    """Mean, and the spread over seeds in a smaller span."""
+    from markupsafe import Markup, escape
+
+    if not isinstance(s, Stat) or s.mean is None:
+        return "–"
+    out = Markup('<span class="m">{}</span>').format(f"{s.mean:.{digits}f}")
+    if s.std is not None:
+        out += Markup('<span class="sd">±{}</span>').format(escape(f"{s.std:.{digits}f}"))
+    return out
 
 
 def _write(path: Path, text: str) -> Path:
@@ -182,6 +194,9 @@ def _cell(cell: Cell | None) -> dict[str, Any] | None:
         return None
     return {
         "score": cell.score,
+        "seeds": {
+            str(r["seed"]): r["score"] for r in cell.ok if number(r.get("score")) is not None
+        },
         "metrics": [
             {"path": p, "label": lab, "stat": cell.metric(p), "lower": p in LOWER_IS_BETTER}
             for p, lab in cell.column.metrics
@@ -192,6 +207,7 @@ def _cell(cell: Cell | None) -> dict[str, Any] | None:
         "failed": len(cell.failed),
         "errors": cell.error_classes,
         "messages": sorted({r.get("error") or "" for r in cell.failed}),
+        "notes": sorted({str(r["metrics"]["note"]) for r in cell.ok if r["metrics"].get("note")}),
     }
 
 

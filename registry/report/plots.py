@@ -50,6 +50,8 @@ RC = {
 }
 COLORS = RC["axes.prop_cycle"].by_key()["color"]
 MAX_PANELS = 24
+# Key metrics that are not accuracies in [0, 1]: left out of the sweep plot's shared axis.
+NOT_FRACTIONS = {"mce", "relative_mce", "median_minimal_l2", "median_minimal_linf"}
 
 
 @dataclass
@@ -167,12 +169,13 @@ def learning_curves(sub: Submission, col: Column, history) -> Figure | None:
 
 
 def sweep_plot(sub: Submission, col: Column) -> Figure | None:
-    """Metrics against the swept constraint strength (for memorization, tsvetkov2020's main
-    figure: accuracy on natural test and random training data against the noise sigma)."""
+    """Mean over seeds (bars: standard deviation) of the score and the key accuracies against
+    the swept parameter; for memorization, tsvetkov2020's main figure: accuracy on natural test
+    and random training data against the noise sigma."""
     axis = sweep_axis(sub)
     if axis is None:
         return None
-    metrics = list(col.metrics) + [("score", "score")]
+    metrics = [m for m in col.metrics if m[0] not in NOT_FRACTIONS] + [("score", "score")]
     if col.benchmark == "memorization":
         metrics = [m for m in col.metrics if m[0] in ("natural_test_acc", "random_train_acc")]
     others = [k for k in sub.sweep_keys if k != axis]
@@ -215,7 +218,7 @@ def sweep_plot(sub: Submission, col: Column) -> Figure | None:
             k += 1
     if not k:
         return None
-    ax.set(xlabel=sub.sweep_keys[axis], ylabel="accuracy / score")
+    ax.set(xlabel=sub.sweep_keys[axis], ylabel="accuracy / score", ylim=(0, 1.02))
     ax.set_title(f"{col.label} against {sub.sweep_keys[axis]}")
     _legend(fig, [ax])
     return fig
@@ -528,6 +531,7 @@ def fourier_heatmap(sub: Submission, col: Column) -> Figure | None:
     if not maps:
         return None
     maps = maps[:MAX_PANELS]
+    top = max((x for _, _, _, g in maps for row in g for x in row if x is not None), default=1)
     fig, axes = _figure(len(maps), cols=4, w=2.6, h=2.4)
     for ax, (i, v, freqs, grid) in zip(axes, maps, strict=True):
         step = (freqs[1] - freqs[0]) if len(freqs) > 1 else 1
@@ -537,7 +541,7 @@ def fourier_heatmap(sub: Submission, col: Column) -> Figure | None:
             origin="lower",
             extent=ext,
             vmin=0,
-            vmax=1,
+            vmax=max(top, 1e-6),
             cmap="magma",
             gid=f"series-heatmap-v{i}",
         )

@@ -12,7 +12,7 @@
     digits = digits === undefined ? 3 : digits;
     if (!s || s.mean === null || s.mean === undefined) return "–";
     var out = s.mean.toFixed(digits);
-    return s.std === null || s.std === undefined ? out : out + " ± " + s.std.toFixed(digits);
+    return s.std === null || s.std === undefined ? out : out + " ±" + s.std.toFixed(digits);
   }
 
   /* -- sorting: click a header of the last header row ---------------------------------------- */
@@ -89,16 +89,23 @@
       });
       var rows = Array.prototype.slice.call(table.tBodies[0].rows);
       rows.forEach(function (r) {
-        var xs = [];
+        // the mean of the ticked column scores; the spread over seeds of each seed's mean
+        var xs = [], seeds = {};
         r.querySelectorAll("td[data-score]").forEach(function (td) {
           var v = td.getAttribute("data-score");
-          if (on[td.getAttribute("data-col")] && v !== "") xs.push(parseFloat(v));
+          if (!on[td.getAttribute("data-col")] || v === "") return;
+          xs.push(parseFloat(v));
+          var per = JSON.parse(td.getAttribute("data-seeds") || "{}");
+          Object.keys(per).forEach(function (k) { (seeds[k] = seeds[k] || []).push(per[k]); });
         });
         var cell = r.querySelector("td.mean");
         if (!xs.length) { cell.setAttribute("data-v", ""); cell.textContent = "–"; return; }
-        var m = xs.reduce(function (a, b) { return a + b; }, 0) / xs.length;
+        var m = mean(xs);
+        var perSeed = Object.keys(seeds).map(function (k) { return mean(seeds[k]); });
         cell.setAttribute("data-v", String(m));
-        cell.textContent = m.toFixed(3);
+        cell.innerHTML = "";
+        cell.appendChild(el("span", { "class": "m" }, m.toFixed(3)));
+        if (perSeed.length > 1) cell.appendChild(el("span", { "class": "sd" }, "±" + sd(perSeed).toFixed(3)));
         cell.title = "mean of " + xs.length + " benchmark score" + (xs.length > 1 ? "s" : "");
       });
       var ranked = rows.filter(function (r) { return num(r.querySelector("td.mean")) !== null; });
@@ -107,6 +114,14 @@
       ranked.forEach(function (r, i) { var c = r.querySelector("td.rank"); c.textContent = i + 1; c.setAttribute("data-v", i + 1); });
     };
     Array.prototype.forEach.call(boxes, function (b) { b.addEventListener("change", update); });
+    update();
+  }
+
+  function mean(xs) { return xs.reduce(function (a, b) { return a + b; }, 0) / xs.length; }
+
+  function sd(xs) {
+    var m = mean(xs);
+    return Math.sqrt(xs.reduce(function (a, x) { return a + (x - m) * (x - m); }, 0) / (xs.length - 1));
   }
 
   /* -- compare page --------------------------------------------------------------------------- */
