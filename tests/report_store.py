@@ -2,9 +2,9 @@
 
 Two submissions on scikit-learn's digits: ``tiny-noise`` (a tiny AlexNet, internal noise swept
 over sigma 0 and 0.3 kept on at inference, seeds 0 and 1; memorization, corruption, spectral and
-adversarial with small budgets) and ``tiny-plain`` (no constraint, seed 0: memorization, an
-ood_stylized job whose external folder is missing, so it fails, and neural_predictivity without
-a readout, so it has no score).
+adversarial with small budgets) and ``tiny-readout`` (co-trained with a readout of SYNTHETIC V1
+responses, seed 0: memorization, an ood_stylized job whose external folder is missing, so it
+fails, and neural_predictivity).
 """
 
 from __future__ import annotations
@@ -73,9 +73,27 @@ NOISE = {
     ],
 }
 
-PLAIN = {
-    "name": "tiny-plain",
+READOUT = {
+    "name": "tiny-readout",
     "model": {"name": "small_alexnet", "params": {"width": 0.1, "input_size": 8}},
+    "constraints": [
+        {
+            "name": "neural_cotraining",
+            "params": {
+                "layer": "features.2",
+                "data": {
+                    "name": "synthetic_v1",
+                    "params": {
+                        "num_stimuli": 200,
+                        "num_neurons": 16,
+                        "repeats": 2,
+                        "size": 8,
+                        "stimuli": "digits",
+                    },
+                },
+            },
+        }
+    ],
     "training": {"dataset": "digits", "epochs": 4, "batch_size": 64, "lr": 0.05, "momentum": 0.9},
     "seeds": [0],
     "benchmarks": [
@@ -109,7 +127,7 @@ def scored_home(root: Path) -> Path:
         mp.setenv("BIOPRIOR_HOME", str(home))
         torch.set_num_threads(1)
         try:
-            for sub in (NOISE, PLAIN):
+            for sub in (NOISE, READOUT):
                 path = root / f"{sub['name']}.yaml"
                 path.write_text(yaml.safe_dump(sub, sort_keys=False))
                 bioprior.score(path, device="cpu", db=home / "results.sqlite")

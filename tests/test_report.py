@@ -47,7 +47,7 @@ def test_site_has_pages_data_and_no_external_resources(site):
         "index.html",
         "compare.html",
         "submissions/tiny-noise.html",
-        "submissions/tiny-plain.html",
+        "submissions/tiny-readout.html",
         "results.json",
         "results.csv",
         "leaderboard.csv",
@@ -67,7 +67,7 @@ def test_site_has_pages_data_and_no_external_resources(site):
 def test_results_json_is_the_stores_rows(site, store_rows):
     written = json.loads((site.out / "results.json").read_text())
     assert written == json.loads(json.dumps(store_rows, default=str))
-    assert {r["submission"] for r in written} == {"tiny-noise", "tiny-plain"}
+    assert {r["submission"] for r in written} == {"tiny-noise", "tiny-readout"}
 
 
 def test_results_csv_has_every_row_and_scalar_metric(site, store_rows):
@@ -106,7 +106,7 @@ def test_leaderboard_rows_are_variants_with_mean_and_spread_over_seeds(site, sto
     assert sorted((r["submission"], r["variant"]) for r in board) == [
         ("tiny-noise", "sigma=0"),
         ("tiny-noise", "sigma=0.3"),
-        ("tiny-plain", "default"),
+        ("tiny-readout", "default"),
     ]
     means = [r["overall"].mean for r in board]
     assert means == sorted(means, reverse=True) and [r["rank"] for r in board] == [1, 2, 3]
@@ -129,8 +129,10 @@ def test_leaderboard_rows_are_variants_with_mean_and_spread_over_seeds(site, sto
             assert cell["score"].mean == pytest.approx(statistics.fmean(scores))
             if len(scores) > 1:
                 assert cell["score"].std == pytest.approx(statistics.stdev(scores))
-    plain = next(r for r in board if r["submission"] == "tiny-plain")
+    plain = next(r for r in board if r["submission"] == "tiny-readout")
     ood = plain["cells"]["ood_stylized"]
+    neural = plain["cells"]["neural_predictivity"]
+    assert {m["path"] for m in neural["metrics"] if m["stat"].mean is not None} >= {"correlation"}
     assert plain["failed"] == 1 and ood["failed"] == 1 and ood["errors"] == ["DataUnavailable"]
     html = (site.out / "index.html").read_text()
     assert html.count('<tr class="entry"') == 3
@@ -222,8 +224,11 @@ def test_svgs_have_one_series_per_variant(site):
     assert 'id="series-pgd_linf-stochastic-v1"' in svg
     assert 'id="series-pgd_linf-stochastic-v0"' not in svg  # sigma 0: deterministic
     assert set(re.findall(r'id="series-pgd_linf-transfer-v(\d+)"', svg)) == {"0", "1"}
-    # a submission with one variant and a failed OOD job: no sweep plot, no OOD plot
-    assert {p.kind for p in site.plots["tiny-plain"]} == {"learning"}
+    # one variant and a failed OOD job: no sweep plot, no OOD plot; the co-trained readout's
+    # held-out predictivity
+    assert {p.kind for p in site.plots["tiny-readout"]} == {"learning", "neural"}
+    svg = (site.out / "plots" / "tiny-readout" / "neural_predictivity-neural.svg").read_text()
+    assert 'id="series-neural-v0"' in svg and "correlation" in svg
 
 
 def test_plots_degrade_when_metrics_are_absent(site, tmp_path):
@@ -257,10 +262,10 @@ def test_extra_store_columns_are_shown_when_present(site, tmp_path):
     conn.execute("UPDATE results SET torch_version = '2.13.0+cpu'")
     conn.commit()
     conn.close()
-    out = build_report(db, tmp_path / "site", ["tiny-plain"], [home / "weights"])
-    page = (out.out / "submissions" / "tiny-plain.html").read_text()
+    out = build_report(db, tmp_path / "site", ["tiny-readout"], [home / "weights"])
+    page = (out.out / "submissions" / "tiny-readout.html").read_text()
     assert "data_missing" in page and "torch_version" in page and "2.13.0+cpu" in page
-    assert [r["submission"] for r in out.report.rows] == ["tiny-plain"] * 3
+    assert [r["submission"] for r in out.report.rows] == ["tiny-readout"] * 3
 
 
 def test_report_cli_writes_the_site(site, tmp_path):
@@ -270,7 +275,7 @@ def test_report_cli_writes_the_site(site, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and (tmp_path / "index.html").is_file()
-    assert not (tmp_path / "submissions" / "tiny-plain.html").exists()
+    assert not (tmp_path / "submissions" / "tiny-readout.html").exists()
 
 
 def test_report_bad_input_is_one_line_exit_2(site, tmp_path):
@@ -294,7 +299,7 @@ def test_report_bad_input_is_one_line_exit_2(site, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], name
     assert (
-        "known: tiny-noise, tiny-plain"
+        "known: tiny-noise, tiny-readout"
         in runner.invoke(
             app, ["report", "--db", db, "-s", "nope", "-o", str(tmp_path / "b")]
         ).stderr

@@ -159,8 +159,8 @@ def test_leaderboard_sorts_filters_and_has_no_console_error(driver, site, tmp_pa
 
     # filter
     box = driver.find_element(By.ID, "filter")
-    box.send_keys("plain")
-    assert _rows(driver) == [("tiny-plain", "default")]
+    box.send_keys("readout")
+    assert _rows(driver) == [("tiny-readout", "default")]
     assert driver.find_element(By.ID, "shown").text == "1 of 3 rows"
     box.clear()
     box.send_keys("sigma=0.3")
@@ -176,8 +176,10 @@ def test_leaderboard_sorts_filters_and_has_no_console_error(driver, site, tmp_pa
     assert not driver.find_element(
         By.CSS_SELECTOR, '#leaderboard td.score[data-col="memorization"]'
     ).is_displayed()
-    plain = driver.find_element(By.CSS_SELECTOR, 'tr[data-submission="tiny-plain"] td.mean')
-    assert plain.text == "–"  # tiny-plain's only score was memorization
+    readout = next(r for r in board if r["submission"] == "tiny-readout")
+    left = readout["cells"]["neural_predictivity"]["score"].mean  # its one other score
+    mean = driver.find_element(By.CSS_SELECTOR, 'tr[data-submission="tiny-readout"] td.mean')
+    assert mean.text == f"{left:.3f}"
 
     # failed jobs are listed with their error class
     failed = driver.find_elements(By.CSS_SELECTOR, "tr.failed-job")
@@ -218,7 +220,7 @@ def test_compare_page_puts_two_submissions_side_by_side(driver, site):
     heads = [
         th.text for th in driver.find_elements(By.CSS_SELECTOR, "#compare-table tr.groups th.group")
     ]
-    assert heads == ["tiny-noise", "tiny-plain"]
+    assert heads == ["tiny-noise", "tiny-readout"]
     variants = driver.find_elements(By.CSS_SELECTOR, "#compare-table tr.cols th")
     assert [v.text for v in variants[1:]] == ["sigma=0", "sigma=0.3", "default"]
     n = len({p.name for ps in site.plots.values() for p in ps})
