@@ -79,6 +79,16 @@ KEY_METRICS: dict[str, list[tuple[str, str]]] = {
 LOWER_IS_BETTER = {"mce", "relative_mce"}
 # Flags that describe the model rather than warn about the evaluation.
 INFO_FLAGS = {"stochastic_outputs"}
+# Short labels of the adversarial sanity flags (the full names are in the cell's tooltip).
+FLAG_LABELS = {
+    "black_box_beats_white_box": "black box > white box",
+    "single_step_beats_iterative": "FGSM > PGD",
+    "non_monotonic": "non-monotonic",
+    "unbounded_not_zero": "unbounded attack ≠ 0",
+    "vanishing_gradients": "vanishing gradients",
+    "stochastic_without_switch": "noise without switch",
+    "stochastic_outputs": "stochastic",
+}
 
 
 class ReportError(ValueError):

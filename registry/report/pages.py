@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .data import (
+    FLAG_LABELS,
     KNOWN_COLUMNS,
     LOWER_IS_BETTER,
     Cell,
@@ -87,7 +88,11 @@ def build_report(
     plots = {s.name: submission_plots(s, report.columns, out, history) for s in report.submissions}
     env = _environment()
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    common = {"generated": generated, "columns": report.columns, "nsubs": len(report.submissions)}
+    common = {
+        "generated": generated,
+        "columns": report.columns,
+        "nsubs": len(report.submissions),
+    }
     pages = []
     board = leaderboard(report)
     pages.append(
@@ -146,6 +151,7 @@ def _environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["flag_labels"] = FLAG_LABELS  # also seen by imported macros
     env.filters["stat"] = _stat_html
     env.filters["sortval"] = lambda s: (
         "" if not isinstance(s, Stat) or s.mean is None else f"{s.mean:.6g}"
