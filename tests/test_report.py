@@ -307,3 +307,34 @@ def test_report_bad_input_is_one_line_exit_2(site, tmp_path):
     with pytest.raises(ReportError):
         rdata.read_rows(tmp_path / "nope.sqlite")
     assert scored_home.cache_info().currsize == 1  # the store was scored once
+
+
+def test_the_store_is_only_read(site, tmp_path):
+    import hashlib
+
+    home = site.report.weights_dirs[0].parent
+    db = tmp_path / "results.sqlite"
+    shutil.copy(home / "results.sqlite", db)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    build_report(db, tmp_path / "site", weights_dirs=[home / "weights"])
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    # nothing but the site and SQLite's own WAL side files (a read-only reader may create them)
+    others = {p.name for p in tmp_path.iterdir()} - {"site", "results.sqlite"}
+    assert others <= {"results.sqlite-wal", "results.sqlite-shm"}
+
+
+def test_sweep_keys_are_shortened_unambiguously():
+    keys = rdata.short_keys(
+        [
+            "constraints.0.params.sigma",
+            "model.params.width",
+            "constraints.0.enabled,constraints.0.params.shuffle",
+        ]
+    )
+    assert keys == {
+        "constraints.0.params.sigma": "sigma",
+        "model.params.width": "width",
+        "constraints.0.enabled,constraints.0.params.shuffle": "enabled,shuffle",
+    }
+    two = rdata.short_keys(["constraints.0.params.sigma", "constraints.1.params.sigma"])
+    assert len(set(two.values())) == 2

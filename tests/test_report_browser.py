@@ -153,6 +153,13 @@ def test_leaderboard_sorts_filters_and_has_no_console_error(driver, site, tmp_pa
     header.click()
     assert _rows(driver) == by_mem[::-1]
 
+    # mCE: lower is better, so the first click puts the lowest first
+    mce = driver.find_element(By.CSS_SELECTOR, 'th[data-col="corruption"][data-metric="mce"]')
+    mce.click()
+    values = _column_values(driver, 'td[data-col="corruption"][data-metric="mce"]')
+    assert mce.get_attribute("aria-sort") == "ascending"
+    assert values[:2] == sorted(values[:2]) and values[2] is None  # missing values last
+
     # sort by variant name (text)
     driver.find_element(By.CSS_SELECTOR, '#leaderboard th[data-key="variant"]').click()
     assert [v for _, v in _rows(driver)] == ["default", "sigma=0", "sigma=0.3"]

@@ -215,17 +215,20 @@ def slug(text: str) -> str:
 
 
 def short_keys(paths: Iterable[str]) -> dict[str, str]:
-    """Shortest unambiguous dotted suffix of each sweep path (constraints.0.params.sigma -> sigma)."""
+    """Shortest unambiguous dotted suffix of each sweep path (constraints.0.params.sigma ->
+    sigma); a zipped key "a,b" is shortened part by part."""
     paths = list(dict.fromkeys(paths))
-    out = {}
-    for p in paths:
-        parts = p.split(",")[0].split(".")
-        for k in range(1, len(parts) + 1):
-            cand = ".".join(parts[-k:])
-            if sum(1 for q in paths if q.split(",")[0].endswith(cand)) == 1 or k == len(parts):
-                out[p] = cand if "," not in p else p
-                break
-    return out
+    parts = list(dict.fromkeys(q for p in paths for q in p.split(",")))
+
+    def short(q: str) -> str:
+        bits = q.split(".")
+        for k in range(1, len(bits) + 1):
+            cand = ".".join(bits[-k:])
+            if sum(1 for other in parts if other == cand or other.endswith("." + cand)) == 1:
+                return cand
+        return q
+
+    return {p: ",".join(short(q) for q in p.split(",")) for p in paths}
 
 
 def value_text(v: Any) -> str:

@@ -152,6 +152,7 @@ def _environment():
         lstrip_blocks=True,
     )
     env.globals["flag_labels"] = FLAG_LABELS  # also seen by imported macros
+    env.globals["lower_is_better"] = LOWER_IS_BETTER
     env.filters["stat"] = _stat_html
     env.filters["sortval"] = lambda s: (
         "" if not isinstance(s, Stat) or s.mean is None else f"{s.mean:.6g}"

@@ -31,8 +31,10 @@
   function sortBy(table, th, index) {
     var numeric = th.getAttribute("data-type") === "num";
     var current = th.getAttribute("aria-sort");
-    // numbers: highest first (scores), except the rank; text: A to Z; a second click reverses
-    var first = numeric && th.getAttribute("data-key") !== "rank" ? "descending" : "ascending";
+    // numbers: best first (highest, or lowest for the rank, mCE...); text: A to Z; a second
+    // click reverses
+    var lower = th.getAttribute("data-key") === "rank" || th.hasAttribute("data-lower");
+    var first = numeric && !lower ? "descending" : "ascending";
     var dir = current === first ? (first === "ascending" ? "descending" : "ascending") : first;
     Array.prototype.forEach.call(th.parentNode.children, function (h) { h.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", dir);
