@@ -2,8 +2,8 @@
 
 Two submissions on scikit-learn's digits: ``tiny-noise`` (a tiny AlexNet, internal noise swept
 over sigma 0 and 0.3 kept on at inference, seeds 0 and 1; memorization, corruption, spectral and
-adversarial with small budgets) and ``tiny-readout`` (co-trained with a readout of SYNTHETIC V1
-responses, seed 0: memorization, an ood_stylized job whose external folder is missing, so it
+ood_stylized and adversarial with small budgets) and ``tiny-readout`` (co-trained with a readout of SYNTHETIC V1
+responses, seed 0: memorization, a 1-cell memorization_capacity, an ood_stylized job whose external folder is missing, so it
 fails, and neural_predictivity).
 """
 
@@ -47,6 +47,10 @@ NOISE = {
                 "max_images": 100,
                 "workers": 0,
             },
+        },
+        {
+            "name": "ood_stylized",
+            "params": {"styles": ["edges", "silhouette"], "max_images": 100, "workers": 0},
         },
         {
             "name": "adversarial",
@@ -98,6 +102,7 @@ READOUT = {
     "seeds": [0],
     "benchmarks": [
         {"name": "memorization"},
+        {"name": "memorization_capacity", "params": {"classes": [2], "examples_per_class": [10]}},
         {
             "name": "ood_stylized",
             "params": {

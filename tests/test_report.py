@@ -73,7 +73,7 @@ def test_results_json_is_the_stores_rows(site, store_rows):
 def test_results_csv_has_every_row_and_scalar_metric(site, store_rows):
     with (site.out / "results.csv").open() as fh:
         lines = list(csv.DictReader(fh))
-    assert len(lines) == len(store_rows) == 19
+    assert len(lines) == len(store_rows) == 24
     for line, row in zip(lines, store_rows, strict=True):
         assert (line["submission"], line["benchmark"], int(line["seed"])) == (
             row["submission"],
@@ -202,6 +202,7 @@ def test_svgs_have_one_series_per_variant(site):
         "spectral-heatmap",
         "adversarial-epsilon",
         "adversarial-minimal",
+        "ood_stylized-styles",
     } <= set(plots)
     expect = {
         "memorization-learning": ["natural", "random"],
@@ -211,6 +212,7 @@ def test_svgs_have_one_series_per_variant(site):
         "spectral-heatmap": ["heatmap"],
         "adversarial-epsilon": ["fgsm-deterministic", "pgd_linf-deterministic"],
         "adversarial-minimal": ["minimal-l2", "minimal-linf"],
+        "ood_stylized-styles": ["ood"],
     }
     for name, series in expect.items():
         svg = plots[name].read_text()
@@ -226,7 +228,7 @@ def test_svgs_have_one_series_per_variant(site):
     assert set(re.findall(r'id="series-pgd_linf-transfer-v(\d+)"', svg)) == {"0", "1"}
     # one variant and a failed OOD job: no sweep plot, no OOD plot; the co-trained readout's
     # held-out predictivity
-    assert {p.kind for p in site.plots["tiny-readout"]} == {"learning", "neural"}
+    assert {p.kind for p in site.plots["tiny-readout"]} == {"learning", "capacity", "neural"}
     svg = (site.out / "plots" / "tiny-readout" / "neural_predictivity-neural.svg").read_text()
     assert 'id="series-neural-v0"' in svg and "correlation" in svg
 
@@ -265,7 +267,7 @@ def test_extra_store_columns_are_shown_when_present(site, tmp_path):
     out = build_report(db, tmp_path / "site", ["tiny-readout"], [home / "weights"])
     page = (out.out / "submissions" / "tiny-readout.html").read_text()
     assert "data_missing" in page and "torch_version" in page and "2.13.0+cpu" in page
-    assert [r["submission"] for r in out.report.rows] == ["tiny-readout"] * 3
+    assert [r["submission"] for r in out.report.rows] == ["tiny-readout"] * 4
 
 
 def test_report_cli_writes_the_site(site, tmp_path):

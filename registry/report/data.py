@@ -360,37 +360,64 @@ def _params_key(row: dict[str, Any]) -> str:
     return json.dumps(row.get("benchmark_params") or {}, sort_keys=True)
 
 
-def columns_of(rows: list[dict[str, Any]]) -> list[Column]:
-    """One column per (benchmark, parameters); benchmarks run with several parameter sets are
-    labelled by the parameters that differ."""
+def columns_of(rows: list[dict[str, Any]]) -> tuple[list[Column], dict[tuple, str]]:
+    """The leaderboard's columns and, per (submission, benchmark, parameters), its column id.
+
+    A benchmark is one column; a submission that runs it with several parameter sets (e.g.
+    memorization of Gaussian images and of random labels) gets one column per set, the k-th set
+    of every submission sharing the k-th column, labelled by the parameters that differ.
+    Submissions that run it with different budgets share a column (as leaderboards compare
+    them), and the parameters of each result are on its submission page."""
     order = list(FAMILIES)
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    sets: dict[tuple[str, str], list[str]] = {}  # (submission, benchmark) -> params keys
+    params: dict[str, dict[str, Any]] = {}
     for r in rows:
-        seen.setdefault((r["benchmark"], _params_key(r)), r.get("benchmark_params") or {})
-    by_bench: dict[str, list[tuple[str, dict]]] = {}
-    for (bench, key), params in seen.items():
-        by_bench.setdefault(bench, []).append((key, params))
-    out = []
-    for bench in sorted(by_bench, key=lambda b: (order.index(b) if b in order else 99, b)):
-        sets = by_bench[bench]
-        differing = sorted(
-            {k for _, p in sets for k in p if len({value_text(q.get(k)) for _, q in sets}) > 1}
-        )
-        for i, (key, params) in enumerate(sets):
+        key = _params_key(r)
+        params.setdefault(key, r.get("benchmark_params") or {})
+        found = sets.setdefault((r["submission"], r["benchmark"]), [])
+        if key not in found:
+            found.append(key)
+    benches = sorted({b for _, b in sets}, key=lambda b: (order.index(b) if b in order else 99, b))
+    out, where = [], {}
+    for bench in benches:
+        subs = {s: keys for (s, b), keys in sets.items() if b == bench}
+        n = max(len(keys) for keys in subs.values())
+        first = next(keys for keys in subs.values() if len(keys) == n)
+        bench_rows = [r for r in rows if r["benchmark"] == bench]
+        metrics = KEY_METRICS.get(bench)
+        if metrics is None:  # a third-party benchmark: its first top-level numbers
+            metrics = _numeric_metrics(bench_rows)
+        for k in range(n):
+            cid = slug(bench) + (f"-{k + 1}" if n > 1 else "")
             label = bench
-            if len(sets) > 1:
-                shown = ", ".join(f"{k}={value_text(params.get(k))}" for k in differing[:2])
-                label = f"{bench} ({shown[:40] or i + 1})"
-            cid = slug(bench) + (f"-{i + 1}" if len(sets) > 1 else "")
-            metrics = KEY_METRICS.get(bench)
-            if metrics is None:  # a third-party benchmark: its first top-level numbers
-                metrics = _numeric_metrics([r for r in rows if r["benchmark"] == bench])
+            if n > 1:
+                mine = params[first[k]]
+                differing = [
+                    name
+                    for name in sorted({x for key in first for x in params[key]})
+                    if len({value_text(params[key].get(name)) for key in first}) > 1
+                ]
+                shown = ", ".join(f"{d}={value_text(mine.get(d))}" for d in differing[:2])
+                label = f"{bench} ({shown[:40] or k + 1})"
+            col_rows = [
+                r
+                for r in bench_rows
+                if k < len(subs[r["submission"]]) and subs[r["submission"]][k] == _params_key(r)
+            ]
             out.append(
                 Column(
-                    cid, bench, params, label, FAMILIES.get(bench, bench), _present(metrics, rows)
+                    cid,
+                    bench,
+                    params[first[k]],
+                    label,
+                    FAMILIES.get(bench, bench),
+                    _present(metrics, col_rows),
                 )
             )
-    return out
+            for s, keys in subs.items():
+                if k < len(keys):
+                    where[(s, bench, keys[k])] = cid
+    return out, where
 
 
 def _numeric_metrics(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -417,8 +444,8 @@ def variant_label(values: dict[str, Any], keys: dict[str, str]) -> str:
 
 
 def shape(rows: list[dict[str, Any]], weights_dirs: Iterable[Path] = ()) -> Report:
-    columns = columns_of(rows)
-    by_key = {(c.benchmark, json.dumps(c.params, sort_keys=True)): c for c in columns}
+    columns, where = columns_of(rows)
+    by_id = {c.id: c for c in columns}
     subs: list[Submission] = []
     used_slugs: set[str] = set()
     for name in sorted({r["submission"] for r in rows}):
@@ -433,7 +460,7 @@ def shape(rows: list[dict[str, Any]], weights_dirs: Iterable[Path] = ()) -> Repo
             values = vrows[0].get("variant") or {}
             v = Variant(name, values, variant_label(values, keys), vrows)
             for r in vrows:
-                col = by_key[(r["benchmark"], _params_key(r))]
+                col = by_id[where[(name, r["benchmark"], _params_key(r))]]
                 cell = v.cells.setdefault(col.id, Cell(col))
                 (cell.ok if r["status"] == "ok" else cell.failed).append(r)
             variants.append(v)

@@ -363,7 +363,10 @@ def adversarial_curves(sub: Submission, col: Column) -> Figure | None:
                 labels += [c for c in mode.get("curves") or {} if c not in labels]
     if not labels:
         return None
-    score_curve = (col.params or {}).get("score_curve")
+    # this submission's parameters of the benchmark (another may share the column with others)
+    params = next((r.get("benchmark_params") for v in sub.variants for r in _ok(v, col)), None)
+    params = params or {}
+    score_curve = params.get("score_curve")
     fig, axes = _figure(len(labels[:MAX_PANELS]))
     for ax, label in zip(axes, labels, strict=False):
         for i, v in enumerate(sub.variants):
@@ -406,7 +409,7 @@ def adversarial_curves(sub: Submission, col: Column) -> Figure | None:
                         "--",
                         "^",
                     )
-        unit = (col.params or {}).get("epsilon_space", "pixel")
+        unit = params.get("epsilon_space", "pixel")
         ax.set(xlabel=f"epsilon ({unit})", ylabel="accuracy", ylim=(0, 1.02))
         ax.set_title(label)
     _legend(fig, axes)
