@@ -134,6 +134,16 @@ def test_leaderboard_rows_are_variants_with_mean_and_spread_over_seeds(site, sto
     neural = plain["cells"]["neural_predictivity"]
     assert {m["path"] for m in neural["metrics"] if m["stat"].mean is not None} >= {"correlation"}
     assert plain["failed"] == 1 and ood["failed"] == 1 and ood["errors"] == ["DataUnavailable"]
+    with (site.out / "leaderboard.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [(t["submission"], t["variant"]) for t in table] == [
+        (r["submission"], r["variant"]) for r in board
+    ]
+    for t, r in zip(table, board, strict=True):
+        assert float(t["mean_score"]) == pytest.approx(r["overall"].mean)
+        assert float(t["memorization.natural_test_acc"]) == pytest.approx(
+            r["cells"]["memorization"]["metrics"][0]["stat"].mean
+        )
     html = (site.out / "index.html").read_text()
     assert html.count('<tr class="entry"') == 3
     assert "DataUnavailable" in html and "Failed jobs" in html

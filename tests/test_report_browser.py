@@ -240,3 +240,16 @@ def test_compare_page_puts_two_submissions_side_by_side(driver, site):
     assert len(driver.find_elements(By.CSS_SELECTOR, "#compare-table tr.cols th")) == 5
     assert all(i["width"] > 0 for i in _wait_images(driver, 1))
     assert _console_errors(driver) == []
+
+
+def test_an_empty_store_gives_pages_without_errors(driver, tmp_path):
+    from bioprior.registry.report import build_report
+    from bioprior.registry.store import ResultStore
+
+    ResultStore(tmp_path / "results.sqlite").close()
+    out = build_report(tmp_path / "results.sqlite", tmp_path / "site").out
+    for page in ("index.html", "compare.html"):
+        _open(driver, out / page)
+        assert _console_errors(driver) == [], page
+    _open(driver, out / "index.html")
+    assert _rows(driver) == []

@@ -139,6 +139,10 @@
     var table = document.getElementById("compare-table");
     if (!data || !table) return;
     var pickA = document.getElementById("pick-a"), pickB = document.getElementById("pick-b");
+    if (!data.order.length) {
+      table.parentNode.replaceWith(el("p", { "class": "muted" }, "No results in the store yet."));
+      return;
+    }
     data.order.forEach(function (name) {
       pickA.appendChild(el("option", { value: name }, name));
       pickB.appendChild(el("option", { value: name }, name));
