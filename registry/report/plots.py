@@ -259,7 +259,8 @@ def capacity_plot(sub: Submission, col: Column) -> Figure | None:
 
 # -- corruption ---------------------------------------------------------------------------------
 def _levels(table: dict[str, Any]) -> list[str]:
-    return sorted(table, key=lambda s: number(_float(s)) if _float(s) is not None else math.inf)
+    """Severity / level keys ("1", "0.05", ...) in numeric order, non-numeric ones last."""
+    return sorted(table, key=lambda s: (_float(s) is None, _float(s) or 0.0, s))
 
 
 def _float(s: str) -> float | None:
