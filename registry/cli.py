@@ -356,6 +356,28 @@ def download(
     typer.echo(f"{name}: {len(data.train_x)} training and {len(data.test_x)} test images ready")
 
 
+@app.command()
+def report(
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the site into."),
+    db: Path | None = typer.Option(None, "--db", help="Results database (read-only)."),
+    submission: list[str] = typer.Option(
+        [], "--submission", "-s", help="Only this submission (repeat for several)."
+    ),
+) -> None:
+    """Write a static HTML leaderboard and report with plots (opens from file://, no server)."""
+    from .paths import default_db
+    from .report import ReportError, build_report
+
+    try:
+        site = build_report(db or default_db(), output, submission)
+    except ReportError as exc:
+        _fail(str(exc).removeprefix("error: "))
+    n = sum(len(p) for p in site.plots.values())
+    typer.echo(
+        f"wrote {site.index} ({len(site.pages)} pages, {n} plots, {len(site.report.rows)} results)"
+    )
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=file or sys.stderr)
 
