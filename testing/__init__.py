@@ -18,6 +18,7 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
+from .constraint_checks import constrained_model
 from .kit import (
     Check,
     CheckFailed,
@@ -34,6 +35,7 @@ __all__ = [
     "CheckSkipped",
     "KitConfig",
     "checks_for",
+    "constrained_model",
     "parametrize_with_checks",
     "run_checks",
 ]

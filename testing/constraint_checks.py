@@ -114,6 +114,38 @@ def hosted(s: Subject, host: str, constraints, seed: int = 0):
     return plain, net
 
 
+def constrained_model(
+    constraint: str,
+    params: dict[str, Any] | None = None,
+    model: str = REGISTRY_HOST[0],
+    model_params: dict[str, Any] | None = None,
+    geometry: tuple[int, int, int] = GEOMETRY,
+    seed: int = 0,
+):
+    """A registry model with one registered constraint configured and applied, as the trainer
+    builds it (for speed tests: ``plugin_forward_benchmark(constrained_model("my_noise"), ...)``)."""
+    import torch
+
+    from bioprior.registry.plugins import get_registry
+
+    registry = get_registry()
+    c = registry.get("constraint", constraint).build(params or {})
+    entry = registry.get("model", model)
+    small = REGISTRY_HOST[1] if model == REGISTRY_HOST[0] and model_params is None else {}
+    channels, classes, size = geometry
+    raw = {**small, **(model_params or {})}
+    raw.update(
+        {
+            k: v
+            for k, v in (("in_channels", channels), ("num_classes", classes), ("input_size", size))
+            if k in entry.params.model_fields
+        }
+    )
+    resolved = c.configure(model, entry.params.model_validate(raw).model_dump())
+    torch.manual_seed(seed)
+    return apply_constraint(c, entry.build(resolved), geometry)
+
+
 def _same_shape(s: Subject, host: str, extra=()) -> None:
     import torch
 
