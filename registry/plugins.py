@@ -330,6 +330,10 @@ class Registry:
         entries not loaded through a plugin, e.g. in-memory ones)."""
         return self._origins.get((kind, name))
 
+    def origins(self) -> dict[tuple[str, str], EntryOrigin]:
+        """Every registered entry's origin, by (kind, name)."""
+        return dict(self._origins)
+
     def member(self, kind: str, name: str) -> PluginEntry:
         """Resolve ``family:member`` through a family entry: one registered with
         ``extra={"family": "module:resolve", "family_members": "module:members"}``, where

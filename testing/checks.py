@@ -95,7 +95,13 @@ def _probe(s: Subject):
     origin = s.registry.origin(s.entry.kind, s.entry.name)
     if origin is None or not origin.module:
         raise CheckSkipped("not loaded from an entry point")
-    result = probe(origin.module)[origin.module]
+    # every plugin module of the registry in one go (one subprocess when all behave)
+    others = [
+        o.module
+        for o in s.registry.origins().values()
+        if o.module and o.provider == origin.provider
+    ]
+    result = probe(origin.module, *sorted(set(others) - {origin.module}))[origin.module]
     if result.error:
         raise CheckFailed(f"entry-point module {origin.module} fails to import: {result.error}")
     return origin.module, result

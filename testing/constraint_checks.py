@@ -266,7 +266,7 @@ def objective_adds_finite_loss(s: Subject) -> None:
         raise CheckFailed("total_loss must return a scalar tensor (task loss plus the term)")
     if not torch.isfinite(total):
         raise CheckFailed("the objective's loss is not finite at the first step")
-    if float(total) == float(task):
+    if float(total.detach()) == float(task.detach()):
         raise CheckFailed("total_loss returns the task loss unchanged: add the objective's term")
     total.backward()
 
