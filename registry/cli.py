@@ -103,8 +103,10 @@ def plugins_check(
     slow: bool = typer.Option(False, "--slow", help="Also run checks marked slow."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of results."),
 ) -> None:
-    """Run the conformance kit (bioprior.testing) on installed distributions: a table of entry,
-    check, ok / failed / expected failure and the message; exit 1 when a check fails."""
+    """Run the conformance kit (bioprior.testing) on installed plugin distributions.
+
+    Prints entry, check, ok / failed / expected failure / skipped and the message; exit 1 when a
+    check fails."""
     from .plugins import BUILTIN_DISTRIBUTION, get_registry, normalize_distribution
 
     registry = get_registry()
@@ -171,8 +173,10 @@ def new_plugin(
     ),
     output: Path = typer.Option(Path("."), "--output", "-o", help="Folder to create it in."),
 ) -> None:
-    """Create a ready plugin package: pyproject with the entry point, the module, a conformance
-    test, a speed test, a README, an example submission and a CI workflow."""
+    """Create a ready plugin package from bioprior's template.
+
+    pyproject with the entry point, the module, a conformance test, a speed test, a README, an
+    example submission and a CI workflow that runs pytest."""
     from bioprior.testing.scaffold import ScaffoldError, render_plugin
 
     try:

@@ -175,7 +175,9 @@ def checks_for(
     """Every applicable :class:`Check` of ``entries`` (or of a distribution's entries).
 
     ``expected_failed_checks`` / ``slow_checks``: {"kind:name" or "name": {check: reason}}; a
-    check name ``"*"`` covers all checks of the entry."""
+    check name ``"*"`` covers all checks of the entry. An entry may declare its own known
+    failures with ``extra={"expected_failed_checks": {check: reason}}`` (and small check
+    parameters with ``extra={"check_params": {...}}``); ``bioprior plugins check`` honours both."""
     from bioprior.registry.plugins import get_registry
 
     from .checks import checks_of_kind
@@ -194,7 +196,10 @@ def checks_for(
     checks: list[Check] = []
     for entry in entries:
         subject = Subject(entry, registry, config)
-        expected = config.lookup(expected_failed_checks or {}, entry, {}) or {}
+        expected = {  # the entry's own declaration, then the caller's
+            **entry.extra.get("expected_failed_checks", {}),
+            **(config.lookup(expected_failed_checks or {}, entry, {}) or {}),
+        }
         slow = config.lookup(slow_checks or {}, entry, {}) or {}
         for name, function in checks_of_kind(entry):
             checks.append(

@@ -14,18 +14,10 @@ from bioprior.registry.plugins import Registry, get_registry
 from bioprior.testing import checks_for, parametrize_with_checks, run_checks
 from bioprior.testing.builtin import EXPECTED_FAILED_CHECKS, PARAMS, SLOW_CHECKS
 
-EXPECTED = {
-    **EXPECTED_FAILED_CHECKS,
-    "constraint:neural_cotraining": {
-        "applies_to_sequential": "its objective is added as a child of the net, so an "
-        "nn.Sequential calls it as a layer (found by the kit; to fix)"
-    },
-}
-
 
 @parametrize_with_checks(
     "bioprior",
-    expected_failed_checks=EXPECTED,
+    expected_failed_checks=EXPECTED_FAILED_CHECKS,
     slow_checks=SLOW_CHECKS,
     params=PARAMS,
     family_members={"timm": "test_resnet"},
