@@ -109,16 +109,22 @@ class Registry:
 
     def __init__(self, strict: bool | None = None, prefer: Mapping[str, str] | None = None) -> None:
         self.strict = strict_plugins() if strict is None else strict
-        self.prefer = (
-            preferences()
-            if prefer is None
-            else {k: normalize_distribution(v) for k, v in prefer.items()}
-        )
+        self.failures: list[PluginFailure] = []
+        try:
+            self.prefer = (
+                preferences()
+                if prefer is None
+                else {k: normalize_distribution(v) for k, v in prefer.items()}
+            )
+        except ValueError as exc:  # a malformed BIOPRIOR_PREFER is reported, not a crash
+            if self.strict:
+                raise
+            self.prefer = {}
+            self.failures.append(PluginFailure("BIOPRIOR_PREFER", "", "BIOPRIOR_PREFER", str(exc)))
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._entries: dict[tuple[str, str], PluginEntry] = {}
         self._members: dict[tuple[str, str], PluginEntry] = {}
-        self.failures: list[PluginFailure] = []
         # every provider of each (kind, name), the one chosen and the failures that choice made
         self._candidates: dict[tuple[str, str], list[tuple[PluginEntry, EntryOrigin]]] = {}
         self._origins: dict[tuple[str, str], EntryOrigin] = {}

@@ -114,6 +114,12 @@ def test_prefer_syntax_errors_are_one_line():
         preferences("deepnet")
 
 
+def test_malformed_prefer_is_listed_not_a_crash():
+    out = run_cli("plugins", "small_*", env={"BIOPRIOR_PREFER": "oops"})
+    assert out.returncode == 0 and "small_alexnet" in out.stdout
+    assert "BIOPRIOR_PREFER: expected NAME=DISTRIBUTION, got 'oops'" in out.stdout
+
+
 def test_cli_validate_quickstart_with_a_shadowing_package_installed(site):
     """The reported bug: `aardvark-probe` registering small_alexnet broke the quickstart."""
     _dist(site, "aardvark-probe", "small_alexnet")
