@@ -133,7 +133,13 @@ def _broken_registry() -> Registry:
         register(name="bad_noise", factory=Noisy, params=NoiseParams, citation="c")
 
     def register_datasets(register):
-        register(name="bad_data", factory=bad_data, params=BadDataParams, citation="c")
+        register(
+            name="bad_data",
+            factory=bad_data,
+            params=BadDataParams,
+            citation="c",
+            extra={"expected_failed_checks": {"dtypes": "int32 labels, declared by the entry"}},
+        )
 
     module = types.ModuleType("broken_plugin")
     for fn in (register_models, register_constraints, register_datasets):
@@ -161,7 +167,8 @@ def test_the_kit_reports_what_to_fix(one_thread):
     failed("model:bad_net", "backward_reaches_every_parameter", "unused.weight")
     failed("constraint:bad_noise", "applies_to_sequential", "must not change the model's output")
     failed("constraint:bad_noise", "at_inference_switch", "no at_inference parameter")
-    failed("dataset:bad_data", "dtypes", "int64")
+    dtypes = found[("dataset:bad_data", "dtypes")]
+    assert dtypes.status == "expected failure" and "int64" in dtypes.message
     failed("dataset:bad_data", "value_range", "[0, 1]")
     assert found[("model:bad_net", "seeded_weights")].status == "ok"
     failed("model:bad_net", "imports_without_torch", "broken_plugin fails to import")
