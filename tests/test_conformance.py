@@ -190,3 +190,15 @@ def test_expected_failures_and_ids():
     assert check.outcome()[0] == "expected failure"
     with pytest.raises(LookupError, match="is it installed"):
         checks_for(distribution="bioprior-not-installed")
+
+
+@pytest.mark.gpu
+def test_speed_fixtures_on_gpu(plugin_forward_benchmark, plugin_train_step_benchmark):
+    """The pytest11 fixtures time a CUDA model with the device synchronized in the timed call."""
+    import bioprior
+
+    net = bioprior.create_model("small_alexnet", width=0.25, in_channels=1, num_classes=10)
+    out = plugin_forward_benchmark(net, (64, 1, 32, 32), device="cuda")
+    assert out.shape == (64, 10) and out.is_cuda
+    loss = plugin_train_step_benchmark(net, (64, 1, 32, 32), num_classes=10, device="cuda")
+    assert loss > 0
