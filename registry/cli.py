@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from .entries import KINDS
 
@@ -39,7 +40,24 @@ def _console():
     return console if console.is_terminal else Console(width=140)
 
 
-@app.command()
+class _PluginsGroup(TyperGroup):
+    """``bioprior plugins [PATTERN]`` lists (as ``plugins list``); ``plugins check`` checks."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+plugins_app = typer.Typer(
+    cls=_PluginsGroup,
+    help="List registered plugins (bioprior plugins [PATTERN] [--kind K] [--json]) or check "
+    "them against the conformance kit (bioprior plugins check [DIST ...]).",
+)
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.command("list")
 def plugins(
     pattern: str | None = typer.Argument(None, help="Glob on plugin names, e.g. 'small_*'."),
     kind: str | None = typer.Option(None, "--kind", "-k", help=f"One of: {', '.join(KINDS)}."),
@@ -72,6 +90,101 @@ def plugins(
         console.print(
             f"[red]failed[/red] {f.provider} {f.provider_version} ({f.entry_point}): {f.error}"
         )
+
+
+@plugins_app.command("check")
+def plugins_check(
+    dists: list[str] | None = typer.Argument(
+        None, help="Distributions to check (default: every third-party one; 'bioprior': built-ins)."
+    ),
+    names: list[str] = typer.Option(
+        [], "--name", "-n", help="Only entries matching this glob (name or kind:name); repeatable."
+    ),
+    slow: bool = typer.Option(False, "--slow", help="Also run checks marked slow."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of results."),
+) -> None:
+    """Run the conformance kit (bioprior.testing) on installed plugin distributions.
+
+    Prints entry, check, ok / failed / expected failure / skipped and the message; exit 1 when a
+    check fails."""
+    from .plugins import BUILTIN_DISTRIBUTION, get_registry, normalize_distribution
+
+    registry = get_registry()
+    installed = sorted({normalize_distribution(e.provider) for e in registry.list()})
+    if not dists:
+        dists = [d for d in installed if d != BUILTIN_DISTRIBUTION]
+        if not dists:
+            _fail(
+                "DIST: no third-party plugin distributions are installed; name one "
+                f"(installed: {', '.join(installed)})"
+            )
+    unknown = [d for d in dists if normalize_distribution(d) not in installed]
+    if unknown:
+        _fail(
+            f"DIST: {', '.join(unknown)} registers no entries (installed: {', '.join(installed)}); "
+            "see `bioprior plugins` for ones that failed to load"
+        )
+    from bioprior.testing import checks_for, run_checks
+    from bioprior.testing.builtin import config_for
+
+    checks = []
+    for dist in dists:
+        config, expected, slow_checks = config_for(dist)
+        try:
+            checks += checks_for(
+                distribution=dist,
+                names=names or None,
+                registry=registry,
+                config=config,
+                expected_failed_checks=expected,
+                slow_checks=slow_checks,
+            )
+        except LookupError as exc:
+            _fail(f"--name: {exc}")
+    results = run_checks(checks, include_slow=slow)
+    failed = [r for r in results if r.status == "failed"]
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        from rich.table import Table
+
+        colour = {"ok": "green", "failed": "red", "expected failure": "yellow"}
+        table = Table(title=f"bioprior plugins check {' '.join(dists)}")
+        for col in ("entry", "check", "status", "message"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            style = colour.get(r.status, "dim")
+            table.add_row(r.entry, r.check, f"[{style}]{r.status}[/{style}]", r.message)
+        console = _console()
+        console.print(table)
+        counts = {
+            s: sum(r.status == s for r in results) for s in dict.fromkeys(r.status for r in results)
+        }
+        console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("new-plugin")
+def new_plugin(
+    name: str = typer.Argument(..., help="Package name, e.g. my-noise -> bioprior-my-noise."),
+    kind: str = typer.Option(
+        "constraint", "--kind", "-k", help="model | constraint | dataset | benchmark."
+    ),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder to create it in."),
+) -> None:
+    """Create a ready plugin package from bioprior's template.
+
+    pyproject with the entry point, the module, a conformance test, a speed test, a README, an
+    example submission and a CI workflow that runs pytest."""
+    from bioprior.testing.scaffold import ScaffoldError, render_plugin
+
+    try:
+        root = render_plugin(name, kind, output)
+    except ScaffoldError as exc:
+        _fail(str(exc))
+    typer.echo(f"created {root}")
+    typer.echo(f"next: cd {root} && pip install -e '.[test]' && pytest")
 
 
 @app.command()

@@ -3,6 +3,12 @@
 Each entry point is loaded on its own. One that fails to import, misspells a hook, registers a
 duplicate name or an invalid schema is recorded as a :class:`PluginFailure` and the rest keeps
 working; ``BIOPRIOR_STRICT_PLUGINS=1`` re-raises instead.
+
+Precedence never depends on distribution names or install order: bioprior's own entries always
+win over a third party's of the same kind and name; when two third-party distributions provide
+one name, neither is registered (the failure names both) until the user uninstalls one or picks
+one with ``BIOPRIOR_PREFER="name=distribution"`` (``kind:name=distribution`` when a name exists
+in two kinds; several picks separated by commas).
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -53,26 +60,86 @@ class UnknownPluginError(LookupError):
         super().__init__(f"unknown {kind} {name!r}{hint}")
 
 
+class PluginConflictError(UnknownPluginError):
+    """A name that two third-party distributions provide, so neither is registered."""
+
+    def __init__(self, kind: str, name: str, message: str):
+        LookupError.__init__(self, message)
+        self.kind, self.name, self.suggestions = kind, name, []
+
+
+@dataclass(frozen=True)
+class EntryOrigin:
+    """Where a registered entry came from: its distribution, entry point and plugin module."""
+
+    provider: str
+    provider_version: str
+    entry_point: str
+    module: str
+
+
+BUILTIN_DISTRIBUTION = "bioprior"
+
+
+def normalize_distribution(name: str) -> str:
+    """PEP 503 normalization: ``Bioprior_My.Plugin`` -> ``bioprior-my-plugin``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def strict_plugins() -> bool:
     return os.environ.get("BIOPRIOR_STRICT_PLUGINS", "").lower() in {"1", "true", "yes"}
+
+
+def preferences(text: str | None = None) -> dict[str, str]:
+    """``BIOPRIOR_PREFER`` parsed: ``"a=dist-x, model:b=dist-y"`` -> {"a": "dist-x", ...}."""
+    text = os.environ.get("BIOPRIOR_PREFER", "") if text is None else text
+    picks: dict[str, str] = {}
+    for item in re.split(r"[,;\s]+", text.strip()):
+        if not item:
+            continue
+        name, sep, dist = item.partition("=")
+        if not sep or not name or not dist:
+            raise ValueError(f"BIOPRIOR_PREFER: expected NAME=DISTRIBUTION, got {item!r}")
+        picks[name] = normalize_distribution(dist)
+    return picks
 
 
 class Registry:
     """All registered entries, by kind and name; pleasant to query (``list("model", "small_*")``)."""
 
-    def __init__(self, strict: bool | None = None) -> None:
+    def __init__(self, strict: bool | None = None, prefer: Mapping[str, str] | None = None) -> None:
         self.strict = strict_plugins() if strict is None else strict
+        self.failures: list[PluginFailure] = []
+        try:
+            self.prefer = (
+                preferences()
+                if prefer is None
+                else {k: normalize_distribution(v) for k, v in prefer.items()}
+            )
+        except ValueError as exc:  # a malformed BIOPRIOR_PREFER is reported, not a crash
+            if self.strict:
+                raise
+            self.prefer = {}
+            self.failures.append(PluginFailure("BIOPRIOR_PREFER", "", "BIOPRIOR_PREFER", str(exc)))
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._entries: dict[tuple[str, str], PluginEntry] = {}
         self._members: dict[tuple[str, str], PluginEntry] = {}
-        self.failures: list[PluginFailure] = []
+        # every provider of each (kind, name), the one chosen and the failures that choice made
+        self._candidates: dict[tuple[str, str], list[tuple[PluginEntry, EntryOrigin]]] = {}
+        self._origins: dict[tuple[str, str], EntryOrigin] = {}
+        self._resolution_failures: dict[tuple[str, str], list[PluginFailure]] = {}
 
     # -- loading ---------------------------------------------------------------------------
     def load_entry_points(self, eps: Iterable[EntryPoint] | None = None) -> Registry:
         if eps is None:
             eps = entry_points(group=hookspecs.ENTRY_POINT_GROUP)
-        for ep in sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name)):
+
+        def order(ep: EntryPoint) -> tuple[bool, str, str]:  # bioprior's own first
+            dist = normalize_distribution(ep.dist.name) if ep.dist else ""
+            return (dist != BUILTIN_DISTRIBUTION, dist, ep.name)
+
+        for ep in sorted(eps, key=order):
             dist = ep.dist.name if ep.dist else "unknown"
             version = ep.dist.version if ep.dist else ""
             try:
@@ -88,6 +155,8 @@ class Registry:
     ) -> None:
         """Register one plugin object (a module with ``@hookimpl`` functions) and collect its entries."""
         ep_name = name or getattr(plugin, "__name__", repr(plugin))
+        module = getattr(plugin, "__name__", "") if isinstance(plugin, ModuleType) else ""
+        origin = EntryOrigin(provider, provider_version, ep_name, module)
         try:
             self.pm.register(plugin, name=f"{provider}:{ep_name}")
             self.pm.check_pending()
@@ -114,7 +183,7 @@ class Registry:
                     )
                     continue
                 for entry in pending:
-                    self._commit(entry, ep_name)
+                    self._commit(entry, origin)
 
     def _make_register(
         self, kind: str, pending: list[PluginEntry], provider: str, version: str, ep_name: str
@@ -137,26 +206,102 @@ class Registry:
 
         return register
 
-    def _commit(self, entry: PluginEntry, ep_name: str) -> None:
+    def _commit(self, entry: PluginEntry, origin: EntryOrigin) -> None:
         key = (entry.kind, entry.name)
-        if key in self._entries:
-            first = self._entries[key]
-            msg = (
-                f"duplicate {entry.kind} {entry.name!r}: provided by {first.provider} "
-                f"{first.provider_version} and {entry.provider} {entry.provider_version}; "
-                f"keeping {first.provider}'s"
+        self._candidates.setdefault(key, []).append((entry, origin))
+        self._resolve(key)
+
+    def _resolve(self, key: tuple[str, str]) -> None:
+        """Choose the provider of ``key`` among all candidates so far (order-independent rules:
+        bioprior's own; else the only third party; else the one BIOPRIOR_PREFER picks; else none)."""
+        for old in self._resolution_failures.pop(key, []):
+            if old in self.failures:
+                self.failures.remove(old)
+        kind, name = key
+        candidates = self._candidates[key]
+        by_dist: dict[str, list[tuple[PluginEntry, EntryOrigin]]] = {}
+        for entry, origin in candidates:
+            by_dist.setdefault(normalize_distribution(entry.provider), []).append((entry, origin))
+        label = {
+            d: f"{c[0][0].provider} {c[0][0].provider_version}".strip() for d, c in by_dist.items()
+        }
+        pick = self.prefer.get(f"{kind}:{name}") or self.prefer.get(name)
+        failures: list[tuple[PluginEntry, EntryOrigin, str]] = []
+        winner: tuple[PluginEntry, EntryOrigin] | None = None
+        if BUILTIN_DISTRIBUTION in by_dist:
+            winner = by_dist[BUILTIN_DISTRIBUTION][0]
+            for dist, cands in by_dist.items():
+                if dist != BUILTIN_DISTRIBUTION:
+                    failures.append(
+                        (
+                            *cands[0],
+                            (
+                                f"{kind} {name!r} of {label[dist]} not registered: bioprior's built-in "
+                                f"{kind} of that name always wins (BIOPRIOR_PREFER cannot override it); "
+                                f"rename it in {cands[0][0].provider}"
+                            ),
+                        )
+                    )
+        elif len(by_dist) == 1 or pick in by_dist:
+            winner = by_dist[pick if pick in by_dist else next(iter(by_dist))][0]
+            for dist, cands in by_dist.items():
+                if cands[0] is not winner:
+                    failures.append(
+                        (
+                            *cands[0],
+                            (
+                                f"{kind} {name!r} of {label[dist]} not registered: BIOPRIOR_PREFER picks "
+                                f"{winner[0].provider}'s"
+                            ),
+                        )
+                    )
+        else:
+            names = sorted(label.values())
+            hint = f" (BIOPRIOR_PREFER picks {pick}, which does not provide it)" if pick else ""
+            message = (
+                f"{kind} {name!r} is provided by {' and '.join(names)}, so neither is "
+                f"registered{hint}: uninstall one, or pick one with "
+                f"BIOPRIOR_PREFER='{name}={next(iter(sorted(by_dist)))}'"
             )
-            self._fail(
-                entry.provider,
-                entry.provider_version,
-                ep_name,
-                msg,
-                EntryError(msg),
-                entry.name,
-                entry.kind,
+            first = candidates[0]
+            failures.append((first[0], first[1], message))
+        for dist, cands in by_dist.items():  # one distribution registering a name twice
+            for entry, origin in cands[1:]:
+                failures.append(
+                    (
+                        entry,
+                        origin,
+                        (
+                            f"duplicate {kind} {name!r}: registered twice by {label[dist]}; "
+                            "keeping the first"
+                        ),
+                    )
+                )
+        if winner is None:
+            self._entries.pop(key, None)
+            self._origins.pop(key, None)
+        else:
+            self._entries[key], self._origins[key] = winner
+        recorded: list[PluginFailure] = []
+        for entry, origin, message in failures:
+            provider = (
+                entry.provider
+                if winner is not None
+                else ", ".join(c[0][0].provider for c in by_dist.values())
             )
-            return
-        self._entries[key] = entry
+            failure = PluginFailure(
+                provider,
+                entry.provider_version if winner is not None else "",
+                origin.entry_point,
+                message,
+                name,
+                kind,
+            )
+            recorded.append(failure)
+            self.failures.append(failure)
+        self._resolution_failures[key] = recorded
+        if self.strict and recorded:
+            raise EntryError(recorded[0].error)
 
     def _fail(
         self,
@@ -181,7 +326,19 @@ class Registry:
             return entry
         if ":" in name:
             return self.member(kind, name)
+        for failure in self._resolution_failures.get((kind, name), []):
+            if "neither is registered" in failure.error:
+                raise PluginConflictError(kind, name, failure.error)
         raise UnknownPluginError(kind, name, self.suggest(kind, name))
+
+    def origin(self, kind: str, name: str) -> EntryOrigin | None:
+        """The distribution, entry point and plugin module of a registered entry (None for
+        entries not loaded through a plugin, e.g. in-memory ones)."""
+        return self._origins.get((kind, name))
+
+    def origins(self) -> dict[tuple[str, str], EntryOrigin]:
+        """Every registered entry's origin, by (kind, name)."""
+        return dict(self._origins)
 
     def member(self, kind: str, name: str) -> PluginEntry:
         """Resolve ``family:member`` through a family entry: one registered with
@@ -269,4 +426,12 @@ def set_registry(registry: Registry | None) -> None:
     _REGISTRY = registry
 
 
-__all__ = ["PluginFailure", "Registry", "UnknownPluginError", "get_registry", "set_registry"]
+__all__ = [
+    "EntryOrigin",
+    "PluginConflictError",
+    "PluginFailure",
+    "Registry",
+    "UnknownPluginError",
+    "get_registry",
+    "set_registry",
+]

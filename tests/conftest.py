@@ -21,6 +21,7 @@ def bioprior_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("BIOPRIOR_HOME", str(home))
     monkeypatch.delenv("BIOPRIOR_DATA", raising=False)
     monkeypatch.delenv("BIOPRIOR_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("BIOPRIOR_PREFER", raising=False)
     yield home
     set_registry(None)
 

@@ -65,13 +65,23 @@ def test_queries_glob_and_close_matches(registry):
     assert "small_alexnet" in info.value.suggestions and "did you mean" in str(info.value)
 
 
-def test_duplicate_names_both_providers_and_first_kept():
-    reg = Registry(strict=False)
+def test_duplicate_names_both_providers_named_neither_kept():
+    """Two third parties providing one name: neither wins (tests/test_precedence.py for more)."""
+    reg = Registry(strict=False, prefer={})
     reg.add_plugin(_model_plugin("a", "net"), provider="pkg-a", provider_version="1.0")
     reg.add_plugin(_model_plugin("b", "net"), provider="pkg-b", provider_version="2.0")
-    assert reg.get("model", "net").provider == "pkg-a"
+    assert "net" not in reg.names("model")
     (failure,) = reg.failures
     assert "pkg-a 1.0" in failure.error and "pkg-b 2.0" in failure.error and failure.name == "net"
+
+
+def test_one_distribution_registering_a_name_twice_keeps_the_first():
+    reg = Registry(strict=False, prefer={})
+    reg.add_plugin(_model_plugin("a", "net"), provider="pkg-a", provider_version="1.0")
+    reg.add_plugin(_model_plugin("a2", "net"), provider="pkg-a", provider_version="1.0")
+    assert reg.get("model", "net").provider == "pkg-a"
+    (failure,) = reg.failures
+    assert "registered twice by pkg-a 1.0" in failure.error
 
 
 def test_invalid_schema_is_recorded_and_others_still_load():
@@ -197,30 +207,3 @@ def test_cli_preview_writes_png(tmp_path):
         and "--params: random:" in bad.stderr
         and not (tmp_path / "x.png").exists()
     )
-
-
-def test_every_paper_model_and_constraint_is_listed_with_its_schema():
-    """Issue #5's 'done when': `bioprior plugins` lists them all, each with described params."""
-    out = run_cli("plugins", "--json")
-    items = {(i["kind"], i["name"]): i for i in json.loads(out.stdout)}
-    wanted = {
-        "model": [
-            "vgg16_flex",
-            "flexible_small_net",
-            "hmax",
-            "cw_conv2d",
-            "resnet18_cifar",
-            "resnet34_cifar",
-            "vgg19_bn_fcn",
-            "timm",
-        ],
-        "constraint": ["flexible_layer", "neural_similarity", "neural_cotraining", "vone_block"],
-        "neural_data": ["synthetic_v1", "neural_file"],
-        "benchmark": ["neural_predictivity"],
-    }
-    for kind, names in wanted.items():
-        for name in names:
-            item = items[(kind, name)]
-            assert item["error"] is None and item["params"], (kind, name)
-            assert all(p["description"] for p in item["params"].values()), (kind, name)
-    assert not [i for i in items.values() if i["error"]]

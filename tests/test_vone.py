@@ -6,8 +6,6 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -259,11 +257,6 @@ def test_wrapped_model_copies_and_pickles(registry):
     x = torch.rand(2, 1, 16, 16)
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert torch.equal(clone(x), model(x))
-
-
-def test_listing_does_not_import_torch():
-    code = "import sys, bioprior.plugins.vone\nassert 'torch' not in sys.modules\n"
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("name", ["vone-quick.yaml", "vone-cifar10.yaml"])
