@@ -306,3 +306,18 @@ def _models_in(value: Any) -> Iterator[tuple[tuple[Any, ...], BaseModel]]:
         for k, v in value.items():
             if isinstance(v, BaseModel):
                 yield (k,), v
+
+
+def writable_problem(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), or None: tried by
+    creating and removing a temporary file, which is what the permission bits cannot tell."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bioprior-write-test-"):
+            pass
+    except OSError as exc:
+        return f"cannot write to {folder}: {exc.strerror or exc}"
+    return None

@@ -117,8 +117,9 @@ class _Composer(Composer):
                     and tag != "!"
                     and isinstance(event, (ScalarEvent, SequenceStartEvent, MappingStartEvent))
                 ):
+                    short = tag.replace("tag:yaml.org,2002:", "!!")
                     raise YAMLInputError(
-                        line, f"YAML tag {preview(tag, 40)} not allowed (only plain values)"
+                        line, f"YAML tag {preview(short, 40)} not allowed (only plain values)"
                     )
             node = super().compose_node(parent, index)
         finally:
