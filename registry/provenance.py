@@ -3,8 +3,9 @@
 Stored with every row (``results.provenance``): Python, torch, torchvision, numpy and foolbox
 (the attack library) versions, torch's intra-op thread count, the CUDA and cuDNN versions and
 the GPU's name when the job ran on CUDA, and the project's git commit (and whether the checkout
-had uncommitted changes) when bioprior runs from a git checkout. Versions come from the installed
-distributions' metadata, so nothing heavy is imported just to record them.
+had uncommitted changes) when bioprior runs from a git checkout. Versions come from the imported modules
+(with their build tags) or the installed distributions' metadata: nothing heavy is imported just
+to record them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ PACKAGES = ("torch", "torchvision", "numpy", "foolbox", "timm", "bioprior")
 
 
 def _version(dist: str) -> str | None:
+    """The imported module's ``__version__`` (it carries the build, e.g. ``+cu130``), else the
+    installed distribution's."""
+    module = sys.modules.get(dist)
+    if isinstance(getattr(module, "__version__", None), str):
+        return module.__version__
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

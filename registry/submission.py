@@ -50,6 +50,8 @@ class SubmissionError:
     message: str
 
     def __str__(self) -> str:
+        if self.message.startswith("... and "):  # the cap's last line
+            return f"{self.file}: {self.message}"
         path = self.path or "<root>"
         path = path if len(path) <= 120 else path[:117] + "..."
         text = f"{self.file}:{self.line}: {path}: {' '.join(self.message.split())}"
