@@ -14,7 +14,6 @@ Problems raise :class:`YAMLInputError` with the 1-based line; the message is one
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,7 @@ def read_text(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> str:
 
 
 def decode(data: bytes) -> str:
-    """Strict UTF-8 (a leading BOM is allowed); NUL and other control bytes are refused."""
+    """Strict UTF-8 (a leading BOM is allowed); control characters are refused."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -93,7 +92,7 @@ def decode(data: bytes) -> str:
         raise YAMLInputError(
             line, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from None
-    bad = re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]", text)
+    bad = Reader.NON_PRINTABLE.search(text)  # what YAML refuses: control characters
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
         raise YAMLInputError(line, f"control character {bad.group()!r} in the text")
@@ -230,8 +229,9 @@ def load(text: str) -> tuple[Any, yaml.Node | None]:
 
     Raises :class:`YAMLInputError` for any limit above and for YAML syntax errors.
     """
-    loader = SafeLoader(text)
+    loader = None
     try:
+        loader = SafeLoader(text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except YAMLInputError:
@@ -245,7 +245,8 @@ def load(text: str) -> tuple[Any, yaml.Node | None]:
     except RecursionError:  # belt and braces: MAX_DEPTH is far below the interpreter's limit
         raise YAMLInputError(1, f"nested deeper than {MAX_DEPTH} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, node
 
 

@@ -1,8 +1,9 @@
 """Hostile and malformed input: every bad submission, file and option is one short line, exit 2.
 
 One regression test per class found by feeding mutated submissions to `bioprior validate`
-(issue 11), plus the files a submission names, the `results` / `score` paths and provenance.
-The hypothesis fuzz test of `validate` is in test_hostile_fuzz.py.
+(issue 11), plus the files a submission names, the `results` / `score` paths and provenance, and
+a hypothesis fuzz test of `validate` on mutations of the shipped submissions (a bounded number of
+examples by default, 1,500 with ``-m slow``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_submission
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bioprior.registry.cli import app
@@ -471,3 +474,151 @@ def test_old_databases_gain_the_provenance_column(tmp_path):
     with sqlite3.connect(tmp_path / "old.sqlite") as conn:
         cols = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
     assert "provenance" in cols
+
+
+# -- fuzz: mutations of the shipped submissions ---------------------------------------------------
+FUZZ_SOURCES = [
+    (ROOT / "submissions" / name).read_text()
+    for name in ("quickstart.yaml", "digits-adversarial.yaml", "digits-robustness.yaml")
+]
+#: values that are invalid wherever they land (each is refused by the loader or the schema)
+ALWAYS_INVALID = [
+    "1" + "0" * 4400,
+    str(2**63),
+    "[" * 300 + "]" * 300,
+    "!!binary aGVsbG8=",
+    "!!python/object/apply:os.system [echo]",
+    ".nan",
+    "-.inf",
+]
+#: lines that are invalid wherever they are inserted at the top level
+ALWAYS_INVALID_LINES = [
+    "seeds: [7]",
+    "name: dup",
+    "bomb: &a [x, x, x, x, x, x, x, x, x, x]",
+    "description: " + "[" * 200 + "]" * 200,
+]
+HOSTILE = ALWAYS_INVALID + [
+    "x" * 5000,
+    "'" + "y" * 3000 + "'",
+    "-5",
+    "0",
+    "1e308",
+    "[]",
+    "{}",
+    "null",
+    "no_such_plugin_zz",
+    "{name: no_such_attack_zz, params: {steps: -5}}",
+    "&anchor [1, 2]",
+    "*undefined_alias",
+    "[1, [2, [3, [4]]]]",
+    "{a: {b: {c: {d: 1}}}}",
+    '"\\u0000"',
+    "'\t'",
+    "2024-01-01",
+    "0x7fffffffffffffff",
+    "1:20:30",
+]
+
+
+def _value_lines(lines: list[str]) -> list[int]:
+    """Lines ``key: value`` outside comments and block scalars (``description: >`` text)."""
+    out, block_indent = [], None
+    for i, ln in enumerate(lines):
+        indent = len(ln) - len(ln.lstrip())
+        if block_indent is not None and (not ln.strip() or indent > block_indent):
+            continue
+        block_indent = None
+        if ": " in ln and not ln.lstrip().startswith("#"):
+            out.append(i)
+        if ln.rstrip().endswith((": >", ": |", ": >-", ": |-")):
+            block_indent = indent
+    return out
+
+
+@st.composite
+def mutated_documents(draw) -> tuple[bytes, bool]:
+    """``(document, must_fail)``: one shipped submission with one mutation."""
+    text = draw(st.sampled_from(FUZZ_SOURCES))
+    lines = text.splitlines()
+    kind = draw(st.sampled_from(["value", "value", "line", "bytes", "truncate", "alias-bomb"]))
+    if kind == "value":
+        candidates = _value_lines(lines)
+        i = draw(st.sampled_from(candidates))
+        value = draw(
+            st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), st.integers().map(str))
+        )
+        key = lines[i].split(": ", 1)[0]
+        lines[i] = f"{key}: {value}"
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        continued = len(nxt) - len(nxt.lstrip()) > len(lines[i]) - len(lines[i].lstrip())
+        invalid = value in ALWAYS_INVALID and not continued  # else text may fold into it
+        return "\n".join(lines).encode("utf-8", "surrogatepass"), invalid
+    if kind == "line":
+        line = draw(st.sampled_from(ALWAYS_INVALID_LINES))
+        at = draw(st.integers(0, len(lines)))
+        while at < len(lines) and lines[at][:1] in {" ", "-", "\t"}:  # a top-level position
+            at += 1
+        return "\n".join([*lines[:at], line, *lines[at:]]).encode(), True
+    if kind == "alias-bomb":
+        bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
+        return (text + "\n" + "\n".join(bomb) + "\n").encode(), True
+    data = text.encode()
+    if kind == "truncate":
+        return data[: draw(st.integers(0, len(data)))], False
+    at = draw(st.integers(0, len(data)))
+    junk = draw(st.binary(min_size=1, max_size=64))
+    return data[:at] + junk + data[at:], False
+
+
+def _fuzz_validate(tmp_path_factory, doc: bytes, must_fail: bool) -> None:
+    folder = tmp_path_factory.mktemp("doc")
+    path = folder / "fuzz.yaml"
+    path.write_bytes(doc.decode("utf-8", "surrogateescape").encode("utf-8", "surrogateescape"))
+    code, out, errors = cli("validate", str(path))
+    assert code in (0, 2), (code, out, errors)
+    if must_fail:
+        assert code == 2, doc[:200]
+    if code == 2:
+        assert 1 <= len(errors) <= MAX_ERRORS, errors
+        for line in errors:
+            assert len(line) <= 300 and "Traceback" not in line, line
+    else:
+        assert out.strip().endswith("jobs)") and not errors, (out, errors)
+    assert sorted(p.name for p in folder.iterdir()) == ["fuzz.yaml"]  # nothing written
+
+
+def _fuzz(tmp_path_factory, bioprior_home, examples: int, deadline) -> None:
+    import resource
+
+    cli("validate", str(ROOT / "submissions" / "quickstart.yaml"))  # load the plugins once
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    @settings(
+        max_examples=examples,
+        deadline=deadline,
+        derandomize=examples < 1000,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    @given(mutated_documents())
+    def run(case):
+        _fuzz_validate(tmp_path_factory, *case)
+
+    run()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss  # KiB on Linux
+    assert grown < 300 * 1024, f"validate grew the process by {grown / 1024:.0f} MiB"
+    assert not bioprior_home.exists()  # validate never creates the home
+
+
+def test_fuzz_validate_bounded(tmp_path_factory, bioprior_home):
+    _fuzz(tmp_path_factory, bioprior_home, examples=60, deadline=None)
+
+
+@pytest.mark.slow
+def test_fuzz_validate_1500(tmp_path_factory, bioprior_home):
+    """>= 1,000 mutated documents, each within 1 s (hypothesis' deadline)."""
+    from datetime import timedelta
+
+    _fuzz(tmp_path_factory, bioprior_home, examples=1500, deadline=timedelta(seconds=1))
