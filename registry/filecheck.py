@@ -309,15 +309,23 @@ def _models_in(value: Any) -> Iterator[tuple[tuple[Any, ...], BaseModel]]:
 
 
 def writable_problem(folder: str | os.PathLike) -> str | None:
-    """Why files cannot be written into ``folder`` (created if missing), or None: tried by
-    creating and removing a temporary file, which is what the permission bits cannot tell."""
+    """Why files cannot be written into ``folder``, or None; creates nothing. An existing folder
+    is tried with a temporary file (which the permission bits alone cannot tell, e.g. on a
+    read-only mount); a missing one needs its nearest existing ancestor to be a writable folder."""
     import tempfile
 
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bioprior-write-test-"):
-            pass
-    except OSError as exc:
-        return f"cannot write to {folder}: {exc.strerror or exc}"
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"cannot write to {folder}: {probe} is not a folder"
+    if probe == folder:
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".bioprior-write-test-"):
+                pass
+        except OSError as exc:
+            return f"cannot write to {folder}: {exc.strerror or exc}"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write to {folder}: {probe} is not writable"
     return None

@@ -104,6 +104,13 @@ def test_directory_and_oversized_file(tmp_path):
     assert "file too large" in line and len(line) < 200
 
 
+def test_a_document_of_many_values_is_refused_by_count(tmp_path):
+    """Under the size limit but 120,000 values: refused while parsing (libyaml events), not
+    after composing them all."""
+    path = write(tmp_path, QUICKSTART + "authors: [" + ",".join(["1"] * 120_000) + "]\n")
+    assert "more than 20,000 values" in one_error(path)
+
+
 def test_duplicate_keys_name_the_second_line(tmp_path):
     path = write(tmp_path, "seeds: [7]\n" + QUICKSTART)
     line = one_error(path)
