@@ -216,7 +216,10 @@ def schema(
 
 @app.command()
 def validate(files: list[Path] = typer.Argument(..., help="Submission YAML files.")) -> None:
-    """Check submission files; exit 0 when all are valid, else 2 with FILE:LINE: field: message."""
+    """Check submission files; exit 0 when all are valid, else 2 with FILE:LINE: field: message.
+
+    Reads nothing but the files (and the files they name, by their headers) and writes nothing.
+    Errors are de-duplicated and capped per file; every echoed value is truncated."""
     from .plugins import get_registry
     from .submission import InvalidSubmission, load_submission
 
@@ -228,9 +231,14 @@ def validate(files: list[Path] = typer.Argument(..., help="Submission YAML files
             errors.extend(map(str, exc.errors))
             continue
         n = len(loaded.variants) * len(loaded.submission.seeds) * len(loaded.submission.benchmarks)
-        typer.echo(f"{file}: ok ({len(loaded.variants)} variants, {n} jobs)")
+        typer.echo(f"{_short(file)}: ok ({len(loaded.variants)} variants, {n} jobs)")
     if errors:
         _fail(errors)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @app.command()
@@ -281,6 +289,8 @@ def score(
                 reporter.console.print(f"  would run {job.label}  [{job.key}]")
             return
         paths = {s.submission.name: s.path for s in loaded}
+        if summary.todo:
+            _check_writable(db_path, scorer.home)
         try:
             report = scorer.run(summary)
         except PreflightError as exc:  # e.g. a dataset that is not under the data root
@@ -295,25 +305,47 @@ def score(
             raise typer.Exit(1)
 
 
+def _check_writable(db_path: Path, home: Path) -> None:
+    """Exit 2 before anything trains unless everything ``score`` writes can be written: the
+    database (already opened), the weights cache and the stimulus cache under the home."""
+    from .filecheck import writable_problem
+
+    for option, folder in (
+        ("--db", db_path.parent),
+        ("BIOPRIOR_HOME", home / "weights"),
+        ("BIOPRIOR_HOME", home / "stimuli"),
+    ):
+        problem = writable_problem(folder)
+        if problem:
+            _fail(f"{option}: {problem} (nothing was run)")
+
+
 @app.command()
 def results(
     submission: str | None = typer.Option(None, "--submission", "-s", help="Only this submission."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv."),
     db: Path | None = typer.Option(None, "--db", help="Results database."),
+    spec: bool = typer.Option(False, "--spec", help="JSON: include each job's full spec."),
 ) -> None:
-    """Show stored results."""
+    """Show stored results (the database is opened read-only: nothing is created or changed)."""
+    import sqlite3
+
     from .paths import default_db
-    from .store import ResultStore
+    from .store import ResultStore, StoreError
 
     if fmt not in {"table", "json", "csv"}:
-        _fail(f"--format: must be table, json or csv (got {fmt!r})")
+        _fail(f"--format: must be table, json or csv (got {_short(repr(fmt), 60)})")
     db_path = db or default_db()
-    if not db_path.exists():
-        _fail(f"--db: no results database at {db_path} (run `bioprior score` first)")
-    with ResultStore(db_path) as store:
-        rows = store.rows(submission=submission)
+    try:
+        with ResultStore.open_readonly(db_path) as store:
+            rows = store.rows(submission=submission)
+    except StoreError as exc:
+        _fail(f"--db: {_short(exc, 250)}")
+    except sqlite3.Error as exc:
+        _fail(f"--db: cannot read {_short(db_path, 150)}: {_short(exc, 100)}")
     if fmt == "json":
-        typer.echo(json.dumps([_public(r) for r in rows], indent=2, default=str))
+        public = [_public(r, spec=spec) for r in rows]
+        typer.echo(json.dumps(public, indent=2, default=str))
     elif fmt == "csv":
         typer.echo(_csv(rows), nl=False)
     else:
@@ -337,10 +369,23 @@ PUBLIC = (
     "job_key",
     "finished_at",
 )
+#: in ``--format json`` as well (``spec`` only with ``--spec``)
+PUBLIC_JSON = (
+    "training_key",
+    "weights",
+    "benchmark_params",
+    "bioprior_version",
+    "provenance",
+    "started_at",
+)
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in PUBLIC}
+def _public(row: dict[str, Any], spec: bool = False) -> dict[str, Any]:
+    out = {k: row.get(k) for k in PUBLIC}
+    out.update({k: row.get(k) for k in PUBLIC_JSON})
+    if spec:
+        out["spec"] = row.get("spec")
+    return out
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ not available offline; see ``bioprior.plugins.neural_data`` for the file format)
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -95,6 +95,7 @@ class NeuralDataRef(BaseModel):
     """A neural_data plugin and its parameters, checked against the registry at validation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    plugin_kind: ClassVar[str] = "neural_data"  # resolved by `bioprior validate`
 
     name: str = Field(
         description="A registered neural_data plugin (bioprior plugins -k neural_data)."

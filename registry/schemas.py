@@ -6,21 +6,36 @@ Plugin parameters are validated later against each plugin's own schema (see ``su
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+#: plugin names as entries register them (``small_alexnet``, ``timm:resnet18``)
+PLUGIN_NAME_PATTERN = r"^[^\W_][\w.:\-]*$"
+MAX_NAME = 128
+MAX_SEED = 2**32 - 1  # numpy's and torch's seed range; SQLite stores it exactly
+#: a plugin parameter that names another plugin is marked ``Field(json_schema_extra={PLUGIN_KIND:
+#: kind})`` (plus ``"params_field": name`` for a bare name whose parameters sit beside it), or its
+#: ``{name, params}`` model has a ``plugin_kind`` class variable; ``validate`` resolves it
+PLUGIN_KIND = "plugin_kind"
+MAX_SWEEP_KEY = 500
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PluginRef(Strict):
     """A plugin by name, with parameters validated against that plugin's schema."""
 
-    name: str = Field(description="Registered plugin name (see `bioprior plugins`).")
+    name: str = Field(
+        max_length=MAX_NAME,
+        pattern=PLUGIN_NAME_PATTERN,
+        description="Registered plugin name (see `bioprior plugins`).",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters; `bioprior schema KIND NAME` lists them."
     )
@@ -79,31 +94,44 @@ class TrainingRecipe(Strict):
         return PluginRef.coerce(value)
 
 
-SweepGrid = dict[str, list[Any]]
+SweepGrid = dict[Annotated[str, Field(max_length=MAX_SWEEP_KEY)], list[Any]]
 
 
 class Submission(Strict):
     """A model, its constraints, a training recipe, sweeps, seeds and the benchmarks to run."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Unique submission name (results key).")
-    description: str = Field(default="", description="What this submission tests.")
-    authors: list[str] = Field(default_factory=list, description="Who made it.")
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=MAX_NAME,
+        description="Unique submission name (results key).",
+    )
+    description: str = Field(
+        default="", max_length=20_000, description="What this submission tests."
+    )
+    authors: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=100, description="Who made it."
+    )
     model: PluginRef = Field(description="The model plugin and its parameters.")
     constraints: list[ConstraintRef] = Field(
-        default_factory=list, description="Biological constraints, applied in the order listed."
+        default_factory=list,
+        max_length=100,
+        description="Biological constraints, applied in the order listed.",
     )
     training: TrainingRecipe = Field(description="Training recipe.")
-    sweep: SweepGrid | list[SweepGrid] = Field(
+    sweep: SweepGrid | Annotated[list[SweepGrid], Field(max_length=100)] = Field(
         default_factory=dict,
         description="A grid over parameter paths (e.g. `constraints.0.params.sigma: [0, 0.2]`), or "
         "a list of grids whose union is run. A key `a,b` zips paths: its values are [a, b] pairs.",
     )
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [0],
         min_length=1,
-        description="One run per seed; seeds every choice.",
+        max_length=1000,
+        description=f"One run per seed (0 .. {MAX_SEED}); seeds every choice.",
     )
-    benchmarks: list[PluginRef] = Field(min_length=1, description="Benchmarks to score it on.")
+    benchmarks: list[PluginRef] = Field(
+        min_length=1, max_length=100, description="Benchmarks to score it on."
+    )
 
     @field_validator("model", mode="before")
     @classmethod

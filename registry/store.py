@@ -1,16 +1,22 @@
 """The results store: SQLite (WAL), one row per (job key, submission), written atomically.
 
 A finished (``ok``) row is never overwritten: a rerun skips it. A failed row is replaced when
-the job is run again. Rows carry full provenance: variant, versions, device, weights hash, spec.
+the job is run again. Rows carry full provenance: variant, versions, device, weights hash, spec,
+and the software / hardware of the run (``provenance``, see :mod:`.provenance`). Columns are only
+ever added (older databases gain them on open); :meth:`ResultStore.open_readonly` reads a database
+without creating or changing anything.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 from .executor import JobOutcome
 
@@ -38,23 +44,82 @@ CREATE TABLE IF NOT EXISTS results (
     weights TEXT,
     spec TEXT NOT NULL,
     bioprior_version TEXT,
+    provenance TEXT,
     UNIQUE (job_key, submission)
 );
 CREATE INDEX IF NOT EXISTS results_submission ON results (submission);
 """
 
-JSON_COLUMNS = ("variant", "benchmark_params", "metrics", "plugin_versions", "weights", "spec")
+JSON_COLUMNS = (
+    "variant",
+    "benchmark_params",
+    "metrics",
+    "plugin_versions",
+    "weights",
+    "spec",
+    "provenance",
+)
+#: columns added after the first release: ``ALTER TABLE ... ADD COLUMN`` on older databases
+ADDED_COLUMNS = {"provenance": "TEXT"}
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreError(Exception):
+    """A path that cannot be used as a results database (one line)."""
+
+
+def database_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a results database, or None if it looks like one."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return f"no results database at {path} (run `bioprior score` first)"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{path} is a directory, not a results database"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if head != SQLITE_MAGIC:
+        return f"{path} is not an SQLite database"
+    return None
 
 
 class ResultStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self.conn = _connect_readonly(self.path)
+            self.conn.row_factory = sqlite3.Row
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(results)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> ResultStore:
+        """Open an existing database for reading only; raise :class:`StoreError` (one line)."""
+        path = Path(path)
+        problem = database_problem(path)
+        if problem:
+            raise StoreError(problem)
+        try:
+            return cls(path, readonly=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -73,6 +138,8 @@ class ResultStore:
     def write(self, outcome: JobOutcome) -> bool:
         """Insert or replace a failed row, in one transaction; returns False if an ok row exists."""
         from bioprior import __version__
+
+        from .provenance import capture
 
         job = outcome.job
         row = {
@@ -99,6 +166,7 @@ class ResultStore:
             "weights": json.dumps(outcome.weights, sort_keys=True),
             "spec": json.dumps(job.identity(), sort_keys=True, default=str),
             "bioprior_version": __version__,
+            "provenance": json.dumps(capture(outcome.device), sort_keys=True, default=str),
         }
         cols = ", ".join(row)
         marks = ", ".join(f":{c}" for c in row)
@@ -128,6 +196,26 @@ class ResultStore:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows())
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """``mode=ro``; a WAL database in a folder we may not write (no ``-shm`` to create) is
+    read as immutable instead. Checks that the ``results`` table is there."""
+    uri = f"file:{quote(str(path.resolve()))}"
+    for flags in ("?mode=ro", "?mode=ro&immutable=1"):
+        conn = sqlite3.connect(f"{uri}{flags}", uri=True, timeout=30.0, isolation_level=None)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:
+            conn.close()
+            if flags.endswith("immutable=1") or os.access(path.parent, os.W_OK):
+                raise
+            continue
+        if "results" not in tables:
+            conn.close()
+            raise sqlite3.DatabaseError("not a bioprior results database (no results table)")
+        return conn
+    raise sqlite3.OperationalError("unable to open database file")  # not reached
 
 
 def decode(row: sqlite3.Row) -> dict[str, Any]:

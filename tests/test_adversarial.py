@@ -167,9 +167,11 @@ def test_bad_attack_name_gives_close_matches(bioprior_home):
     params = {"curves": {"pgd_linf": {"attack": {"name": "pgd_lnf"}, "epsilons": [0.0, 0.031]}}}
     sub = _submission("adv-bad", params)
     sub["training"] = {**TRAINING, "epochs": 1}
-    (row,) = bioprior.score(sub, device="cpu")
-    assert row["status"] == "failed" and "did you mean" in row["error"]
-    assert "pgd_linf" in row["error"]
+    from bioprior.registry.submission import InvalidSubmission
+
+    # refused when the submission is validated, before anything trains (issue 11)
+    with pytest.raises(InvalidSubmission, match="did you mean pgd_linf"):
+        bioprior.score(sub, device="cpu")
 
 
 def test_attack_plugins_and_surrogate_registered(registry):

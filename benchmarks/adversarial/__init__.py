@@ -56,7 +56,7 @@ attack (``bioprior plugins --kind attack``); Brendel-Bethge is off by default (n
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -72,6 +72,7 @@ CITATION = (
 
 
 class AttackRef(PluginParams):
+    plugin_kind: ClassVar[str] = "attack"  # resolved and validated by `bioprior validate`
     name: str = Field(default="pgd_linf", description="A registered attack (kind 'attack').")
     params: dict[str, Any] = Field(default_factory=dict, description="The attack's parameters.")
 
@@ -153,7 +154,9 @@ class AdversarialParams(PluginParams):
         description="Attack run on the surrogate (at the score curve's epsilons).",
     )
     surrogate_model: str = Field(
-        default="cw_conv2d", description="Surrogate model (evanson: the 'Conv2D model')."
+        json_schema_extra={"plugin_kind": "model", "params_field": "surrogate_params"},
+        default="cw_conv2d",
+        description="Surrogate model (evanson: the 'Conv2D model').",
     )
     surrogate_params: dict[str, Any] = Field(
         default_factory=dict,

@@ -67,10 +67,14 @@ class PluginSpec(PluginParams):
 
 class BaselineSpec(PluginParams):
     model: PluginSpec | None = Field(
-        default=None, description="Baseline model {name, params}; null: the submission's model."
+        json_schema_extra={"plugin_kind": "model"},
+        default=None,
+        description="Baseline model {name, params}; null: the submission's model.",
     )
     constraints: list[PluginSpec] = Field(
-        default_factory=list, description="Constraints of the baseline (default: none)."
+        json_schema_extra={"plugin_kind": "constraint"},
+        default_factory=list,
+        description="Constraints of the baseline (default: none).",
     )
 
 

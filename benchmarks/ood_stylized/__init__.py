@@ -52,7 +52,10 @@ CITATION = (
 
 class ExternalSet(PluginParams):
     name: str = Field(description="A label for the set, e.g. 'silhouettes'.")
-    path: str = Field(description="Folder in ImageFolder layout: <path>/<class>/<image>.")
+    path: str = Field(
+        json_schema_extra={"file": "image_folder"},
+        description="Folder in ImageFolder layout: <path>/<class>/<image>.",
+    )
     source: Literal["evans2022", "model_vs_human", "folder"] = Field(
         default="folder", description="Where it comes from (for the message when it is missing)."
     )

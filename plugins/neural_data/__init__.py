@@ -107,6 +107,7 @@ class SyntheticV1Params(PluginParams):
 class NeuralFileParams(PluginParams):
     path: str = Field(
         default="neural/li2019_v1.npz",
+        json_schema_extra={"file": "npz"},
         description="The .npz file (format in bioprior.plugins.neural_data). Relative paths: the "
         "working directory, then the data root ($BIOPRIOR_DATA or $BIOPRIOR_HOME/data).",
     )
@@ -252,6 +253,7 @@ def load_neural_file(params: NeuralFileParams):
     import torch
 
     from bioprior.registry.data import DataUnavailable
+    from bioprior.registry.filecheck import check_npz
     from bioprior.registry.neural import NeuralData
 
     path = resolve_path(params.path)
@@ -262,6 +264,7 @@ def load_neural_file(params: NeuralFileParams):
             "bioprior.plugins.neural_data.save_neural_file (format in its module docstring), or "
             "use the synthetic_v1 data (synthetic, not recordings)"
         )
+    check_npz(path)  # bioprior.registry.filecheck: headers vs file size, before any allocation
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

@@ -43,6 +43,7 @@ class TimmParams(ImageModelParams):
         "(e.g. drop_path_rate); checked against the architecture's constructor.",
     )
     pretrained_file: str | None = Field(
+        json_schema_extra={"file": "safetensors"},
         default=None,
         description="A .safetensors state dict to start from (never downloaded, never "
         "unpickled); the classifier is kept from the file only if its shape matches.",
@@ -108,6 +109,9 @@ def _load_weights(model, file: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from bioprior.registry.filecheck import check_safetensors
+
+    check_safetensors(file)  # bioprior.registry.filecheck: header vs file size, by content
     try:
         state = load_file(file)
     except (SafetensorError, OSError) as exc:

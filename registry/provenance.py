@@ -1,0 +1,90 @@
+"""Provenance of a result: the software, threads and hardware that produced it.
+
+Stored with every row (``results.provenance``): Python, torch, torchvision, numpy and foolbox
+(the attack library) versions, torch's intra-op thread count, the CUDA and cuDNN versions and
+the GPU's name when the job ran on CUDA, and the project's git commit (and whether the checkout
+had uncommitted changes) when bioprior runs from a git checkout. Versions come from the imported modules
+(with their build tags) or the installed distributions' metadata: nothing heavy is imported just
+to record them.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "torchvision", "numpy", "foolbox", "timm", "bioprior")
+
+
+def _version(dist: str) -> str | None:
+    """The imported module's ``__version__`` (it carries the build, e.g. ``+cu130``), else the
+    installed distribution's."""
+    module = sys.modules.get(dist)
+    if isinstance(getattr(module, "__version__", None), str):
+        return module.__version__
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> dict[str, Any] | None:
+    """``{"commit": sha, "dirty": bool}`` of the checkout bioprior is imported from, else None."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": sha, "dirty": bool(status.strip())} if sha else None
+
+
+@lru_cache(maxsize=1)
+def _software() -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(terse=True),
+    }
+    out.update({name: _version(name) for name in PACKAGES})
+    git = git_commit()
+    if git is not None:
+        out["git_commit"] = git["commit"]
+        out["git_dirty"] = git["dirty"]
+    return out
+
+
+def capture(device: str = "") -> dict[str, Any]:
+    """The provenance of a job that ran on ``device`` ("cpu", "cuda:0", ...), now."""
+    out = dict(_software())
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_num_threads"] = torch.get_num_threads()
+        if device.startswith("cuda"):
+            out["cuda"] = torch.version.cuda
+            out["cudnn"] = torch.backends.cudnn.version()
+            try:
+                out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+            except (RuntimeError, AssertionError, ValueError):
+                out["gpu"] = None
+    return out
