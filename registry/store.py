@@ -55,6 +55,7 @@ class ResultStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        migrate_error_class(self.conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -90,6 +91,9 @@ class ResultStore:
             "score": outcome.score,
             "status": outcome.status,
             "error": outcome.error,
+            "error_class": getattr(outcome, "error_class", None)
+            if outcome.status != "ok"
+            else None,
             "started_at": outcome.started_at,
             "finished_at": outcome.finished_at,
             "duration_s": outcome.duration_s,
@@ -128,6 +132,17 @@ class ResultStore:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows())
+
+
+def migrate_error_class(conn: sqlite3.Connection) -> None:
+    """Additive migration: the ``error_class`` column (why a job failed, see failures.py)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    if "error_class" not in columns:
+        try:
+            conn.execute("ALTER TABLE results ADD COLUMN error_class TEXT")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def decode(row: sqlite3.Row) -> dict[str, Any]:
