@@ -314,14 +314,16 @@ def _results_table(rows: list[dict[str, Any]]):
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} results")
-    for col in ("submission", "variant", "seed", "benchmark", "score", "status"):
+    for col in ("submission", "variant", "seed", "benchmark", "score"):
         table.add_column(col, overflow="fold")
+    table.add_column("status", no_wrap=True)  # failed (its error class)
     table.add_column("metrics", no_wrap=True, min_width=30)
     for r in rows:
         variant = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["variant"].items()) or "-"
         numeric = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
+        error = r["error"] or ""
         shown = (
-            r["error"]
+            (error if len(error) <= 70 else error[:69] + "…")  # whole in --format json
             if r["status"] != "ok"
             else "\n".join(f"{k} {_fmt(v)}" for k, v in numeric.items())
         )

@@ -101,10 +101,11 @@ class SubprocessBackend:
         devices: Sequence[str] = ("cpu",),
         settings: WorkerSettings | None = None,
         start_method: str | None = None,
+        worker_class: type = StepWorker,
     ):
         if worker is None and settings is None:
             raise ValueError("an isolated executor needs a worker or worker settings")
-        self.worker, self.settings = worker, settings
+        self.worker, self.settings, self.worker_class = worker, settings, worker_class
         self.devices = list(devices)
         self.capacity = len(self.devices)
         gpu = any(d.startswith("cuda") for d in self.devices)
@@ -122,7 +123,7 @@ class SubprocessBackend:
         one inherited by fork); without settings, the driver's worker (forked children only)."""
         if self.settings is None:
             return self.worker
-        return StepWorker(self.settings.replace(device=device))
+        return self.worker_class(self.settings.replace(device=device))
 
     def start(self, step: Any, limits: Limits) -> None:
         from .executor import now
@@ -247,13 +248,17 @@ class IsolatedExecutor:
         claims: Any = None,
         on_skip: Callable[[Any], None] | None = None,
         poll_s: float = 0.5,
+        worker_class: type = StepWorker,
     ):
         self.limits_for = limits if callable(limits) else (lambda step, _l=limits: _l)
         self.devices, self.settings, self.start_method = list(devices), settings, start_method
+        self.worker_class = worker_class
         self.claims, self.on_skip, self.poll_s = claims, on_skip, poll_s
 
     def run(self, steps: Sequence[Any], worker: Callable[[Any], Any] | None) -> Iterator[Any]:
-        backend = SubprocessBackend(worker, self.devices, self.settings, self.start_method)
+        backend = SubprocessBackend(
+            worker, self.devices, self.settings, self.start_method, self.worker_class
+        )
         yield from schedule(
             steps, backend, self.limits_for, self.claims, self.on_skip, poll_s=self.poll_s
         )
