@@ -208,3 +208,22 @@ def test_dependencies_failed_dependency_and_retries():
     assert outcomes["eval-3"].status == "ok"
     assert outcomes["flaky"].status == "ok" and calls.count("flaky") == 3
     assert calls.index("train-ok") < calls.index("eval-1")
+
+
+@pytest.mark.gpu
+def test_isolated_steps_on_every_gpu(write_submission):
+    """On a GPU machine: one worker process per GPU (spawned: CUDA cannot be forked), each step
+    under a memory limit (RLIMIT_DATA on CUDA), rows on a cuda device."""
+    import torch
+    from conftest import tiny_submission
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    path = write_submission(tiny_submission("gpu-isolated", seeds=[0, 1, 2]))
+    res = run_cli("score", str(path), "--device", "auto", "--isolate", "--memory-limit", "16G")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(run_cli("results", "--format", "json").stdout)
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    used = {r["device"] for r in rows}
+    assert all(d.startswith("cuda") for d in used)
+    assert len(used) == min(3, torch.cuda.device_count())
