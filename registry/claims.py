@@ -70,6 +70,10 @@ class Claims:
         self.session_start = time.time()
         self.conn = self._connect()
         migrate_claims(self.conn)
+        week = 7 * 24 * 3600  # finished claims only matter to scorers running at the same time
+        self.conn.execute(
+            "DELETE FROM claims WHERE state = 'finished' AND updated_at < ?", (time.time() - week,)
+        )
         self.held: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -107,13 +107,17 @@ def build_executor(
     device: str,
     on_skip: Callable[[Any], None] | None = None,
     gpu_count: Callable[[], int] | None = None,
+    worker_class: type | None = None,
 ) -> Execution:
     """The executor for these options (Ray is connected here: an unreachable address raises
-    :class:`ExecutionError` before anything runs)."""
+    :class:`ExecutionError` before anything runs). ``worker_class`` is what runs a step in another
+    process: built there from :class:`WorkerSettings` (default :class:`StepWorker`)."""
     from .claims import Claims
     from .isolation import IsolatedExecutor, local_devices
     from .scheduling import ClaimingExecutor
-    from .worker import WorkerSettings
+    from .worker import StepWorker, WorkerSettings
+
+    worker_class = worker_class or StepWorker
 
     cli = options.check()
     limits_for = limits_function(loaded, cli)
@@ -144,6 +148,7 @@ def build_executor(
             claims=claims,
             on_skip=on_skip,
             connect_timeout_s=options.connect_timeout_s,
+            worker_class=worker_class,
         )
         try:
             executor.connect()
@@ -166,7 +171,12 @@ def build_executor(
         raise ExecutionError("--device", str(exc).removeprefix("--device cuda: ")) from None
     if options.isolate or any_limit or len(devices) > 1:
         executor = IsolatedExecutor(
-            limits_for, devices=devices, settings=settings, claims=claims, on_skip=on_skip
+            limits_for,
+            devices=devices,
+            settings=settings,
+            claims=claims,
+            on_skip=on_skip,
+            worker_class=worker_class,
         )
     else:
         executor = ClaimingExecutor(claims, on_skip=on_skip)

@@ -59,10 +59,15 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-_WORKERS: dict[WorkerSettings, StepWorker] = {}
+_WORKERS: dict[tuple[type, WorkerSettings], Any] = {}
 
 
-def run_step(settings: WorkerSettings, payload: dict[str, Any], limits: Limits) -> dict[str, Any]:
+def run_step(
+    settings: WorkerSettings,
+    payload: dict[str, Any],
+    limits: Limits,
+    worker_class: type = StepWorker,
+) -> dict[str, Any]:
     """The body of a Ray task: one worker per settings per Ray worker process (its registry and
     cached models are reused across tasks), then the step."""
     import os
@@ -77,9 +82,9 @@ def run_step(settings: WorkerSettings, payload: dict[str, Any], limits: Limits) 
         from .isolation import _apply_memory_limit
 
         _apply_memory_limit(limits.memory_bytes, device)
-    worker = _WORKERS.get(settings)
+    worker = _WORKERS.get((worker_class, settings))
     if worker is None:
-        worker = _WORKERS[settings] = StepWorker(settings)
+        worker = _WORKERS[(worker_class, settings)] = worker_class(settings)
     result = worker.run_payload(payload)
     result.setdefault("fields", {}).setdefault("device", f"{device} (ray pid {os.getpid()})")
     return result
@@ -93,9 +98,10 @@ class RayBackend:
         settings: WorkerSettings,
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
+        worker_class: type = StepWorker,
     ):
         self.ray = _import_ray()
-        self.settings = settings
+        self.settings, self.worker_class = settings, worker_class
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         resources = self.ray.cluster_resources()
         slots = [int(resources.get("CPU", 1) // num_cpus)] if num_cpus else []
@@ -116,7 +122,8 @@ class RayBackend:
         if limits.memory_bytes is not None:
             options["memory"] = limits.memory_bytes
             options["max_calls"] = 1
-        ref = self.task.options(**options).remote(self.settings, step_payload(step), limits)
+        payload = step_payload(step)
+        ref = self.task.options(**options).remote(self.settings, payload, limits, self.worker_class)
         self.running[ref] = (step, time.monotonic(), limits, now())
 
     def wait(self, timeout: float | None) -> list[tuple[Any, Any]]:
@@ -186,7 +193,9 @@ class RayExecutor:
         connect_timeout_s: float = 5.0,
         init_kwargs: dict[str, Any] | None = None,
         poll_s: float = 0.5,
+        worker_class: type = StepWorker,
     ):
+        self.worker_class = worker_class
         self.settings, self.address = settings, address
         self.limits_for = limits if callable(limits) else (lambda step, _l=limits: _l)
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
@@ -216,7 +225,7 @@ class RayExecutor:
 
     def run(self, steps: Sequence[Any], worker: Any = None) -> Iterator[Any]:
         self.connect()
-        backend = RayBackend(self.settings, self.num_cpus, self.num_gpus)
+        backend = RayBackend(self.settings, self.num_cpus, self.num_gpus, self.worker_class)
         yield from schedule(
             steps, backend, self.limits_for, self.claims, self.on_skip, poll_s=self.poll_s
         )

@@ -90,10 +90,35 @@ def training_from_payload(registry, payload: dict[str, Any]):
     )
 
 
+@dataclass(frozen=True)
+class TrainStep:
+    """A training step (contract: kind "train"): train ``spec`` once and cache its weights."""
+
+    key: str
+    spec: Any  # TrainingSpec
+    label: str = ""
+    depends_on: tuple[str, ...] = ()
+    kind: str = "train"
+
+
 def step_payload(step) -> dict[str, Any]:
-    """A JSON-able description of a step (today's Job: an evaluation with lazy training)."""
+    """A JSON-able description of a step: today's Job (an evaluation with lazy training), a
+    training step (kind "train" with a TrainingSpec ``spec``), or a step with ``to_payload()``."""
     if hasattr(step, "to_payload"):  # a step type that knows how to travel
         return {"type": "custom", "key": step.key, "payload": step.to_payload()}
+    if getattr(step, "kind", None) == "train" and hasattr(step, "spec"):
+        return {
+            "type": "train",
+            "key": step.key,
+            "label": getattr(step, "label", ""),
+            "depends_on": list(getattr(step, "depends_on", ())),
+            "training": training_payload(step.spec),
+        }
+    if not (hasattr(step, "training") and hasattr(step, "benchmark")):
+        raise TypeError(
+            f"a {type(step).__name__} step cannot be sent to another process: "
+            "give it a to_payload() and its worker a way to rebuild it"
+        )
     return {
         "type": "job",
         "key": step.key,
@@ -108,6 +133,19 @@ def step_payload(step) -> dict[str, Any]:
 def step_from_payload(registry, payload: dict[str, Any]):
     if payload["type"] == "custom":
         raise RuntimeError("a custom step type needs its own worker to be rebuilt")
+    if payload["type"] == "train":
+        step = TrainStep(
+            payload["key"],
+            training_from_payload(registry, payload["training"]),
+            payload.get("label", ""),
+            tuple(payload.get("depends_on", ())),
+        )
+        if step.spec.key != step.key:
+            raise RuntimeError(
+                f"training {step.key} rebuilt with key {step.spec.key} on this worker: "
+                "its plugins differ from the driver's"
+            )
+        return step
     from .planner import Job
 
     job = Job(

@@ -75,3 +75,20 @@ def test_spawned_children_rebuild_worker_and_step(registry, bioprior_home, tmp_p
     service = TrainingService(tmp_path / "elsewhere", torch.device("cpu"))  # trained anew
     local = JobRunner(service, registry)(job)
     assert local.metrics == remote.metrics and local.weights_hash == remote.weights_hash
+
+
+def test_training_steps_travel_and_run_before_their_evaluation(registry, bioprior_home):
+    from bioprior.registry.scheduling import InProcessBackend, schedule
+    from bioprior.registry.worker import TrainStep
+
+    (job,) = _jobs(registry, seeds=[2])
+    train = TrainStep(job.training.key, job.training, "train small_alexnet")
+    again = step_from_payload(registry, json.loads(json.dumps(step_payload(train))))
+    assert again == train
+    worker = StepWorker(WorkerSettings(home=str(bioprior_home), device="cpu"), registry)
+    outcomes = list(schedule([train, job], InProcessBackend(worker)))
+    assert [o.status for o in outcomes] == ["ok", "ok"]
+    assert outcomes[0].job is train
+    assert (bioprior_home / "weights" / f"{job.training.key}.safetensors").exists()
+    assert worker.runner.service.trainings_run == 2  # the shared model, then the random-data one
+    assert job.training.key in outcomes[1].weights
