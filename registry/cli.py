@@ -150,6 +150,9 @@ def score(
     lease: float = typer.Option(
         60.0, "--lease", help="Seconds a claim on a step lasts unless renewed (shared databases)."
     ),
+    ray_timeout: float = typer.Option(
+        60.0, "--ray-timeout", help="Seconds to wait for the Ray cluster to answer."
+    ),
     cpus_per_step: float = typer.Option(1.0, "--cpus-per-step", help="Ray: CPUs per step."),
     gpus_per_step: float | None = typer.Option(
         None, "--gpus-per-step", help="Ray: GPUs per step, fractional for small models."
@@ -177,6 +180,7 @@ def score(
         lease,
         cpus_per_step,
         gpus_per_step,
+        init_timeout_s=ray_timeout,
     )
     try:
         options.check()

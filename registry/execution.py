@@ -39,6 +39,7 @@ class ExecutionOptions:
     cpus_per_step: float = 1.0
     gpus_per_step: float | None = None
     connect_timeout_s: float = 5.0
+    init_timeout_s: float = 60.0
 
     def check(self) -> Limits:
         """Raise :class:`ExecutionError` for a bad option; return the command line's limits."""
@@ -136,18 +137,16 @@ def build_executor(
     if options.executor == "ray":
         from .ray_executor import RayExecutor, RayUnavailable
 
-        gpus = options.gpus_per_step if options.gpus_per_step is not None else 0.0
-        if device.startswith("cuda") and options.gpus_per_step is None:
-            gpus = 1.0
         executor = RayExecutor(
-            settings.replace(device="auto" if gpus else "cpu") if device == "auto" else settings,
+            settings,
             options.ray_address,
             limits_for,
             num_cpus=options.cpus_per_step,
-            num_gpus=gpus,
+            num_gpus=options.gpus_per_step or 0.0,
             claims=claims,
             on_skip=on_skip,
             connect_timeout_s=options.connect_timeout_s,
+            init_timeout_s=options.init_timeout_s,
             worker_class=worker_class,
         )
         try:
@@ -158,6 +157,10 @@ def build_executor(
             if not option.startswith("--"):
                 option, message = "--executor", str(exc)
             raise ExecutionError(option, message) from None
+        if options.gpus_per_step is None and device != "cpu":  # a GPU per step where there are
+            executor.num_gpus = 1.0 if executor.cluster_gpus() else 0.0
+        if device == "auto":  # what the tasks get: Ray sets CUDA_VISIBLE_DEVICES per task
+            executor.settings = settings.replace(device="cuda" if executor.num_gpus else "cpu")
 
         def close() -> None:
             claims.close()

@@ -12,7 +12,9 @@ back as plain dicts and only the driver writes the database. A task whose worker
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -70,8 +72,6 @@ def run_step(
 ) -> dict[str, Any]:
     """The body of a Ray task: one worker per settings per Ray worker process (its registry and
     cached models are reused across tasks), then the step."""
-    import os
-
     device = settings.device
     if device == "auto":
         import ray
@@ -85,9 +85,7 @@ def run_step(
     worker = _WORKERS.get((worker_class, settings))
     if worker is None:
         worker = _WORKERS[(worker_class, settings)] = worker_class(settings)
-    result = worker.run_payload(payload)
-    result.setdefault("fields", {}).setdefault("device", f"{device} (ray pid {os.getpid()})")
-    return result
+    return worker.run_payload(payload)
 
 
 class RayBackend:
@@ -191,6 +189,7 @@ class RayExecutor:
         claims: Any = None,
         on_skip: Callable[[Any], None] | None = None,
         connect_timeout_s: float = 5.0,
+        init_timeout_s: float = 60.0,
         init_kwargs: dict[str, Any] | None = None,
         poll_s: float = 0.5,
         worker_class: type = StepWorker,
@@ -200,7 +199,7 @@ class RayExecutor:
         self.limits_for = limits if callable(limits) else (lambda step, _l=limits: _l)
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.claims, self.on_skip, self.poll_s = claims, on_skip, poll_s
-        self.connect_timeout_s = connect_timeout_s
+        self.connect_timeout_s, self.init_timeout_s = connect_timeout_s, init_timeout_s
         self.init_kwargs = init_kwargs or {}
         self._started_ray = False
 
@@ -214,14 +213,34 @@ class RayExecutor:
         kwargs = {"log_to_driver": False, "logging_level": "ERROR", **self.init_kwargs}
         if not self.address:
             kwargs.setdefault("include_dashboard", False)
-        try:
-            ray.init(address=self.address or None, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError ...
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # our one line, not Ray's
+        outcome: list[BaseException | None] = []
+
+        def init() -> None:
+            try:
+                ray.init(address=self.address or None, **kwargs)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - ConnectionError, RuntimeError ...
+                outcome.append(exc)
+
+        # ray.init waits for minutes on a port that answers but is not a Ray head: bound it
+        thread = threading.Thread(target=init, name="bioprior-ray-init", daemon=True)
+        thread.start()
+        thread.join(self.init_timeout_s)
+        where = self.address or "a local Ray"
+        if not outcome:
             raise RayUnavailable(
-                f"--ray-address: cannot connect to {self.address or 'a local Ray'}: "
-                f"{_first_line(exc)}"
-            ) from None
+                f"--ray-address: no answer from a Ray cluster at {where} within "
+                f"{self.init_timeout_s:g} s"
+            )
+        if outcome[0] is not None:
+            raise RayUnavailable(
+                f"--ray-address: cannot connect to {where}: {_first_line(outcome[0])}"
+            )
         self._started_ray = True
+
+    def cluster_gpus(self) -> float:
+        return float(_import_ray().cluster_resources().get("GPU", 0))
 
     def run(self, steps: Sequence[Any], worker: Any = None) -> Iterator[Any]:
         self.connect()

@@ -75,8 +75,10 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
     table = run_cli("results")
     assert "failed (timeout)" in table.stdout and "failed (crashed)" in table.stdout
 
-    again = run_cli("score", files[0], files[2], "--device", "cpu", "--timeout", "60")
+    again = run_cli("score", files[0], files[2], "--device", "cpu", "--timeout", "2")
     assert "2 jobs: 1 already done, 1 to run" in again.stderr  # failed rows are retried
+    rows = {r["submission"]: r for r in json.loads(run_cli("results", "--format", "json").stdout)}
+    assert "after 2 s" in rows["hang"]["error"]  # the command line's limit wins
 
 
 BAD_OPTIONS = {

@@ -150,6 +150,30 @@ def test_unreachable_ray_address_is_one_line_within_seconds(write_submission, tm
     assert errors[0] == (
         f"error: --ray-address: no Ray cluster reachable at 127.0.0.1:{port} (Connection refused)"
     )
+    with socket.socket() as s:  # a port that accepts connections but is no Ray head
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        res = run_cli(
+            "score",
+            str(path),
+            "--device",
+            "cpu",
+            "--executor",
+            "ray",
+            "--ray-address",
+            f"127.0.0.1:{port}",
+            "--ray-timeout",
+            "3",
+            env=LOOPBACK,
+        )
+        assert time.monotonic() - t0 < 60
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert res.returncode == 2, res.stderr
+    assert errors == [
+        f"error: --ray-address: no answer from a Ray cluster at 127.0.0.1:{port} within 3 s"
+    ], res.stderr
     bad = run_cli(
         "score",
         str(path),
