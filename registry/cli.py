@@ -131,7 +131,9 @@ def score(
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Where datasets live (sets BIOPRIOR_DATA)."
     ),
-    executor: str = typer.Option("local", "--executor", help="local | ray (bioprior[ray])."),
+    executor: str = typer.Option(
+        "local", "--executor", help="local | ray (needs the ray extra of bioprior)."
+    ),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="HOST:PORT of a Ray cluster's head (default: a local Ray)."
     ),

@@ -136,13 +136,24 @@ class ResultStore:
 
 def migrate_error_class(conn: sqlite3.Connection) -> None:
     """Additive migration: the ``error_class`` column (why a job failed, see failures.py)."""
+    from .failures import classify_error_text
+
     columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
-    if "error_class" not in columns:
-        try:
-            conn.execute("ALTER TABLE results ADD COLUMN error_class TEXT")
-        except sqlite3.OperationalError as exc:  # another process added it first
-            if "duplicate column" not in str(exc):
-                raise
+    if "error_class" in columns:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # the column and the classes of older failed rows, together
+    try:
+        conn.execute("ALTER TABLE results ADD COLUMN error_class TEXT")
+        failed = conn.execute("SELECT id, error FROM results WHERE status = 'failed'").fetchall()
+        conn.executemany(
+            "UPDATE results SET error_class = ? WHERE id = ?",
+            [(classify_error_text(error), id_) for id_, error in failed],
+        )
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        conn.execute("ROLLBACK")
+        if "duplicate column" not in str(exc):  # else another process added it first
+            raise
 
 
 def decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -142,3 +142,23 @@ def test_two_scorers_with_overlapping_plans_compute_each_job_once(
     assert {(s, k) for s, k, _ in rows} == set(runs)
     skipped = sum(err.count("done by another scorer") for _, err in outputs)
     assert 1 <= skipped <= 4  # the overlap was contended: jobs the other scorer had done
+
+
+def test_error_class_migration_classifies_older_failed_rows(tmp_path):
+    from bioprior.registry.store import SCHEMA, ResultStore
+
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as conn:  # a database from before the column existed
+        conn.executescript(SCHEMA)
+        for key, error in [("a", "MemoryError: "), ("b", "ValueError: bad [x.py:3]")]:
+            conn.execute(
+                "INSERT INTO results (job_key, submission, variant, seed, benchmark, "
+                "benchmark_version, benchmark_params, training_key, metrics, status, error, "
+                "plugin_versions, spec) VALUES (?, 's', '{}', 0, 'b', '1', '{}', 't', '{}', "
+                "'failed', ?, '{}', '{}')",
+                (key, error),
+            )
+    with ResultStore(db) as store:
+        classes = {r["job_key"]: r["error_class"] for r in store.rows()}
+    assert classes == {"a": "out_of_memory", "b": "plugin_error"}
+    ResultStore(db).close()  # a second open does nothing more
