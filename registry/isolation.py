@@ -19,6 +19,7 @@ JSON payload. Either way the outcome comes back as a plain dict through a pipe.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import time
 import traceback
@@ -70,9 +71,25 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split()) or type(exc).__name__}{where}"
 
 
-def _child(conn, runner: Any, step: Any, payload: Any, limits: Limits, device: str) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """A step must not outlive a scorer killed with SIGKILL (its rerun takes the step over)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+
+def _child(
+    conn, runner: Any, step: Any, payload: Any, limits: Limits, device: str, parent_pid: int
+) -> None:
     """In the child: limits, then the step; the outcome (or why there is none) to the pipe."""
     try:
+        _die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
         _apply_memory_limit(limits.memory_bytes, device)
         if payload is not None:  # spawned: rebuild worker and step here
@@ -134,7 +151,15 @@ class SubprocessBackend:
         runner = self._runner_for(device)
         proc = self.ctx.Process(
             target=_child,
-            args=(child, runner, step if self.forked else None, payload, limits, device),
+            args=(
+                child,
+                runner,
+                step if self.forked else None,
+                payload,
+                limits,
+                device,
+                os.getpid(),
+            ),
             name=f"bioprior-step-{step.key[:8]}",
             daemon=True,
         )

@@ -40,6 +40,10 @@ def build(params):
     if params.mode == "segfault":
         os.kill(os.getpid(), signal.SIGSEGV)
     if params.mode == "hang":
+        pid_file = os.environ.get("BIOPRIOR_TEST_PID_FILE")
+        if pid_file:
+            with open(pid_file, "w") as fh:
+                fh.write(str(os.getpid()))
         time.sleep(3600)
     if params.mode == "hog":
         hog = torch.ones(1 << 31, dtype=torch.float32)  # 8 GiB

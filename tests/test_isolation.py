@@ -4,11 +4,16 @@ are stored as failed with their class, and the sweep goes on."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from faulty_plugins import activate, faulty_submission, install
 
 from bioprior.registry.executor import JobOutcome
@@ -79,6 +84,38 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
     assert "2 jobs: 1 already done, 1 to run" in again.stderr  # failed rows are retried
     rows = {r["submission"]: r for r in json.loads(run_cli("results", "--format", "json").stdout)}
     assert "after 2 s" in rows["hang"]["error"]  # the command line's limit wins
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in state  # a zombie waiting for init to reap it: dead
+
+
+def test_a_step_does_not_outlive_its_killed_scorer(faulty, write_submission, tmp_path):
+    pid_file = tmp_path / "step.pid"
+    path = write_submission(faulty_submission("orphan", "hang"))
+    env = {**os.environ, "BIOPRIOR_TEST_PID_FILE": str(pid_file)}
+    cmd = [sys.executable, "-m", "bioprior.registry.cli", "score", str(path), "--isolate"]
+    scorer = subprocess.Popen(
+        cmd + ["--device", "cpu"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    step_pid = int(pid_file.read_text())
+    scorer.send_signal(signal.SIGKILL)
+    scorer.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(step_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(step_pid), "the step's process outlived its scorer"
 
 
 BAD_OPTIONS = {
