@@ -101,18 +101,25 @@ class TrainStep:
     kind: str = "train"
 
 
+def training_spec(step) -> Any:
+    """The TrainingSpec of a training step (kind "train", as ``spec`` or ``training``), else None."""
+    if getattr(step, "kind", None) != "train":
+        return None
+    return getattr(step, "spec", None) or getattr(step, "training", None)
+
+
 def step_payload(step) -> dict[str, Any]:
     """A JSON-able description of a step: today's Job (an evaluation with lazy training), a
     training step (kind "train" with a TrainingSpec ``spec``), or a step with ``to_payload()``."""
     if hasattr(step, "to_payload"):  # a step type that knows how to travel
         return {"type": "custom", "key": step.key, "payload": step.to_payload()}
-    if getattr(step, "kind", None) == "train" and hasattr(step, "spec"):
+    if training_spec(step) is not None:
         return {
             "type": "train",
             "key": step.key,
             "label": getattr(step, "label", ""),
             "depends_on": list(getattr(step, "depends_on", ())),
-            "training": training_payload(step.spec),
+            "training": training_payload(training_spec(step)),
         }
     if not (hasattr(step, "training") and hasattr(step, "benchmark")):
         raise TypeError(
@@ -237,7 +244,7 @@ class StepWorker:
     def __call__(self, step):
         from .executor import now
 
-        if getattr(step, "kind", "evaluate") == "train" and hasattr(step, "spec"):
+        if training_spec(step) is not None:
             return self._train(step)
         started = now()
         try:
@@ -261,7 +268,7 @@ class StepWorker:
 
         started, t0 = now(), time.perf_counter()
         try:
-            self.runner.service.trained(step.spec)
+            self.runner.service.trained(training_spec(step))
         except Exception as exc:  # noqa: BLE001
             from .executor import failed
 
