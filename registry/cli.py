@@ -252,8 +252,37 @@ def score(
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Where datasets live (sets BIOPRIOR_DATA)."
     ),
+    executor: str = typer.Option(
+        "local", "--executor", help="local | ray (needs the ray extra of bioprior)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="HOST:PORT of a Ray cluster's head (default: a local Ray)."
+    ),
+    isolate: bool = typer.Option(
+        False, "--isolate", help="Run each step in its own process (implied by the limits)."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Wall-time limit per step, seconds (then: failed, timeout)."
+    ),
+    memory_limit: str | None = typer.Option(
+        None, "--memory-limit", help="Memory limit per step, e.g. 4G (then: out_of_memory)."
+    ),
+    retries: int | None = typer.Option(
+        None, "--retries", help="Retries of a step that timed out, crashed or ran out of memory."
+    ),
+    lease: float = typer.Option(
+        60.0, "--lease", help="Seconds a claim on a step lasts unless renewed (shared databases)."
+    ),
+    ray_timeout: float = typer.Option(
+        60.0, "--ray-timeout", help="Seconds to wait for the Ray cluster to answer."
+    ),
+    cpus_per_step: float = typer.Option(1.0, "--cpus-per-step", help="Ray: CPUs per step."),
+    gpus_per_step: float | None = typer.Option(
+        None, "--gpus-per-step", help="Ray: GPUs per step, fractional for small models."
+    ),
 ) -> None:
     """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
+    from .execution import ExecutionError, ExecutionOptions
     from .paths import default_db
     from .plugins import get_registry
     from .submission import InvalidSubmission
@@ -264,6 +293,22 @@ def score(
         if not data_root.is_dir():
             _fail(f"--data-root: {data_root} is not a directory")
         os.environ["BIOPRIOR_DATA"] = str(data_root)
+    options = ExecutionOptions(
+        executor,
+        ray_address,
+        isolate,
+        timeout,
+        memory_limit,
+        retries,
+        lease,
+        cpus_per_step,
+        gpus_per_step,
+        init_timeout_s=ray_timeout,
+    )
+    try:
+        options.check()
+    except ExecutionError as exc:
+        _fail(str(exc))
     from .scorer import PreflightError, Scorer
     from .store import ResultStore
 
@@ -291,12 +336,21 @@ def score(
         paths = {s.submission.name: s.path for s in loaded}
         if summary.todo:
             _check_writable(db_path, scorer.home)
+        execution = None
         try:
+            if summary.todo:
+                execution = _execution(options, loaded, db_path, device, reporter)
+                scorer.executor = execution.executor
             report = scorer.run(summary)
+        except ExecutionError as exc:  # e.g. an unreachable --ray-address
+            _fail(str(exc))
         except PreflightError as exc:  # e.g. a dataset that is not under the data root
             _fail(f"{paths[exc.submission]}: {exc.field}: {exc.message}")
         except ValueError as exc:  # e.g. --device cuda without a GPU
             _fail(f"--device: {exc}" if "device" in str(exc) else str(exc))
+        finally:
+            if execution is not None:
+                execution.close()
         rows = [r for r in store.rows() if r["submission"] in {s.submission.name for s in loaded}]
         _console().print(_results_table(rows))
         typer.echo(f"results in {db_path}")
@@ -318,6 +372,17 @@ def _check_writable(db_path: Path, home: Path) -> None:
         problem = writable_problem(folder)
         if problem:
             _fail(f"{option}: {problem} (nothing was run)")
+
+
+def _execution(options, loaded, db_path: Path, device: str, reporter):
+    """The executor of ``score`` (claims in the results database; see execution.py)."""
+    from .execution import build_executor
+    from .paths import home
+
+    def skipped(step) -> None:
+        reporter.message(f"  {step.label}: done by another scorer")
+
+    return build_executor(options, loaded, db_path, home(), device, on_skip=skipped)
 
 
 @app.command()
@@ -361,6 +426,7 @@ PUBLIC = (
     "score",
     "metrics",
     "status",
+    "error_class",
     "error",
     "duration_s",
     "device",
@@ -412,14 +478,16 @@ def _results_table(rows: list[dict[str, Any]]):
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} results")
-    for col in ("submission", "variant", "seed", "benchmark", "score", "status"):
+    for col in ("submission", "variant", "seed", "benchmark", "score"):
         table.add_column(col, overflow="fold")
+    table.add_column("status", no_wrap=True)  # failed (its error class)
     table.add_column("metrics", no_wrap=True, min_width=30)
     for r in rows:
         variant = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["variant"].items()) or "-"
         numeric = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
+        error = r["error"] or ""
         shown = (
-            r["error"]
+            (error if len(error) <= 70 else error[:69] + "…")  # whole in --format json
             if r["status"] != "ok"
             else "\n".join(f"{k} {_fmt(v)}" for k, v in numeric.items())
         )
@@ -429,7 +497,7 @@ def _results_table(rows: list[dict[str, Any]]):
             str(r["seed"]),
             r["benchmark"],
             _fmt(r["score"]),
-            r["status"],
+            f"{r['status']} ({r['error_class']})" if r.get("error_class") else r["status"],
             shown,
         )
     return table

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .failures import classify_exception
 from .planner import Job
 
 
@@ -23,6 +24,7 @@ class JobOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     score: float | None = None
     error: str | None = None
+    error_class: str | None = None  # see failures.py: timeout, crashed, out_of_memory, ...
     started_at: str = ""
     finished_at: str = ""
     duration_s: float = 0.0
@@ -51,6 +53,7 @@ def failed(job: Job, exc: BaseException, started: str, t0: float, device: str = 
         job,
         "failed",
         error=f"{type(exc).__name__}: {message}{where}",
+        error_class=classify_exception(exc),
         started_at=started,
         finished_at=now(),
         duration_s=time.perf_counter() - t0,

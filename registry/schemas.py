@@ -97,6 +97,27 @@ class TrainingRecipe(Strict):
 SweepGrid = dict[Annotated[str, Field(max_length=MAX_SWEEP_KEY)], list[Any]]
 
 
+class StepLimits(Strict):
+    """Per-step limits of a submission's jobs (the command line's --timeout / --memory-limit /
+    --retries override them). A limit runs each step in its own process."""
+
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Wall-time limit per step in seconds (killed: timeout)."
+    )
+    memory: str | None = Field(
+        default=None,
+        pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*([KMGTkmgt]i?[Bb]?)?\s*$",
+        description="Memory limit per step, e.g. 4G or 512M (past it: out_of_memory).",
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Retries of a step that timed out, crashed or ran "
+        "out of memory (a plugin's exception is not retried: it would fail the same way).",
+    )
+
+
 class Submission(Strict):
     """A model, its constraints, a training recipe, sweeps, seeds and the benchmarks to run."""
 
@@ -131,6 +152,9 @@ class Submission(Strict):
     )
     benchmarks: list[PluginRef] = Field(
         min_length=1, max_length=100, description="Benchmarks to score it on."
+    )
+    limits: StepLimits = Field(
+        default_factory=StepLimits, description="Per-step limits (wall time, memory, retries)."
     )
 
     @field_validator("model", mode="before")

@@ -107,7 +107,12 @@ class ResultStore:
         have = {r["name"] for r in self.conn.execute("PRAGMA table_info(results)")}
         for column, kind in ADDED_COLUMNS.items():
             if column not in have:
-                self.conn.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+                try:
+                    self.conn.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
+        migrate_error_class(self.conn)
 
     @classmethod
     def open_readonly(cls, path: str | Path) -> ResultStore:
@@ -157,6 +162,9 @@ class ResultStore:
             "score": outcome.score,
             "status": outcome.status,
             "error": outcome.error,
+            "error_class": getattr(outcome, "error_class", None)
+            if outcome.status != "ok"
+            else None,
             "started_at": outcome.started_at,
             "finished_at": outcome.finished_at,
             "duration_s": outcome.duration_s,
@@ -216,6 +224,28 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
             raise sqlite3.DatabaseError("not a bioprior results database (no results table)")
         return conn
     raise sqlite3.OperationalError("unable to open database file")  # not reached
+
+
+def migrate_error_class(conn: sqlite3.Connection) -> None:
+    """Additive migration: the ``error_class`` column (why a job failed, see failures.py)."""
+    from .failures import classify_error_text
+
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    if "error_class" in columns:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # the column and the classes of older failed rows, together
+    try:
+        conn.execute("ALTER TABLE results ADD COLUMN error_class TEXT")
+        failed = conn.execute("SELECT id, error FROM results WHERE status = 'failed'").fetchall()
+        conn.executemany(
+            "UPDATE results SET error_class = ? WHERE id = ?",
+            [(classify_error_text(error), id_) for id_, error in failed],
+        )
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        conn.execute("ROLLBACK")
+        if "duplicate column" not in str(exc):  # else another process added it first
+            raise
 
 
 def decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,8 +16,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import atomic
 from .data import ImageData, fit_data
 from .hashing import content_hash
+from .output_check import check_logits
 from .progress import Reporter
 from .schemas import TrainingRecipe
 from .submission import Component
@@ -92,6 +92,7 @@ class TrainingService:
         keep_in_memory: int = 4,
     ) -> None:
         self.weights_dir = Path(home) / "weights"
+        atomic.remove_orphans(self.weights_dir)  # temp files of writers that were killed
         self.device = device
         self.reporter = reporter or Reporter()
         self._base: dict[str, ImageData] = {}
@@ -193,6 +194,7 @@ class TrainingService:
             self._save(path, module, spec, history)
             self.trainings_run += 1
         module.eval()
+        check_logits(module, data)  # NaN / wrong-shape logits: the job fails as invalid_output
         trained = TrainedModel(spec, module, data, history, weights_hash(module), from_cache)
         self._models[key] = trained
         while len(self._models) > self.keep:
@@ -206,8 +208,11 @@ class TrainingService:
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as fh:
-                history = json.loads((fh.metadata() or {})["history"])
-            module.load_state_dict(load_file(str(path), device=str(self.device)))
+                metadata = fh.metadata() or {}
+                history = json.loads(metadata["history"])
+            state = load_file(str(path), device=str(self.device))
+            atomic.check_tensors(path, state, metadata)
+            module.load_state_dict(state)
             return history
         except (SafetensorError, KeyError, RuntimeError, ValueError, OSError) as exc:
             self.reporter.message(
@@ -218,19 +223,13 @@ class TrainingService:
     def _save(
         self, path: Path, module: nn.Module, spec: TrainingSpec, history: dict[str, Any]
     ) -> None:
-        """Atomically write weights + provenance (a temp file in the same folder, then rename)."""
+        """Atomically write weights + provenance + tensors' hash (temp file, fsync, rename)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # clone: tensors shared between modules must not share storage in the file
         state = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
         metadata = {
             "history": json.dumps(history),
             "spec": json.dumps(spec.identity(), default=str),
+            atomic.TENSORS_HASH_KEY: atomic.tensors_hash(state),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic.write_with(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))

@@ -1,0 +1,186 @@
+"""How ``bioprior score`` runs its steps: the executor options, checked, turned into an executor.
+
+- ``--executor local`` (default): in this process, claiming each step in the results database so
+  that scorers sharing it never compute a step twice; with ``--isolate``, a limit, or several
+  GPUs, each step runs in a process of its own (one at a time per GPU).
+- ``--executor ray [--ray-address HOST:PORT]``: steps as Ray tasks (a local Ray without address).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .scheduling import Limits, parse_size
+
+EXECUTORS = ("local", "ray")
+
+
+class ExecutionError(ValueError):
+    """A bad executor option: which one, and what is wrong (one line, exit 2)."""
+
+    def __init__(self, option: str, message: str):
+        self.option, self.message = option, message
+        super().__init__(f"{option}: {message}")
+
+
+@dataclass
+class ExecutionOptions:
+    executor: str = "local"
+    ray_address: str | None = None
+    isolate: bool = False
+    timeout_s: float | None = None
+    memory: str | None = None
+    retries: int | None = None
+    lease_s: float = 60.0
+    cpus_per_step: float = 1.0
+    gpus_per_step: float | None = None
+    connect_timeout_s: float = 5.0
+    init_timeout_s: float = 60.0
+
+    def check(self) -> Limits:
+        """Raise :class:`ExecutionError` for a bad option; return the command line's limits."""
+        if self.executor not in EXECUTORS:
+            raise ExecutionError("--executor", f"must be local or ray (got {self.executor!r})")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ExecutionError("--ray-address", "only with --executor ray")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ExecutionError("--ray-address", "is empty")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ExecutionError(
+                "--timeout", f"must be a positive number of seconds (got {self.timeout_s:g})"
+            )
+        if self.retries is not None and not 0 <= self.retries <= 10:
+            raise ExecutionError("--retries", f"must be between 0 and 10 (got {self.retries})")
+        if not self.lease_s > 0:
+            raise ExecutionError("--lease", f"must be positive (got {self.lease_s:g})")
+        if not self.cpus_per_step > 0:
+            raise ExecutionError(
+                "--cpus-per-step", f"must be positive (got {self.cpus_per_step:g})"
+            )
+        if self.gpus_per_step is not None and not self.gpus_per_step >= 0:
+            raise ExecutionError("--gpus-per-step", f"must be >= 0 (got {self.gpus_per_step:g})")
+        memory = None
+        if self.memory is not None:
+            try:
+                memory = parse_size(self.memory)
+            except ValueError as exc:
+                raise ExecutionError("--memory-limit", str(exc)) from None
+            if memory < 64 << 20:
+                raise ExecutionError("--memory-limit", f"{self.memory} is below 64M: nothing runs")
+        return Limits(self.timeout_s, memory, self.retries or 0)
+
+
+def submission_limits(loaded: Sequence[Any]) -> dict[str, Limits]:
+    """Each submission's ``limits:`` block as :class:`Limits` (validated by its schema)."""
+    out = {}
+    for sub in loaded:
+        block = sub.submission.limits
+        memory = parse_size(block.memory) if block.memory else None
+        out[sub.submission.name] = Limits(block.timeout_s, memory, block.retries)
+    return out
+
+
+def limits_function(loaded: Sequence[Any], cli: Limits) -> Callable[[Any], Limits]:
+    per_submission = submission_limits(loaded)
+
+    def limits_for(step: Any) -> Limits:
+        return per_submission.get(getattr(step, "submission", None), Limits()).merged(cli)
+
+    return limits_for
+
+
+@dataclass
+class Execution:
+    executor: Any
+    claims: Any
+    close: Callable[[], None]
+
+
+def build_executor(
+    options: ExecutionOptions,
+    loaded: Sequence[Any],
+    db_path: Path,
+    home: Path,
+    device: str,
+    on_skip: Callable[[Any], None] | None = None,
+    gpu_count: Callable[[], int] | None = None,
+    worker_class: type | None = None,
+) -> Execution:
+    """The executor for these options (Ray is connected here: an unreachable address raises
+    :class:`ExecutionError` before anything runs). ``worker_class`` is what runs a step in another
+    process: built there from :class:`WorkerSettings` (default :class:`StepWorker`)."""
+    from .claims import Claims
+    from .isolation import IsolatedExecutor, local_devices
+    from .scheduling import ClaimingExecutor
+    from .worker import StepWorker, WorkerSettings
+
+    worker_class = worker_class or StepWorker
+
+    cli = options.check()
+    limits_for = limits_function(loaded, cli)
+    any_limit = any(
+        lim.wall_time_s is not None or lim.memory_bytes is not None
+        for lim in [cli, *submission_limits(loaded).values()]
+    )
+    settings = WorkerSettings(
+        home=str(home), device=device, data_root=os.environ.get("BIOPRIOR_DATA")
+    )
+    claims = Claims(db_path, lease_s=options.lease_s, weights_dir=Path(home) / "weights")
+
+    def close() -> None:
+        claims.close()
+
+    if options.executor == "ray":
+        from .ray_executor import RayExecutor, RayUnavailable
+
+        executor = RayExecutor(
+            settings,
+            options.ray_address,
+            limits_for,
+            num_cpus=options.cpus_per_step,
+            num_gpus=options.gpus_per_step or 0.0,
+            claims=claims,
+            on_skip=on_skip,
+            connect_timeout_s=options.connect_timeout_s,
+            init_timeout_s=options.init_timeout_s,
+            worker_class=worker_class,
+        )
+        try:
+            executor.connect()
+        except RayUnavailable as exc:
+            claims.close()
+            option, _, message = str(exc).partition(": ")
+            if not option.startswith("--"):
+                option, message = "--executor", str(exc)
+            raise ExecutionError(option, message) from None
+        if options.gpus_per_step is None and device != "cpu":  # a GPU per step where there are
+            executor.num_gpus = 1.0 if executor.cluster_gpus() else 0.0
+        if device == "auto":  # what the tasks get: Ray sets CUDA_VISIBLE_DEVICES per task
+            executor.settings = settings.replace(device="cuda" if executor.num_gpus else "cpu")
+
+        def close() -> None:
+            claims.close()
+            executor.shutdown()
+
+        return Execution(executor, claims, close)
+    try:
+        devices = local_devices(device, gpu_count)
+    except ValueError as exc:
+        claims.close()
+        raise ExecutionError("--device", str(exc).removeprefix("--device cuda: ")) from None
+    if options.isolate or any_limit or len(devices) > 1:
+        executor = IsolatedExecutor(
+            limits_for,
+            devices=devices,
+            settings=settings,
+            claims=claims,
+            on_skip=on_skip,
+            worker_class=worker_class,
+        )
+    else:
+        executor = ClaimingExecutor(claims, on_skip=on_skip)
+    return Execution(executor, claims, close)

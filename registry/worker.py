@@ -1,0 +1,302 @@
+"""A worker any process can rebuild: plain settings in, a step's outcome out.
+
+Executors that run steps elsewhere (a child process, a Ray worker on another machine) send the
+step as a JSON payload (:func:`step_payload`) and the worker's :class:`WorkerSettings`; the far
+side rebuilds the step against its own registry (checking that the content key is the same, so
+a worker with other plugin versions cannot store numbers under the driver's key) and runs it.
+The outcome comes back as a plain dict (:func:`outcome_payload`) and is re-attached to the
+driver's step (:func:`outcome_from_payload`): only the driver writes the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .failures import classify_exception
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker needs, as plain values (picklable, JSON-able)."""
+
+    home: str
+    device: str = "cpu"
+    data_root: str | None = None
+
+    def replace(self, **changes: Any) -> WorkerSettings:
+        return dataclasses.replace(self, **changes)
+
+    def apply_environment(self) -> None:
+        """Point this process at the same home and data root as the driver."""
+        os.environ["BIOPRIOR_HOME"] = str(self.home)
+        if self.data_root:
+            os.environ["BIOPRIOR_DATA"] = str(self.data_root)
+
+
+# -- steps as payloads ---------------------------------------------------------------------------
+def component_payload(c) -> dict[str, Any]:
+    return {
+        "kind": c.entry.kind,
+        "name": c.entry.name,
+        "version": c.entry.version,
+        "params": c.params.model_dump(mode="json"),
+        "source": component_payload(c.source) if c.source is not None else None,
+    }
+
+
+def component_from_payload(registry, payload: dict[str, Any]):
+    from .submission import Component
+
+    entry = registry.get(payload["kind"], payload["name"])
+    if entry.version != payload["version"]:
+        raise RuntimeError(
+            f"{payload['kind']} {payload['name']}: version {entry.version} on this worker, "
+            f"{payload['version']} on the driver (install the same plugin versions everywhere)"
+        )
+    source = payload.get("source")
+    return Component(
+        entry,
+        entry.parse_params(payload["params"]),
+        component_from_payload(registry, source) if source else None,
+    )
+
+
+def training_payload(spec) -> dict[str, Any]:
+    return {
+        "model": component_payload(spec.model),
+        "constraints": [component_payload(c) for c in spec.constraints],
+        "recipe": spec.recipe.model_dump(mode="json"),
+        "dataset": component_payload(spec.dataset),
+        "seed": spec.seed,
+    }
+
+
+def training_from_payload(registry, payload: dict[str, Any]):
+    from .schemas import TrainingRecipe
+    from .training import TrainingSpec
+
+    return TrainingSpec(
+        model=component_from_payload(registry, payload["model"]),
+        constraints=tuple(component_from_payload(registry, c) for c in payload["constraints"]),
+        recipe=TrainingRecipe.model_validate(payload["recipe"]),
+        dataset=component_from_payload(registry, payload["dataset"]),
+        seed=payload["seed"],
+    )
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """A training step (contract: kind "train"): train ``spec`` once and cache its weights."""
+
+    key: str
+    spec: Any  # TrainingSpec
+    label: str = ""
+    depends_on: tuple[str, ...] = ()
+    kind: str = "train"
+
+
+def training_spec(step) -> Any:
+    """The TrainingSpec of a training step (kind "train", as ``spec`` or ``training``), else None."""
+    if getattr(step, "kind", None) != "train":
+        return None
+    return getattr(step, "spec", None) or getattr(step, "training", None)
+
+
+def step_payload(step) -> dict[str, Any]:
+    """A JSON-able description of a step: today's Job (an evaluation with lazy training), a
+    training step (kind "train" with a TrainingSpec ``spec``), or a step with ``to_payload()``."""
+    if hasattr(step, "to_payload"):  # a step type that knows how to travel
+        return {"type": "custom", "key": step.key, "payload": step.to_payload()}
+    if training_spec(step) is not None:
+        return {
+            "type": "train",
+            "key": step.key,
+            "label": getattr(step, "label", ""),
+            "depends_on": list(getattr(step, "depends_on", ())),
+            "training": training_payload(training_spec(step)),
+        }
+    if not (hasattr(step, "training") and hasattr(step, "benchmark")):
+        raise TypeError(
+            f"a {type(step).__name__} step cannot be sent to another process: "
+            "give it a to_payload() and its worker a way to rebuild it"
+        )
+    return {
+        "type": "job",
+        "key": step.key,
+        "submission": step.submission,
+        "variant": step.variant,
+        "seed": step.seed,
+        "training": training_payload(step.training),
+        "benchmark": component_payload(step.benchmark),
+    }
+
+
+def step_from_payload(registry, payload: dict[str, Any]):
+    if payload["type"] == "custom":
+        raise RuntimeError("a custom step type needs its own worker to be rebuilt")
+    if payload["type"] == "train":
+        step = TrainStep(
+            payload["key"],
+            training_from_payload(registry, payload["training"]),
+            payload.get("label", ""),
+            tuple(payload.get("depends_on", ())),
+        )
+        if step.spec.key != step.key:
+            raise RuntimeError(
+                f"training {step.key} rebuilt with key {step.spec.key} on this worker: "
+                "its plugins differ from the driver's"
+            )
+        return step
+    from .planner import Job
+
+    job = Job(
+        payload["submission"],
+        payload["variant"],
+        payload["seed"],
+        training_from_payload(registry, payload["training"]),
+        component_from_payload(registry, payload["benchmark"]),
+    )
+    if job.key != payload["key"]:
+        raise RuntimeError(
+            f"step {payload['key']} rebuilt with key {job.key} on this worker: "
+            "its plugins differ from the driver's"
+        )
+    return job
+
+
+# -- outcomes as payloads ------------------------------------------------------------------------
+def _step_field(outcome) -> str:
+    return dataclasses.fields(outcome)[0].name  # JobOutcome.job (the step is always first)
+
+
+def outcome_payload(outcome) -> dict[str, Any]:
+    skip = _step_field(outcome)
+    fields = {
+        f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome) if f.name != skip
+    }
+    cls = type(outcome)
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
+
+
+def outcome_from_payload(step, payload: dict[str, Any]):
+    from .entries import load_attribute
+
+    cls = load_attribute(payload["class"])
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(step, **{k: v for k, v in payload["fields"].items() if k in names})
+
+
+def failed_outcome(step, error: str, error_class: str, started: str = "", duration: float = 0.0):
+    """A failed outcome for a step that never returned one (killed, lost, not run)."""
+    from .executor import JobOutcome, now
+
+    cls = getattr(step, "outcome_class", JobOutcome)
+    return cls(
+        step,
+        "failed",
+        error=error,
+        error_class=error_class,
+        started_at=started or now(),
+        finished_at=now(),
+        duration_s=duration,
+    )
+
+
+# -- the worker ---------------------------------------------------------------------------------
+class StepWorker:
+    """Runs steps in this process: built from :class:`WorkerSettings` (the registry is loaded
+    here, from this machine's entry points), so it can be rebuilt in any process."""
+
+    def __init__(self, settings: WorkerSettings, registry=None, reporter=None):
+        self.settings = settings
+        self._registry = registry
+        self._reporter = reporter
+        self._runner = None
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from .plugins import get_registry
+
+            self.settings.apply_environment()
+            self._registry = get_registry()
+        return self._registry
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            from .runner import JobRunner
+            from .trainer import select_device
+            from .training import TrainingService
+
+            self.settings.apply_environment()
+            device = select_device(self.settings.device)
+            service = TrainingService(Path(self.settings.home), device, self._reporter)
+            self._runner = JobRunner(service, self.registry)
+        return self._runner
+
+    def __call__(self, step):
+        from .executor import now
+
+        if training_spec(step) is not None:
+            return self._train(step)
+        started = now()
+        try:
+            runner = self.runner
+        except Exception as exc:  # noqa: BLE001 - e.g. cuda asked for on a CPU-only worker
+            return failed_outcome(
+                step, f"{type(exc).__name__}: {exc}", classify_exception(exc), started
+            )
+        outcome = runner(step)
+        if (
+            outcome.status == "ok"
+            and outcome.score is not None
+            and not math.isfinite(outcome.score)
+        ):
+            outcome.score = None
+        return outcome
+
+    def _train(self, step):
+        """A training step (kind "train" with a TrainingSpec ``spec``): train once, cache."""
+        from .executor import now
+
+        started, t0 = now(), time.perf_counter()
+        try:
+            self.runner.service.trained(training_spec(step))
+        except Exception as exc:  # noqa: BLE001
+            from .executor import failed
+
+            return failed(step, exc, started, t0, self.settings.device)
+        cls = getattr(step, "outcome_class", None)
+        if cls is None:
+            from .executor import JobOutcome as cls
+        return cls(
+            step, "ok", started_at=started, finished_at=now(), duration_s=time.perf_counter() - t0
+        )
+
+    def run_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """JSON step in, plain outcome dict out (for workers in other processes)."""
+        from .executor import now
+
+        started = now()
+        try:
+            step = step_from_payload(self.registry, payload)
+        except Exception as exc:  # noqa: BLE001 - recorded against the step by the driver
+            message = " ".join(str(exc).split())
+            return {
+                "class": "bioprior.registry.executor:JobOutcome",
+                "fields": {
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: {message}",
+                    "error_class": "plugin_error",
+                    "started_at": started,
+                    "finished_at": now(),
+                },
+            }
+        return outcome_payload(self(step))

@@ -1,0 +1,189 @@
+"""The Ray executor against a real local Ray cluster that the test starts on 127.0.0.1 and stops:
+the rows equal those of the local executor; a lost worker is retried then stored as failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, tiny_submission
+from faulty_plugins import faulty_submission, install
+
+pytest.importorskip("ray", reason='ray is not installed (pip install "bioprior[ray]")')
+
+# Ray resolves 127.0.0.1 to the machine's outward address unless told it is not a cluster:
+# with this, the head and every driver use the loopback address only.
+LOOPBACK = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the cluster: its processes share the process group of the `ray start` we began."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            proc.poll()
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """``ray start --head`` on 127.0.0.1 with 2 CPUs, its temp dir in the test's tmp folder (a
+    short one: Ray's socket paths must fit in 107 bytes), with the faulty plugins installed."""
+    root = tmp_path_factory.mktemp("ray")
+    site = install(root / "site")
+    env = {
+        **os.environ,
+        **LOOPBACK,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+    }
+    ray_bin = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_bin), "start", "--head", "--block", "--port=0", "--node-ip-address=127.0.0.1"]
+    cmd += ["--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"]
+    cmd += ["--temp-dir", str(root / "t")]
+    log = open(root / "ray.log", "w")  # noqa: SIM115 - open while the cluster runs
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    marker = root / "t" / "ray_current_cluster"
+    try:
+        deadline = time.time() + 120
+        while not (marker.exists() and marker.read_text().strip()):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"ray start failed: {(root / 'ray.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        address = marker.read_text().strip()
+        assert address.startswith("127.0.0.1:"), address
+        time.sleep(2)  # the raylet registers just after the head's address is written
+        yield {"address": address, "site": site, "env": env}
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _rows(home: Path) -> list[dict]:
+    out = run_cli("results", "--format", "json", env={"BIOPRIOR_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _comparable(rows: list[dict]) -> list[tuple]:
+    keep = ("submission", "job_key", "seed", "benchmark", "status", "score", "weights_hash")
+    return sorted(
+        (tuple(r[k] for k in keep), json.dumps(r["metrics"], sort_keys=True)) for r in rows
+    )
+
+
+@pytest.mark.slow
+def test_ray_rows_equal_local_rows_and_failures_are_stored(ray_cluster, tmp_path, write_submission):
+    env = {**ray_cluster["env"]}
+    good = write_submission(tiny_submission("ray-tiny", seeds=[0, 1]))
+    crash = write_submission(faulty_submission("ray-segfault", "segfault", limits={"retries": 1}))
+    hang = write_submission(faulty_submission("ray-hang", "hang", limits={"timeout_s": 5}))
+    ray_home, local_home = tmp_path / "ray-home", tmp_path / "local-home"
+    res = run_cli(
+        "score",
+        str(good),
+        str(crash),
+        str(hang),
+        "--device",
+        "cpu",
+        "--executor",
+        "ray",
+        "--ray-address",
+        ray_cluster["address"],
+        env={**env, "BIOPRIOR_HOME": str(ray_home)},
+    )
+    assert res.returncode == 1, res.stderr  # two failed jobs, stored
+    local = run_cli(
+        "score", str(good), "--device", "cpu", env={**env, "BIOPRIOR_HOME": str(local_home)}
+    )
+    assert local.returncode == 0, local.stderr
+    ray_rows = _rows(ray_home)
+    by_sub = {r["submission"]: r for r in ray_rows}
+    assert by_sub["ray-segfault"]["error_class"] == "worker_lost"
+    assert "after 2 attempts" in by_sub["ray-segfault"]["error"]
+    assert by_sub["ray-hang"]["error_class"] == "timeout"
+    tiny_rows = [r for r in ray_rows if r["submission"] == "ray-tiny"]
+    assert len(tiny_rows) == 2 and all(r["status"] == "ok" for r in tiny_rows)
+    assert _comparable(tiny_rows) == _comparable(_rows(local_home))
+    weights = sorted(p.name for p in (ray_home / "weights").glob("*.safetensors"))
+    assert weights == sorted(p.name for p in (local_home / "weights").glob("*.safetensors"))
+
+
+def test_unreachable_ray_address_is_one_line_within_seconds(write_submission, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_submission(tiny_submission("ray-nowhere"))
+    t0 = time.monotonic()
+    res = run_cli(
+        "score",
+        str(path),
+        "--device",
+        "cpu",
+        "--executor",
+        "ray",
+        "--ray-address",
+        f"127.0.0.1:{port}",
+        env=LOOPBACK,
+    )
+    assert time.monotonic() - t0 < 60
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    assert errors[0] == (
+        f"error: --ray-address: no Ray cluster reachable at 127.0.0.1:{port} (Connection refused)"
+    )
+    with socket.socket() as s:  # a port that accepts connections but is no Ray head
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        res = run_cli(
+            "score",
+            str(path),
+            "--device",
+            "cpu",
+            "--executor",
+            "ray",
+            "--ray-address",
+            f"127.0.0.1:{port}",
+            "--ray-timeout",
+            "3",
+            env=LOOPBACK,
+        )
+        assert time.monotonic() - t0 < 60
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert res.returncode == 2, res.stderr
+    assert errors == [
+        f"error: --ray-address: no answer from a Ray cluster at 127.0.0.1:{port} within 3 s"
+    ], res.stderr
+    bad = run_cli(
+        "score",
+        str(path),
+        "--device",
+        "cpu",
+        "--executor",
+        "ray",
+        "--ray-address",
+        "nowhere",
+        env=LOOPBACK,
+    )
+    assert bad.returncode == 2
+    assert "error: --ray-address: expected HOST:PORT or ray://HOST:PORT" in bad.stderr
