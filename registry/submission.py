@@ -172,7 +172,7 @@ def resolve_component(
         if source is None:
             return None
     try:
-        parsed = entry.parse_params(params)
+        parsed = entry.parse_params(params, registry)
     except ValidationError as exc:
         for err in exc.errors():
             loc = path + ("params",) + tuple(err["loc"])
@@ -205,7 +205,7 @@ def resolve_variant(
         for i, b in enumerate(sub.benchmarks)
     ]
     for i, (c, ref) in enumerate(zip(constraints, sub.constraints)):
-        needed = c.entry.extra.get("requires_model_params", []) if c and ref.enabled else []
+        needed = c.entry.requires_model_params if c and ref.enabled else ()
         missing = [n for n in needed if model and n not in model.entry.params.model_fields]
         if missing:
             names = ", ".join(missing)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bioprior
-from bioprior.benchmarks.neural_predictivity import (
+from bioprior.registry.neural_metrics import (
     feve_per_neuron,
     neuron_correlations,
     predictivity_metrics,
