@@ -96,3 +96,85 @@ def test_extended_registry_does_not_share_the_plugin_manager_or_member_cache(reg
     copy.add_plugin(LatePlugin(), provider="late")
     assert copy.has("model", "late_model") and not registry.has("model", "late_model")
     assert len(registry.pm.get_plugins()) == len(copy.pm.get_plugins()) - 1
+
+
+# -- contracts ---------------------------------------------------------------------------------
+def test_one_kinds_list_and_one_hook_per_kind():
+    from typing import get_args
+
+    from bioprior.registry import entries, hookspecs
+
+    assert entries.KINDS == get_args(entries.Kind)
+    assert sorted(hookspecs.HOOK_KINDS.values()) == sorted(entries.KINDS)
+    for hook in hookspecs.HOOK_KINDS:  # each is a real hook specification
+        assert callable(getattr(hookspecs, hook))
+
+
+def test_requires_model_params_is_stated_once_on_the_constraint_class(registry):
+    from bioprior.plugins.capacity import Bottleneck
+
+    entry = registry.get("constraint", "bottleneck")
+    assert entry.requires_model_params == Bottleneck.requires_model_params == ("first_conv_width",)
+    assert "requires_model_params" not in entry.extra
+    sub = {
+        "name": "needs-first-conv",
+        "model": {"name": "resnet18_cifar", "params": {"width": 0.125}},
+        "constraints": [{"name": "bottleneck"}],
+        "training": {"dataset": "digits", "epochs": 1},
+        "benchmarks": ["memorization"],
+    }
+    with pytest.raises(InvalidSubmission, match="needs model parameter.*first_conv_width"):
+        validate_submission_dict(sub, registry)
+
+
+def test_apply_receives_the_input_geometry_of_the_images(registry, monkeypatch):
+    """The trainer gives every constraint's apply the geometry of the data (what the model sees)."""
+    from bioprior.plugins.capacity import PrecisionLimit
+
+    seen = []
+    original = PrecisionLimit.apply
+
+    def spy(self, module, geometry):
+        seen.append(geometry)
+        return original(self, module, geometry)
+
+    monkeypatch.setattr(PrecisionLimit, "apply", spy)
+    rows = bioprior.score(
+        {
+            "name": "geometry",
+            "model": {"name": "small_alexnet", "params": {"width": 0.1, "input_size": 8}},
+            "constraints": [{"name": "precision_limit"}],
+            "training": {"dataset": "digits", "epochs": 1, "batch_size": 128},
+            "benchmarks": [{"name": "memorization"}],
+        },
+        device="cpu",
+    )
+    assert {r["status"] for r in rows} == {"ok"}
+    assert seen and all(g == InputGeometry(1, 8, 10, "small_alexnet") for g in seen)
+
+
+def test_a_constraint_after_vone_probes_the_front_end_with_the_images_geometry():
+    """vone_block's configure gives the model the bottleneck's channels; flexible_layer after it
+    measured its learned thresholds on that geometry (stashed from configure) and failed on the
+    front end, which takes the images. apply's geometry is the images': it works."""
+    (row,) = bioprior.score(
+        {
+            "name": "vone-then-flexible",
+            "model": {
+                "name": "small_alexnet",
+                "params": {"width": 0.1, "input_size": 16, "local_response_norm": False},
+            },
+            "constraints": [
+                {
+                    "name": "vone_block",
+                    "params": {"simple_channels": 8, "complex_channels": 8, "visual_degrees": 1.0},
+                },
+                {"name": "flexible_layer", "params": {"layers": "all", "threshold": "learned"}},
+            ],
+            "training": {"dataset": "digits", "epochs": 1, "batch_size": 128},
+            "benchmarks": [{"name": "memorization"}],
+        },
+        device="cpu",
+    )
+    assert row["status"] == "ok", row["error"]
+    assert row["metrics"]["natural_test_acc"] > row["metrics"]["chance"]

@@ -154,7 +154,9 @@ def _digit_stimuli(p: SyntheticV1Params, rng: np.random.Generator) -> np.ndarray
     ).astype(np.float32)
 
 
-def gabor_bank(num: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_gabor_pairs(
+    num: int, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``num`` random zero-mean, unit-norm Gabor quadrature pairs (num, size, size) x 2.
 
     Orientation uniform; spatial frequency log-uniform in [max(1/16, 1.5/size), 1/4] cycles/px
@@ -186,7 +188,7 @@ def gabor_bank(num: int, size: int, rng: np.random.Generator) -> tuple[np.ndarra
 
 def synthetic_rates(p: SyntheticV1Params, gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Noise-free expected spike counts (N, neurons) of the seeded Gabor population."""
-    even, odd = gabor_bank(p.num_neurons, p.size, rng)
+    even, odd = random_gabor_pairs(p.num_neurons, p.size, rng)
     x = gray.reshape(len(gray), -1).astype(np.float64)
     x = x - x.mean(1, keepdims=True)
     drive_even = x @ even.reshape(p.num_neurons, -1).T
