@@ -178,3 +178,30 @@ def test_a_constraint_after_vone_probes_the_front_end_with_the_images_geometry()
     )
     assert row["status"] == "ok", row["error"]
     assert row["metrics"]["natural_test_acc"] > row["metrics"]["chance"]
+
+
+def test_feature_target_is_validated_against_the_given_registry(registry):
+    """neural_similarity's 'features' control names a model: looked up in the registry the
+    submission is validated with (here one with an in-memory model), not the global one."""
+    from bioprior.registry.api import module_entry
+
+    entry = module_entry(_sequential())
+    explicit = Registry().load_entry_points().extended(entry)
+    plugin_loading.set_registry(None)
+    sub = {
+        "name": "feature-target",
+        "model": {"name": "small_alexnet", "params": {"width": 0.1, "input_size": 8}},
+        "constraints": [
+            {
+                "name": "neural_similarity",
+                "params": {
+                    "data": {"name": "synthetic_v1", "params": TINY_V1},
+                    "features": {"model": entry.name, "layer": "1"},
+                },
+            }
+        ],
+        "training": {"dataset": "digits", "epochs": 1},
+        "benchmarks": ["memorization"],
+    }
+    validate_submission_dict(sub, explicit)  # was: unknown model 'module:Sequential'
+    assert plugin_loading._REGISTRY is None
