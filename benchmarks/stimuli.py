@@ -291,10 +291,18 @@ __all__ = [
     "content_key",
     "evaluate",
     "predictions",
+    "subset_indices",
     "to_tensor",
     "to_uint8",
     "transform_now",
 ]
+
+
+def subset_indices(n: int, max_images: int | None, seed: int) -> np.ndarray:
+    """The (sorted, seeded) test images a benchmark evaluates: all ``n``, or ``max_images``."""
+    if max_images is None or max_images >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max_images])
 
 
 def image_rng(seed: int, condition: Condition, index: int) -> np.random.Generator:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+#: The kinds of plugin, written once: ``KINDS`` and the hook names (``hookspecs.HOOK_KINDS``)
+#: derive from it.
 Kind = Literal["model", "constraint", "dataset", "benchmark", "attack", "neural_data"]
-KINDS: tuple[str, ...] = ("model", "constraint", "dataset", "benchmark", "attack", "neural_data")
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 class PluginParams(BaseModel):
@@ -91,9 +93,22 @@ class PluginEntry:
             return self.factory
         return load_attribute(self.factory)
 
-    def parse_params(self, params: dict[str, Any] | None) -> BaseModel:
-        """Validate raw parameters against the entry's schema (raises pydantic ValidationError)."""
-        return self.params.model_validate(params or {})
+    def parse_params(self, params: dict[str, Any] | None, registry: Any = None) -> BaseModel:
+        """Validate raw parameters against the entry's schema (raises pydantic ValidationError).
+
+        ``registry`` is the validation context: parameters that name other plugins (e.g. a
+        :class:`~bioprior.registry.neural.NeuralDataRef`) are checked against it."""
+        context = {"registry": registry} if registry is not None else None
+        return self.params.model_validate(params or {}, context=context)
+
+    @property
+    def requires_model_params(self) -> tuple[str, ...]:
+        """Model parameters a constraint needs (checked at validation): its class's
+        ``Constraint.requires_model_params``; a lazy ``"module:attr"`` factory states them in
+        ``extra["requires_model_params"]`` instead (so that validating imports nothing)."""
+        if isinstance(self.factory, type):
+            return tuple(getattr(self.factory, "requires_model_params", ()))
+        return tuple(self.extra.get("requires_model_params", ()))
 
     def build(self, params: dict[str, Any] | BaseModel | None = None, **kwargs: Any) -> Any:
         """Validate ``params`` and call the factory with the parsed model as first argument."""

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import pluggy
 
+from .entries import KINDS
+
 PROJECT = "bioprior"
 ENTRY_POINT_GROUP = "bioprior"
 
@@ -57,11 +59,10 @@ def register_neural_data(register: Register) -> None:
     labelled, synthetic) responses or a similarity matrix, for neural constraints."""
 
 
-HOOK_KINDS: dict[str, str] = {
-    "register_models": "model",
-    "register_constraints": "constraint",
-    "register_datasets": "dataset",
-    "register_benchmarks": "benchmark",
-    "register_attacks": "attack",
-    "register_neural_data": "neural_data",
-}
+def hook_name(kind: str) -> str:
+    """The hook through which entries of ``kind`` are registered (``register_models``, ...)."""
+    return f"register_{kind}" if kind.endswith("_data") else f"register_{kind}s"
+
+
+#: hook name -> kind, for every kind in ``entries.KINDS`` (each has a hookspec above)
+HOOK_KINDS: dict[str, str] = {hook_name(kind): kind for kind in KINDS}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 if TYPE_CHECKING:
     import torch
@@ -103,16 +103,18 @@ class NeuralDataRef(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Its parameters.")
 
     @model_validator(mode="after")
-    def _known(self) -> NeuralDataRef:
+    def _known(self, info: ValidationInfo) -> NeuralDataRef:
         from pydantic import ValidationError
 
         from . import plugins
 
-        registry = plugins._REGISTRY  # None while the registry itself is loading (defaults)
-        if registry is None:
+        registry = (info.context or {}).get("registry")
+        if registry is None:  # no context: the process-wide registry, if it is loaded yet
+            registry = plugins._REGISTRY
+        if registry is None:  # None while the registry itself is loading (defaults)
             return self
         try:
-            registry.get("neural_data", self.name).parse_params(self.params)
+            registry.get("neural_data", self.name).parse_params(self.params, registry)
         except plugins.UnknownPluginError as exc:
             raise ValueError(str(exc)) from None
         except ValidationError as exc:

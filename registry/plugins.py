@@ -394,9 +394,11 @@ class Registry:
 
     def extended(self, *entries: PluginEntry) -> Registry:
         """A copy of this registry with extra entries (e.g. an in-memory model); self is unchanged."""
-        copy = Registry.__new__(Registry)
-        copy.__dict__.update(self.__dict__)
+        copy = Registry(strict=self.strict)  # its own plugin manager and member cache
+        for name, plugin in self.pm.list_name_plugin():
+            copy.pm.register(plugin, name=name)
         copy._entries = {**self._entries, **{(e.kind, e.name): e for e in entries}}
+        copy._members = {k: e for k, e in self._members.items() if k not in copy._entries}
         copy.failures = list(self.failures)
         return copy
 

@@ -217,7 +217,7 @@ def resolve_component(
         if source is None:
             return None
     try:
-        parsed = entry.parse_params(params)
+        parsed = entry.parse_params(params, registry)
     except ValidationError as exc:
         _param_errors(exc, path + ("params",), errors)
         return None
@@ -352,7 +352,7 @@ def resolve_variant(
         for i, b in enumerate(sub.benchmarks)
     ]
     for i, (c, ref) in enumerate(zip(constraints, sub.constraints)):
-        needed = c.entry.extra.get("requires_model_params", []) if c and ref.enabled else []
+        needed = c.entry.requires_model_params if c and ref.enabled else ()
         missing = [n for n in needed if model and n not in model.entry.params.model_fields]
         if missing:
             names = ", ".join(missing)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import atomic
+from .constraint import InputGeometry
 from .data import ImageData, fit_data
 from .hashing import content_hash
 from .output_check import check_logits
@@ -157,12 +158,13 @@ class TrainingService:
                 f"model.params.num_classes is {params['num_classes']} but {data.name} has {data.num_classes} classes"
             )
         constraints = [c.entry.build(c.params) for c in spec.constraints]
+        geometry = InputGeometry.of(model_entry.name, params)
         for constraint in constraints:
             params = constraint.configure(model_entry.name, params)
         torch.manual_seed(spec.seed)
         net = model_entry.build(model_entry.params.model_validate(params))
         for constraint in constraints:
-            net = constraint.apply(net)
+            net = constraint.apply(net, geometry)
         mean, std = data.channel_stats()
         return Normalized(net, mean, std).to(self.device)
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from bioprior import create_model
-from bioprior.plugins.capacity.nn import GaussianNoise, HiddenActivation, Quantize
+from bioprior.plugins.capacity.nn import GaussianNoise, Quantize
+from bioprior.registry.layers import HiddenActivation
 
 
 def _constrained(registry, model: nn.Module, *specs: tuple[str, dict]) -> nn.Module:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bioprior.plugins.flexible_layer import FlexibleLayer
+from bioprior.plugins.flexible_layer.nn import FlexibleLayer
 
 CIFAR = {"in_channels": 3, "input_size": 32, "num_classes": 10}
 DIGITS16 = {"in_channels": 1, "input_size": 16, "num_classes": 10}

@@ -10,8 +10,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from bioprior.plugins.flexible_layer import FlexibleLayer
-from bioprior.registry.constraint import ConstraintError
+from bioprior.plugins.flexible_layer.nn import FlexibleLayer
+from bioprior.registry.constraint import ConstraintError, InputGeometry
 from bioprior.registry.objective import excluded_from_weight_decay
 
 
@@ -35,10 +35,11 @@ def constrained(registry, model: str, geometry: dict, **params) -> tuple[nn.Modu
     model_entry = registry.get("model", model)
     constraint = registry.get("constraint", "flexible_layer").build(params)
     model_params = model_entry.params.model_validate(geometry).model_dump()
+    input_geometry = InputGeometry.of(model, model_params)
     model_params = constraint.configure(model, model_params)
     torch.manual_seed(0)
     net = model_entry.build(model_params)
-    return constraint.apply(net), constraint
+    return constraint.apply(net, input_geometry), constraint
 
 
 def test_eq1_limits_infinite_thresholds_select_pool_or_conv():

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioprior import create_model
-from bioprior.plugins.flexible_layer import FlexibleLayer
-from bioprior.plugins.hmax import (
+from bioprior.plugins.flexible_layer.nn import FlexibleLayer
+from bioprior.plugins.hmax.nn import (
     C1,
     S1,
     AfferentMax,

@@ -11,16 +11,16 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from bioprior.plugins.neural_cotraining import (
+from bioprior.plugins.neural_cotraining import NeuralCoTrainingParams
+from bioprior.plugins.neural_cotraining.nn import (
     GaussianReadout,
-    NeuralCoTrainingParams,
     cotraining_objectives,
     kendall_loss,
     neural_loss,
     resolve_layer,
     shuffle_responses,
 )
-from bioprior.registry.constraint import ConstraintError
+from bioprior.registry.constraint import ConstraintError, InputGeometry
 from bioprior.registry.neural import NeuralData, NeuralDataRef, load_neural_data
 from bioprior.registry.objective import Batch, ObjectiveContext, excluded_from_weight_decay
 from bioprior.registry.trainer import Normalized
@@ -43,8 +43,7 @@ def _model(registry, shuffle=False, ratio=1.0, data=None, **extra):
         **extra,
     }
     constraint = registry.get("constraint", "neural_cotraining").build(params)
-    constraint.configure("vgg19_bn_fcn", {"in_channels": 1, "input_size": 16})
-    net = constraint.apply(net)
+    net = constraint.apply(net, InputGeometry(1, 16))
     return Normalized(net, torch.tensor([0.5]), torch.tensor([0.25]))
 
 
@@ -183,7 +182,7 @@ def test_neural_batch_ratio_sets_the_neural_batch_size(registry):
         model = _model(registry, ratio=ratio)
         objective = _prepare(model, batch_size=8)
         seen: list[int] = []
-        layer = model.net.get_submodule("features.conv3_1")
+        layer = model.net.net.get_submodule("features.conv3_1")
         handle = layer.register_forward_hook(lambda m, i, o, seen=seen: seen.append(len(o)))
         _step_loss(model, objective)
         handle.remove()
@@ -197,7 +196,7 @@ def test_neural_pass_stops_at_the_chosen_layer_and_gradients_reach_it(registry):
     model.zero_grad()
     neural = neural_loss(objective.predict(model, x), objective._y[:4])
     neural.backward()
-    net = model.net
+    net = model.net.net  # Normalized(WithObjectives(vgg))
     assert net.features.conv3_1.conv.weight.grad.abs().sum() > 0
     assert net.features.conv1_1.conv.weight.grad.abs().sum() > 0
     assert net.features.conv3_2.conv.weight.grad is None  # above the shared part
@@ -248,8 +247,9 @@ def test_constraint_on_another_model_by_conv_index(registry):
     constraint = registry.get("constraint", "neural_cotraining").build(
         {"layer": "conv:1", "data": {"name": "synthetic_v1", "params": SMALL}}
     )
-    constraint.configure("small_alexnet", {"in_channels": 1, "input_size": 16})
-    model = Normalized(constraint.apply(net), torch.tensor([0.5]), torch.tensor([0.25]))
+    model = Normalized(
+        constraint.apply(net, InputGeometry(1, 16)), torch.tensor([0.5]), torch.tensor([0.25])
+    )
     objective = _prepare(model)
     assert objective.readout.features.shape == (6, 20)  # 6 neurons x 200 * 0.1 channels
     _, total = _step_loss(model, objective)
@@ -285,7 +285,7 @@ def test_readout_is_saved_with_the_weights_and_survives_reload(registry, tmp_pat
         objective.readout.features.normal_()
         objective.log_var_neural.fill_(0.7)
     state = model.state_dict()
-    assert {"net.neural_cotraining.readout.mu", "net.neural_cotraining.log_var_task"} <= set(state)
+    assert {"net.objectives.0.readout.mu", "net.objectives.0.log_var_task"} <= set(state)
     assert not any(k.endswith(("_x", "_y")) for k in state)  # data is not saved
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
     fresh = _model(registry)
@@ -326,8 +326,9 @@ def _cotrain(registry, shuffle: bool):
     constraint = registry.get("constraint", "neural_cotraining").build(
         {"data": data, "shuffle": shuffle}
     )
-    constraint.configure("vgg19_bn_fcn", {"in_channels": 1, "input_size": 16})
-    model = Normalized(constraint.apply(net), task.mean((0, 2, 3)), task.std((0, 2, 3)))
+    model = Normalized(
+        constraint.apply(net, InputGeometry(1, 16)), task.mean((0, 2, 3)), task.std((0, 2, 3))
+    )
     (objective,) = cotraining_objectives(model)
     recipe = TrainingRecipe(dataset="digits", epochs=4, batch_size=16, optimizer="adam", lr=3e-3)
 
@@ -364,8 +365,8 @@ def test_deep_copy_keeps_the_objective_on_its_own_copy(registry):
     _step_loss(model, objective)
     clone = copy.deepcopy(model).eval()  # as benchmarks' deterministic copies do
     (twin,) = cotraining_objectives(clone)
-    assert twin.layer() is clone.net.features.conv3_1  # not the original's layer
-    assert twin._root[0] is clone.net and twin not in list(model.modules())
+    assert twin.layer() is clone.net.net.features.conv3_1  # not the original's layer
+    assert twin._root[0] is clone.net.net and twin not in list(model.modules())
     model.eval()
     x = objective._x[:3]
     assert torch.equal(twin.predict(clone, x), objective.predict(model, x))

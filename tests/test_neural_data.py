@@ -7,7 +7,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from bioprior.plugins.neural_data import SYNTHETIC_LABEL, save_neural_file
+from bioprior.plugins.neural_data import SYNTHETIC_LABEL
+from bioprior.plugins.neural_data.files import save_neural_file
 from bioprior.registry.data import DataUnavailable
 from bioprior.registry.neural import NeuralData, NeuralDataRef, load_neural_data
 

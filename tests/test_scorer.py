@@ -10,7 +10,22 @@ from conftest import run_cli, tiny_submission
 from torch import nn
 
 import bioprior
+from bioprior.registry.progress import Reporter
 from bioprior.registry.store import ResultStore
+
+
+class RecordingReporter(Reporter):
+    """Records what the scorer trained and the messages it gave."""
+
+    def __init__(self) -> None:
+        self.trainings: list[str] = []
+        self.messages: list[str] = []
+
+    def training_started(self, label: str, epochs: int) -> None:
+        self.trainings.append(label)
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
 
 
 def test_score_stores_rows_with_provenance(bioprior_home, write_submission):
@@ -22,8 +37,11 @@ def test_score_stores_rows_with_provenance(bioprior_home, write_submission):
         {"constraints.0.params.sigma": 0.0},
         {"constraints.0.params.sigma": 0.5},
     )
-    assert 0.0 <= row["score"] <= 1.0
     assert {"natural_test_acc", "random_train_acc", "chance"} <= set(row["metrics"])
+    m = row["metrics"]  # tsvetkov2020 memorization score: learned * (1 - memorized)
+    learned = min(max((m["natural_test_acc"] - m["chance"]) / (1 - m["chance"]), 0), 1)
+    memorized = min(max((m["random_train_acc"] - m["chance"]) / (1 - m["chance"]), 0), 1)
+    assert row["score"] == pytest.approx(learned * (1 - memorized))
     assert row["plugin_versions"]["model:small_alexnet"].startswith("1 (bioprior")
     assert row["weights_hash"] and row["device"] == "cpu" and row["benchmark_version"] == "1"
     weights = list((bioprior_home / "weights").glob("*.safetensors"))
@@ -59,6 +77,17 @@ def test_rerun_skips_finished_jobs_and_reuses_weights(bioprior_home, write_submi
     assert "1 jobs: 0 already done, 1 to run" in first.stderr
     again = run_cli("score", str(path), "--device", "cpu")
     assert again.returncode == 0 and "1 jobs: 1 already done, 0 to run" in again.stderr
+    # the same job against another store runs again, from the cached weights: nothing trains,
+    # no weight file is written, and the weights are the same
+    weights = {f: f.stat().st_mtime_ns for f in (bioprior_home / "weights").glob("*")}
+    reporter = RecordingReporter()
+    (rerun,) = bioprior.score(
+        path, device="cpu", db=bioprior_home / "other.sqlite", reporter=reporter
+    )
+    assert reporter.trainings == [] and rerun["status"] == "ok"
+    assert {f: f.stat().st_mtime_ns for f in (bioprior_home / "weights").glob("*")} == weights
+    (stored,) = bioprior.score(path, device="cpu")  # already done: the stored row
+    assert rerun["weights_hash"] == stored["weights_hash"] and rerun["metrics"] == stored["metrics"]
     out = json.loads(run_cli("results", "--format", "json").stdout)
     assert len(out) == 1 and {
         "submission",
@@ -176,12 +205,21 @@ def test_score_in_memory_module(bioprior_home):
 def test_corrupt_cached_weights_are_retrained(bioprior_home, write_submission):
     path = write_submission(tiny_submission())
     (first,) = bioprior.score(path, device="cpu")
-    for f in (bioprior_home / "weights").glob("*.safetensors"):
+    files = sorted((bioprior_home / "weights").glob("*.safetensors"))
+    for f in files:
         f.write_bytes(b"garbage")
     with ResultStore(bioprior_home / "results.sqlite") as store:
         store.conn.execute("DELETE FROM results")
-    (second,) = bioprior.score(path, device="cpu")
+    reporter = RecordingReporter()
+    (second,) = bioprior.score(path, device="cpu", reporter=reporter)
+    # each unreadable file was noticed, its model retrained and the file rewritten
+    assert sum("unreadable cached weights" in m for m in reporter.messages) == len(files) == 2
+    assert len(reporter.trainings) == 2
+    from safetensors.torch import load_file
+
+    assert all(load_file(str(f)) for f in files)
     assert second["metrics"] == first["metrics"]
+    assert second["weights_hash"] == first["weights_hash"]
 
 
 @pytest.mark.parametrize("status", ["ok", "failed"])

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bioprior.plugins.capacity.nn import hidden_activations
-from bioprior.plugins.vgg19_fcn import VGG19_PLAN, VGG19FCN, VGG19FCNParams, build
+from bioprior.plugins.vgg19_fcn import VGG19_PLAN, VGG19FCNParams
+from bioprior.plugins.vgg19_fcn.nn import VGG19FCN, build
+from bioprior.registry.layers import hidden_activations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -215,177 +215,205 @@ def _index(values: list[float], target: float) -> int | None:
     return None
 
 
-def run_adversarial(ctx, params) -> BenchmarkResult:
-    trained = ctx.trained()
-    module, data = trained.module, trained.data
+@dataclass
+class Setup:
+    """What every mode is attacked with: the images, the epsilon scale and the attacks."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    scale: float  # epsilon in the benchmark's space -> pixel units
+    curve_attacks: dict[str, AttackPlugin]
+    unbounded: AttackPlugin
+    minimal: dict[str, AttackPlugin]
+    score_plugin: AttackPlugin
+    fgsm: AttackPlugin
+
+    def px(self, eps: float) -> float:
+        return eps * self.scale
+
+
+def _setup(ctx, params, module: nn.Module, data) -> Setup:
     n = min(params.images, len(data.test_x))
-    x = data.test_x[:n].float().contiguous()
-    y = data.test_y[:n]
     std = getattr(module, "input_std", None)
     scale = float(std.mean()) if params.epsilon_space == "normalized" and std is not None else 1.0
-
-    def px(eps: float) -> float:
-        return eps * scale
-
     curve_attacks = {label: resolve_attack(ctx, c.attack) for label, c in params.curves.items()}
-    unbounded = resolve_attack(ctx, params.unbounded)
-    minimal = {ref.name: resolve_attack(ctx, ref) for ref in params.minimal_attacks}
-    score_eps = params.score_epsilon
-    score_plugin = curve_attacks[params.score_curve]
-    fgsm = resolve_attack(ctx, AttackRef(name="fgsm"))
+    return Setup(
+        x=data.test_x[:n].float().contiguous(),
+        y=data.test_y[:n],
+        scale=scale,
+        curve_attacks=curve_attacks,
+        unbounded=resolve_attack(ctx, params.unbounded),
+        minimal={ref.name: resolve_attack(ctx, ref) for ref in params.minimal_attacks},
+        score_plugin=curve_attacks[params.score_curve],
+        fgsm=resolve_attack(ctx, AttackRef(name="fgsm")),
+    )
 
-    modes, info = _modes(module, x, params, ctx.seed)
-    metrics: dict[str, Any] = {
-        "images": n,
-        "epsilon_space": params.epsilon_space,
-        "epsilon_scale_to_pixel": scale,
-        **info,
-        "modes": {},
+
+def _transfer_adversarials(
+    ctx, params, s: Setup, data
+) -> tuple[dict[float, torch.Tensor], dict[str, Any]]:
+    """Black-box adversarials at the score curve's epsilons, computed once on the
+    (deterministic) surrogate, and the surrogate's own accuracies."""
+    surrogate_params = {
+        **params.surrogate_params,
+        "in_channels": data.channels,
+        "input_size": data.size,
     }
-
-    # black-box: adversarials computed once on the (deterministic) surrogate
-    transfer_advs: dict[float, torch.Tensor] = {}
-    if params.transfer:
-        surrogate_params = {
-            **params.surrogate_params,
-            "in_channels": data.channels,
-            "input_size": data.size,
-        }
-        surrogate = ctx.trained(
-            model=ctx.component("model", params.surrogate_model, surrogate_params),
-            constraints=(),
-        )
-        sur_module, _ = deterministic_copy(surrogate.module)
-        sur_plugin = resolve_attack(ctx, params.transfer_attack)
-        fmodel = fb.PyTorchModel(sur_module, bounds=(0, 1), device=x.device)
-        eps_list = params.curves[params.score_curve].epsilons
-        sur_clean = correct_fraction(sur_module, x, y)
-        for k, eps in enumerate(eps_list):
-            with seeded(_seed(ctx.seed, "transfer", str(k)), x.device):
-                transfer_advs[eps] = (
-                    x
-                    if eps == 0
-                    else _batched_attack(
-                        sur_plugin.attack, fmodel, x, y, px(eps), params.batch_size
-                    )
+    surrogate = ctx.trained(
+        model=ctx.component("model", params.surrogate_model, surrogate_params),
+        constraints=(),
+    )
+    sur_module, _ = deterministic_copy(surrogate.module)
+    sur_plugin = resolve_attack(ctx, params.transfer_attack)
+    fmodel = fb.PyTorchModel(sur_module, bounds=(0, 1), device=s.x.device)
+    eps_list = params.curves[params.score_curve].epsilons
+    sur_clean = correct_fraction(sur_module, s.x, s.y)
+    advs: dict[float, torch.Tensor] = {}
+    for k, eps in enumerate(eps_list):
+        with seeded(_seed(ctx.seed, "transfer", str(k)), s.x.device):
+            advs[eps] = (
+                s.x
+                if eps == 0
+                else _batched_attack(
+                    sur_plugin.attack, fmodel, s.x, s.y, s.px(eps), params.batch_size
                 )
-        metrics["surrogate"] = {
-            "model": params.surrogate_model,
-            "clean_accuracy": sur_clean.mean().item(),
-            "white_box_accuracy": [
-                correct_fraction(sur_module, transfer_advs[e], y).mean().item() for e in eps_list
-            ],
-        }
+            )
+    surrogate_metrics = {
+        "model": params.surrogate_model,
+        "clean_accuracy": sur_clean.mean().item(),
+        "white_box_accuracy": [
+            correct_fraction(sur_module, advs[e], s.y).mean().item() for e in eps_list
+        ],
+    }
+    return advs, surrogate_metrics
 
-    for mode in modes:
-        seed = _seed(ctx.seed, mode.name)
-        with seeded(seed, x.device):
-            clean = correct_fraction(mode.module, x, y, mode.eval_samples).mean().item()
-        out: dict[str, Any] = {"clean_accuracy": clean, "eot_samples": mode.eot_samples}
-        curves = {}
-        for label, spec in params.curves.items():
-            curve = fixed_epsilon_curve(
-                mode,
-                curve_attacks[label],
-                x,
-                y,
-                [px(e) for e in spec.epsilons],
-                _seed(seed, label),
-                params.batch_size,
-            )
-            curves[label] = {
-                "attack": spec.attack.name,
-                "epsilons": list(spec.epsilons),
-                "epsilons_pixel": [px(e) for e in spec.epsilons],
-                **curve,
-            }
-        out["curves"] = curves
-        flags: dict[str, bool] = {}
-        flags["non_monotonic"] = any(
-            any(
-                b - a > params.monotonic_tolerance for a, b in itertools.pairwise(c["accuracy_raw"])
-            )
-            for c in curves.values()
-        )
-        score_curve = curves[params.score_curve]
-        i_score = _index(score_curve["epsilons"], score_eps)
-        robust = score_curve["accuracy"][i_score]
-        out["robust_accuracy"] = robust
 
-        # single-step vs iterative at the score epsilon (Carlini et al. 2019)
-        if score_eps > 0 and not score_plugin.minimal:
-            step = fixed_epsilon_curve(
-                mode, fgsm, x, y, [px(score_eps)], _seed(seed, "fgsm@score"), params.batch_size
-            )
-            out["fgsm_at_score_epsilon"] = step["accuracy"][0]
-            flags["single_step_beats_iterative"] = (
-                step["accuracy"][0] < robust - params.black_box_tolerance
-            )
-            if mode.stochastic and mode.eot_samples > 1:
-                single = fixed_epsilon_curve(
-                    mode,
-                    score_plugin,
-                    x,
-                    y,
-                    [px(score_eps)],
-                    _seed(seed, params.score_curve),  # same seed as the EOT run
-                    params.batch_size,
-                    eot=False,
-                )
-                out["single_sample_robust_accuracy"] = single["accuracy"][0]
-
-        # unbounded attack must reach ~0
-        ub = fixed_epsilon_curve(
+def _curves(mode: Mode, params, s: Setup, seed: int) -> dict[str, dict[str, Any]]:
+    """Every fixed-epsilon accuracy curve of ``params.curves`` on ``mode``."""
+    curves = {}
+    for label, spec in params.curves.items():
+        curve = fixed_epsilon_curve(
             mode,
-            unbounded,
-            x,
-            y,
-            [px(params.unbounded_epsilon)],
-            _seed(seed, "unbounded"),
+            s.curve_attacks[label],
+            s.x,
+            s.y,
+            [s.px(e) for e in spec.epsilons],
+            _seed(seed, label),
             params.batch_size,
         )
-        out["unbounded_accuracy"] = ub["accuracy"][0]
-        flags["unbounded_not_zero"] = ub["accuracy"][0] > params.unbounded_max_accuracy
+        curves[label] = {
+            "attack": spec.attack.name,
+            "epsilons": list(spec.epsilons),
+            "epsilons_pixel": [s.px(e) for e in spec.epsilons],
+            **curve,
+        }
+    return curves
 
-        # vanishing / zero input gradients
-        with seeded(_seed(seed, "gradients"), x.device):
-            norms = margin_gradient_norms(mode.module, x, y)
-        zero = (norms <= 1e-12).float().mean().item()
-        out["zero_gradient_fraction"] = zero
-        out["median_gradient_norm"] = norms.median().item()
-        flags["vanishing_gradients"] = zero > params.zero_gradient_fraction
 
-        # black-box transfer
-        if params.transfer:
-            eps_list = params.curves[params.score_curve].epsilons
-            running, acc = None, []
-            for k, eps in enumerate(eps_list):
-                with seeded(_seed(seed, "transfer", str(k)), x.device):
-                    c = correct_fraction(mode.module, transfer_advs[eps], y, mode.eval_samples)
-                running = c if running is None else torch.minimum(running, c)
-                acc.append(running.mean().item())
-            out["transfer"] = {
-                "attack": params.transfer_attack.name,
-                "epsilons": list(eps_list),
-                "accuracy": acc,
-            }
-            white = score_curve["accuracy"]
-            flags["black_box_beats_white_box"] = any(
-                b < w - params.black_box_tolerance for b, w in zip(acc, white)
-            )
-        flags["stochastic_outputs"] = mode.stochastic
+def _single_step_check(mode: Mode, params, s: Setup, seed: int, robust: float, out, flags):
+    """FGSM vs the iterative score attack at the score epsilon (Carlini et al. 2019), and the
+    score attack without EOT on a stochastic model."""
+    score_eps = params.score_epsilon
+    step = fixed_epsilon_curve(
+        mode, s.fgsm, s.x, s.y, [s.px(score_eps)], _seed(seed, "fgsm@score"), params.batch_size
+    )
+    out["fgsm_at_score_epsilon"] = step["accuracy"][0]
+    flags["single_step_beats_iterative"] = step["accuracy"][0] < robust - params.black_box_tolerance
+    if mode.stochastic and mode.eot_samples > 1:
+        single = fixed_epsilon_curve(
+            mode,
+            s.score_plugin,
+            s.x,
+            s.y,
+            [s.px(score_eps)],
+            _seed(seed, params.score_curve),  # same seed as the EOT run
+            params.batch_size,
+            eot=False,
+        )
+        out["single_sample_robust_accuracy"] = single["accuracy"][0]
 
-        if params.minimal_images and minimal:
-            m = min(params.minimal_images, n)
-            out["minimal"] = minimal_perturbations(
-                mode, minimal, x[:m], y[:m], _seed(seed, "minimal"), params.batch_size
-            )
-        out["flags"] = flags
-        metrics["modes"][mode.name] = out
 
-    scored = metrics["modes"]["stochastic" if "stochastic" in metrics["modes"] else "deterministic"]
-    metrics["score_mode"] = "stochastic" if "stochastic" in metrics["modes"] else "deterministic"
-    flags = {}
+def _unbounded_check(mode: Mode, params, s: Setup, seed: int, out, flags) -> None:
+    """An unbounded attack must bring the accuracy to about 0."""
+    ub = fixed_epsilon_curve(
+        mode,
+        s.unbounded,
+        s.x,
+        s.y,
+        [s.px(params.unbounded_epsilon)],
+        _seed(seed, "unbounded"),
+        params.batch_size,
+    )
+    out["unbounded_accuracy"] = ub["accuracy"][0]
+    flags["unbounded_not_zero"] = ub["accuracy"][0] > params.unbounded_max_accuracy
+
+
+def _gradient_check(mode: Mode, params, s: Setup, seed: int, out, flags) -> None:
+    """Vanishing or zero input gradients of the margin."""
+    with seeded(_seed(seed, "gradients"), s.x.device):
+        norms = margin_gradient_norms(mode.module, s.x, s.y)
+    zero = (norms <= 1e-12).float().mean().item()
+    out["zero_gradient_fraction"] = zero
+    out["median_gradient_norm"] = norms.median().item()
+    flags["vanishing_gradients"] = zero > params.zero_gradient_fraction
+
+
+def _transfer_check(mode: Mode, params, s: Setup, seed: int, advs, white, out, flags) -> None:
+    """Accuracy on the surrogate's adversarials (a running minimum over epsilons); a black-box
+    attack stronger than the white-box one is a flag."""
+    eps_list = params.curves[params.score_curve].epsilons
+    running, acc = None, []
+    for k, eps in enumerate(eps_list):
+        with seeded(_seed(seed, "transfer", str(k)), s.x.device):
+            c = correct_fraction(mode.module, advs[eps], s.y, mode.eval_samples)
+        running = c if running is None else torch.minimum(running, c)
+        acc.append(running.mean().item())
+    out["transfer"] = {
+        "attack": params.transfer_attack.name,
+        "epsilons": list(eps_list),
+        "accuracy": acc,
+    }
+    flags["black_box_beats_white_box"] = any(
+        b < w - params.black_box_tolerance for b, w in zip(acc, white)
+    )
+
+
+def _attack_mode(mode: Mode, params, s: Setup, seed: int, advs) -> dict[str, Any]:
+    """Every measurement and sanity flag of one mode (deterministic or stochastic)."""
+    with seeded(seed, s.x.device):
+        clean = correct_fraction(mode.module, s.x, s.y, mode.eval_samples).mean().item()
+    out: dict[str, Any] = {"clean_accuracy": clean, "eot_samples": mode.eot_samples}
+    curves = out["curves"] = _curves(mode, params, s, seed)
+    flags: dict[str, bool] = {}
+    flags["non_monotonic"] = any(
+        any(b - a > params.monotonic_tolerance for a, b in itertools.pairwise(c["accuracy_raw"]))
+        for c in curves.values()
+    )
+    score_curve = curves[params.score_curve]
+    robust = score_curve["accuracy"][_index(score_curve["epsilons"], params.score_epsilon)]
+    out["robust_accuracy"] = robust
+    if params.score_epsilon > 0 and not s.score_plugin.minimal:
+        _single_step_check(mode, params, s, seed, robust, out, flags)
+    _unbounded_check(mode, params, s, seed, out, flags)
+    _gradient_check(mode, params, s, seed, out, flags)
+    if params.transfer:
+        _transfer_check(mode, params, s, seed, advs, score_curve["accuracy"], out, flags)
+    flags["stochastic_outputs"] = mode.stochastic
+    if params.minimal_images and s.minimal:
+        m = min(params.minimal_images, len(s.x))
+        out["minimal"] = minimal_perturbations(
+            mode, s.minimal, s.x[:m], s.y[:m], _seed(seed, "minimal"), params.batch_size
+        )
+    out["flags"] = flags
+    return out
+
+
+def _summary(metrics: dict[str, Any], info: dict[str, Any]) -> BenchmarkResult:
+    """The scored mode's figures at the top level, the flags of all modes OR-ed, the score."""
+    score_mode = "stochastic" if "stochastic" in metrics["modes"] else "deterministic"
+    scored = metrics["modes"][score_mode]
+    metrics["score_mode"] = score_mode
+    flags: dict[str, bool] = {}
     for mode_metrics in metrics["modes"].values():
         for k, v in mode_metrics["flags"].items():
             flags[k] = flags.get(k, False) or v
@@ -399,3 +427,26 @@ def run_adversarial(ctx, params) -> BenchmarkResult:
     clean = scored["clean_accuracy"]
     score = 0.0 if clean <= 0 else min(max(scored["robust_accuracy"] / clean, 0.0), 1.0)
     return BenchmarkResult(metrics, score)
+
+
+def run_adversarial(ctx, params) -> BenchmarkResult:
+    """The benchmark: set up, (transfer adversarials once,) attack every mode, summarize."""
+    trained = ctx.trained()
+    module, data = trained.module, trained.data
+    s = _setup(ctx, params, module, data)
+    modes, info = _modes(module, s.x, params, ctx.seed)
+    metrics: dict[str, Any] = {
+        "images": len(s.x),
+        "epsilon_space": params.epsilon_space,
+        "epsilon_scale_to_pixel": s.scale,
+        **info,
+        "modes": {},
+    }
+    advs: dict[float, torch.Tensor] = {}
+    if params.transfer:
+        advs, metrics["surrogate"] = _transfer_adversarials(ctx, params, s, data)
+    for mode in modes:
+        metrics["modes"][mode.name] = _attack_mode(
+            mode, params, s, _seed(ctx.seed, mode.name), advs
+        )
+    return _summary(metrics, info)

@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from bioprior.benchmarks.stimuli import Condition, StimulusSet, evaluate, image_rng, to_uint8
+from bioprior.benchmarks.stimuli import (
+    Condition,
+    StimulusSet,
+    evaluate,
+    image_rng,
+    subset_indices,
+    to_uint8,
+)
 
 from . import imagecorruptions_compat as ic
 
@@ -138,12 +145,6 @@ def conditions(p, size: int | None = None) -> list[Condition]:
 
 
 # -- evaluation ------------------------------------------------------------------------------
-def subset_indices(n: int, max_images: int | None, seed: int) -> np.ndarray:
-    if max_images is None or max_images >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).permutation(n)[:max_images])
-
-
 def load_precomputed(folder: Path, name: str, severity: int, channels: int, size: int, n: int):
     """CIFAR-10-C / ImageNet-C layout: ``<folder>/<name>.npy`` (5 * M, H, W, 3) uint8, severity
     major, and ``<folder>/labels.npy``; returns (images uint8 N, C, H, W fitted, labels)."""

@@ -244,7 +244,7 @@ def score_external(ext, trained, ctx) -> dict[str, Any]:
 
 
 def run(p, ctx):
-    from bioprior.benchmarks.corruption.run import subset_indices
+    from bioprior.benchmarks.stimuli import subset_indices
     from bioprior.registry.benchmark import BenchmarkResult
 
     trained = ctx.trained()

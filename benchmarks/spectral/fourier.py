@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from bioprior.benchmarks.stimuli import Condition, StimulusSet, evaluate, to_uint8
+from bioprior.benchmarks.stimuli import (
+    Condition,
+    StimulusSet,
+    evaluate,
+    subset_indices,
+    to_uint8,
+)
 
 TRANSFORM = "bioprior.benchmarks.spectral.fourier:transform"
 VERSION = "1"
@@ -165,7 +171,7 @@ def run(p, ctx):
 
     trained = ctx.trained()
     data = trained.data
-    idx = ci.subset_indices(len(data.test_x), p.max_images, ctx.seed)
+    idx = subset_indices(len(data.test_x), p.max_images, ctx.seed)
     x, y = data.test_x[idx], data.test_y[idx]
     src = to_uint8(x)
     size = int(data.size)

@@ -7,7 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bioprior.registry.constraint import Constraint, ConstraintError
+from bioprior.registry.constraint import (
+    UNKNOWN_GEOMETRY,
+    Constraint,
+    ConstraintError,
+    InputGeometry,
+)
 from bioprior.registry.entries import PluginParams
 from bioprior.registry.hookspecs import hookimpl
 
@@ -30,8 +35,9 @@ class InternalNoiseParams(PluginParams):
 class InternalNoise(Constraint):
     """Gaussian noise on the output of every hidden conv / linear activation, not the output layer."""
 
-    def apply(self, module):
-        from bioprior.plugins.capacity.nn import GaussianNoise, hidden_activations
+    def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
+        from bioprior.plugins.capacity.nn import GaussianNoise
+        from bioprior.registry.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.post.append(GaussianNoise(self.params.sigma, self.params.at_inference))
@@ -67,8 +73,9 @@ class ActivationParams(PluginParams):
 class Activation(Constraint):
     """Replace every hidden nonlinearity."""
 
-    def apply(self, module):
-        from bioprior.plugins.capacity.nn import ACTIVATIONS, hidden_activations
+    def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
+        from bioprior.plugins.capacity.nn import ACTIVATIONS
+        from bioprior.registry.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.act = ACTIVATIONS[self.params.function]()
@@ -94,8 +101,9 @@ class PrecisionLimitParams(PluginParams):
 class PrecisionLimit(Constraint):
     """Round hidden activations to ``bits`` with a straight-through gradient."""
 
-    def apply(self, module):
-        from bioprior.plugins.capacity.nn import Quantize, hidden_activations
+    def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
+        from bioprior.plugins.capacity.nn import Quantize
+        from bioprior.registry.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.post.append(Quantize(self.params.bits, self.params.low, self.params.high))
@@ -118,7 +126,6 @@ def register_constraints(register):
         params=BottleneckParams,
         **common,
         description="Narrow first conv layer.",
-        extra={"requires_model_params": ["first_conv_width"]},
     )
     register(
         name="activation",

@@ -1,7 +1,6 @@
-"""Hidden-activation surgery shared by constraints: find every hidden activation module of a
-model, wrap it in :class:`HiddenActivation`, and attach post-operations (noise, rounding) or
-swap the nonlinearity. Output layers carry no activation module, so they are never touched.
-"""
+"""The torch side of tsvetkov2020's constraints (:mod:`bioprior.plugins.capacity`): the
+operations put after every hidden activation (found and wrapped by
+:func:`bioprior.registry.layers.hidden_activations`) and the nonlinearities it can swap in."""
 
 from __future__ import annotations
 
@@ -19,48 +18,6 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU,
     "softplus": nn.Softplus,
 }
-_ACTIVATION_TYPES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.GELU,
-    nn.ELU,
-    nn.SiLU,
-    nn.LeakyReLU,
-    nn.Softplus,
-    nn.Mish,
-    nn.Hardswish,
-)
-
-
-class HiddenActivation(nn.Module):
-    """``post(act(x))``: a hidden unit's nonlinearity followed by constraint operations, in order."""
-
-    def __init__(self, act: nn.Module):
-        super().__init__()
-        self.act = act
-        self.post = nn.ModuleList()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(x)
-        for op in self.post:
-            x = op(x)
-        return x
-
-
-def hidden_activations(model: nn.Module) -> list[HiddenActivation]:
-    """Wrap (once) and return every hidden activation of ``model``, in module order."""
-    for parent in list(model.modules()):
-        if isinstance(parent, HiddenActivation):
-            continue
-        for name, child in list(parent.named_children()):
-            if isinstance(child, _ACTIVATION_TYPES):
-                setattr(parent, name, HiddenActivation(child))
-    found = [m for m in model.modules() if isinstance(m, HiddenActivation)]
-    if not found:
-        raise ValueError(f"{type(model).__name__} has no activation modules to constrain")
-    return found
 
 
 class GaussianNoise(nn.Module):

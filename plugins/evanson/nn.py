@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from bioprior.plugins.flexible_layer.nn import mark_flexible_site
-from bioprior.plugins.zhang2017.nn import _geometry, _scaled
+from bioprior.registry.layers import model_geometry, scaled
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "none": nn.Identity}
 
@@ -48,8 +48,8 @@ class VGG16Flex(nn.Module):
         self, in_channels: int = 3, num_classes: int = 10, input_size: int = 32, width: float = 1.0
     ):
         super().__init__()
-        c64, c128, c256, c512 = (_scaled(c, width) for c in (64, 128, 256, 512))
-        hidden = _scaled(100, width)
+        c64, c128, c256, c512 = (scaled(c, width) for c in (64, 128, 256, 512))
+        hidden = scaled(100, width)
         side = input_size - 2  # the unpadded conv 2 (paper item 4a)
         if side < 1:
             raise ValueError(f"vgg16_flex needs input_size >= 3, got {input_size}")
@@ -102,7 +102,7 @@ class VGG16Flex(nn.Module):
 
     @classmethod
     def from_params(cls, params) -> VGG16Flex:
-        return cls(*_geometry(params), params.width)
+        return cls(*model_geometry(params), params.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -122,7 +122,7 @@ class FlexibleSmallNet(nn.Module):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}")
-        channels, h1, h2 = _scaled(12, width), _scaled(120, width), _scaled(60, width)
+        channels, h1, h2 = scaled(12, width), scaled(120, width), scaled(60, width)
         side = input_size - 4
         if side < 1:
             raise ValueError(f"flexible_small_net needs input_size >= 5, got {input_size}")

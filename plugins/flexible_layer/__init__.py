@@ -2,17 +2,17 @@
 of chosen Conv2d layers of any model.
 
 The layer itself, :class:`FlexibleLayer` (an ``nn.Module``), lives in
-:mod:`bioprior.plugins.flexible_layer.nn` so that listing plugins never imports torch; it is
-re-exported here: ``from bioprior.plugins.flexible_layer import FlexibleLayer``. See that module
-for Eq. 1, the threshold modes and the choices the paper leaves open.
+:mod:`bioprior.plugins.flexible_layer.nn` so that listing plugins never imports torch
+(``from bioprior.plugins.flexible_layer.nn import FlexibleLayer``). See that module for Eq. 1,
+the threshold modes and the choices the paper leaves open.
 
 Placement (``layers``): ``"paper"`` replaces the convs the model marks as the paper's
 Flexible-Layer sites (:func:`mark_flexible_site`; vgg16_flex: the second conv of block 1, the
 "Single Flexible Layer VGG16"; flexible_small_net: its only conv), ``"all"`` every Conv2d (the
 "All Layers Flexible" VGG16), or a list of 1-based indices among the model's Conv2d modules in
 definition order. Learned thresholds (one per output unit) are created at apply time from the
-conv's input size, measured by one forward pass on zeros with the geometry ``configure``
-received, so they are ordinary parameters when the trainer builds its optimizer.
+conv's input size, measured by one forward pass on zeros of the input geometry ``apply``
+receives, so they are ordinary parameters when the trainer builds its optimizer.
 """
 
 from __future__ import annotations
@@ -21,26 +21,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bioprior.registry.constraint import Constraint, ConstraintError
+from bioprior.registry.constraint import (
+    UNKNOWN_GEOMETRY,
+    Constraint,
+    ConstraintError,
+    InputGeometry,
+)
 from bioprior.registry.entries import PluginParams
 from bioprior.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from bioprior.plugins.flexible_layer.nn import (
-        FlexibleLayer,
-        default_pool,
-        mark_flexible_site,
-    )
-
-__all__ = [
-    "FlexibleLayer",
-    "FlexibleLayerConstraint",
-    "FlexibleLayerParams",
-    "default_pool",
-    "mark_flexible_site",
-]
+__all__ = ["FlexibleLayerConstraint", "FlexibleLayerParams"]
 
 EVANSON = (
     "Evanson, Lavrov, Kharitonov, Lu & Kozlov, Biomimetic computations improve neural network "
@@ -48,18 +41,6 @@ EVANSON = (
 )
 
 ThresholdMode = Literal["learned", "uniform", "random", "conv", "pool"]
-_LAZY = ("FlexibleLayer", "default_pool", "mark_flexible_site", "conv_output_size")
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the torch side lazily (PEP 562)."""
-    if name in _LAZY:
-        import importlib
-
-        flexible_layer_nn = importlib.import_module("bioprior.plugins.flexible_layer.nn")
-
-        return getattr(flexible_layer_nn, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- the constraint ---------------------------------------------------------------------------
@@ -136,23 +117,13 @@ def _convs(module: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d]]:
 class FlexibleLayerConstraint(Constraint):
     """Replace Conv2d layers by :class:`FlexibleLayer` s wrapping them (evanson Fig. 2)."""
 
-    def __init__(self, params: FlexibleLayerParams):
-        super().__init__(params)
-        self.model_name: str | None = None
-        self.in_channels: int | None = None
-        self.input_size: int | None = None
-
-    def configure(self, model_name: str, model_params: dict[str, Any]) -> dict[str, Any]:
-        self.model_name = model_name
-        self.in_channels = model_params.get("in_channels")
-        self.input_size = model_params.get("input_size")
-        return model_params
-
-    def _selected(self, module: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d]]:
+    def _selected(
+        self, module: nn.Module, geometry: InputGeometry
+    ) -> list[tuple[nn.Module, str, nn.Conv2d]]:
         from bioprior.plugins.flexible_layer.nn import FLEXIBLE_SITE
 
         convs = _convs(module)
-        name = self.model_name or type(module).__name__
+        name = geometry.model or type(module).__name__
         layers = self.params.layers
         if not convs:
             raise ConstraintError(f"flexible_layer: model {name!r} has no Conv2d layer")
@@ -175,42 +146,39 @@ class FlexibleLayerConstraint(Constraint):
             )
         return [convs[i - 1] for i in layers]
 
-    def _input_sizes(self, module: nn.Module, convs: list[nn.Conv2d]) -> list[Any]:
+    def _input_sizes(
+        self, module: nn.Module, convs: list[nn.Conv2d], geometry: InputGeometry
+    ) -> list[Any]:
         """Each conv's input (H, W), from one forward pass on zeros (None when unknown)."""
         import torch
 
-        if self.params.threshold != "learned" or not (self.in_channels and self.input_size):
+        from bioprior.registry.layers import capture
+
+        channels, size = geometry.in_channels, geometry.input_size
+        if self.params.threshold != "learned" or not (channels and size):
             return [None] * len(convs)
-        sizes: dict[int, tuple[int, int]] = {}
-
-        def record(conv: nn.Module, args: tuple[Any, ...]) -> None:
-            sizes.setdefault(id(conv), tuple(args[0].shape[-2:]))
-
-        hooks = [c.register_forward_pre_hook(record) for c in convs]
         was_training = module.training
         try:
             param = next(module.parameters(), None)
             device = param.device if param is not None else None
-            x = torch.zeros(1, self.in_channels, self.input_size, self.input_size, device=device)
+            x = torch.zeros(1, channels, size, size, device=device)
             module.eval()
             with torch.no_grad():
-                module(x)
+                inputs = capture(module, convs, x, what="input")
         except Exception as exc:
             raise ConstraintError(
                 f"flexible_layer: cannot measure the conv input sizes of {type(module).__name__} "
-                f"on a {self.in_channels}x{self.input_size}x{self.input_size} input: {exc}"
+                f"on a {channels}x{size}x{size} input: {exc}"
             ) from exc
         finally:
-            for h in hooks:
-                h.remove()
             module.train(was_training)
-        return [sizes.get(id(c)) for c in convs]
+        return [None if t is None else tuple(t.shape[-2:]) for t in inputs]
 
-    def apply(self, module: nn.Module) -> nn.Module:
+    def apply(self, module: nn.Module, geometry: InputGeometry = UNKNOWN_GEOMETRY) -> nn.Module:
         from bioprior.plugins.flexible_layer.nn import FlexibleLayer
 
-        selected = self._selected(module)
-        sizes = self._input_sizes(module, [c for _, _, c in selected])
+        selected = self._selected(module, geometry)
+        sizes = self._input_sizes(module, [c for _, _, c in selected], geometry)
         p = self.params
         for (parent, name, conv), size in zip(selected, sizes):
             layer = FlexibleLayer(

@@ -61,7 +61,7 @@ Deviations and choices where the paper is silent:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -73,18 +73,6 @@ EVANSON = (
     "robustness (Flexible HMAX, Fig. 2C / 4A); Serre, Oliva & Poggio (2007) PNAS 104:6424; "
     "Riesenhuber & Poggio (1999) Nat. Neurosci. 2:1019; van Vliet, pytorch_hmax (2020)"
 )
-
-
-def __getattr__(name: str) -> Any:
-    """The network classes, from :mod:`bioprior.plugins.hmax.nn` on first use (PEP 562)."""
-    import importlib
-
-    hmax_nn = importlib.import_module("bioprior.plugins.hmax.nn")
-
-    try:
-        return getattr(hmax_nn, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 # -- registration -----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bioprior.plugins.flexible_layer.nn import FlexibleLayer
+
 if TYPE_CHECKING:
     from bioprior.plugins.hmax import HmaxParams
 
@@ -247,8 +249,6 @@ class HMAX(nn.Module):
         orient = len(ORIENTATIONS)
         flexible = variant != "baseline"
         if flexible:
-            from bioprior.plugins.flexible_layer import FlexibleLayer
-
             mode = "conv" if variant == "convolutional" else threshold
 
             def flex(conv: nn.Conv2d, pool: nn.MaxPool2d, size: int) -> nn.Module:

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from bioprior.registry.entries import PluginParams
 from bioprior.registry.hookspecs import hookimpl
@@ -90,13 +90,14 @@ class FeatureTarget(PluginParams):
     seed: int = Field(default=0, description="Seed of the model's initialization.")
 
     @model_validator(mode="after")
-    def _known(self) -> FeatureTarget:
+    def _known(self, info: ValidationInfo) -> FeatureTarget:
         from pydantic import ValidationError
 
         from bioprior.registry.plugins import UnknownPluginError, get_registry
 
+        registry = (info.context or {}).get("registry") or get_registry()
         try:
-            get_registry().get("model", self.model).parse_params(self.params)
+            registry.get("model", self.model).parse_params(self.params, registry)
         except UnknownPluginError as exc:
             raise ValueError(str(exc)) from None
         except ValidationError as exc:

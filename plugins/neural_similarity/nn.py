@@ -9,17 +9,23 @@ import fnmatch
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import nn
 
 from bioprior.plugins.neural_similarity import FeatureTarget, NeuralSimilarityParams
-from bioprior.registry.constraint import Constraint, ConstraintError
+from bioprior.registry.constraint import (
+    UNKNOWN_GEOMETRY,
+    Constraint,
+    ConstraintError,
+    InputGeometry,
+)
+from bioprior.registry.layers import ACTIVATION_TYPES, HiddenActivation, capture
 from bioprior.registry.objective import (
     Batch,
     ObjectiveContext,
     TrainingObjective,
+    attach_objective,
     exclude_from_weight_decay,
 )
 
@@ -97,13 +103,11 @@ def candidate_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     ResNets: the stem's last activation before the first residual block, then every residual
     block. Other nets: the hidden activation modules (outermost wrapper when wrapped).
     """
-    from bioprior.plugins.capacity.nn import _ACTIVATION_TYPES, HiddenActivation
-
     named = list(net.named_modules())
     blocks = [(n, m) for n, m in named if type(m).__name__ in RESIDUAL_BLOCKS]
     acts: list[tuple[str, nn.Module]] = []
     for name, module in named:
-        if isinstance(module, (HiddenActivation, *_ACTIVATION_TYPES)) and not any(
+        if isinstance(module, (HiddenActivation, *ACTIVATION_TYPES)) and not any(
             name.startswith(a + ".") for a, _ in acts
         ):
             acts.append((name, module))
@@ -152,17 +156,6 @@ def select_layers(net: nn.Module, spec: str | list[str | int]) -> list[tuple[str
 # -- the objective ---------------------------------------------------------------------------
 
 
-class _Capture:
-    """A forward hook that stores a layer's output while its objective is running the model."""
-
-    def __init__(self, objective: NeuralSimilarityObjective, index: int):
-        self.objective, self.index = objective, index
-
-    def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self.objective._capturing:
-            self.objective._captured[self.index] = output
-
-
 class NeuralSimilarityObjective(TrainingObjective):
     """Adds ``alpha * L_similarity`` (Eq. 7-10) to the task loss; holds gamma's logits."""
 
@@ -173,9 +166,6 @@ class NeuralSimilarityObjective(TrainingObjective):
         # plain references (a tuple, not submodules: the objective lives inside the net)
         self._layers = tuple(m for _, m in layers)
         self.gamma_logits = exclude_from_weight_decay(nn.Parameter(torch.zeros(len(layers))))
-        self._capturing = False
-        self._captured: list[Any] = [None] * len(layers)
-        self._hooked = False
         self._running: list[torch.Tensor | None] = [None] * len(layers)
         self.stimuli: torch.Tensor | None = None
         self.target_z: torch.Tensor | None = None
@@ -193,24 +183,11 @@ class NeuralSimilarityObjective(TrainingObjective):
         return torch.softmax(self.gamma_logits, 0)
 
     # features ------------------------------------------------------------------------------
-    def _hook(self) -> None:
-        if not self._hooked:
-            for i, layer in enumerate(self._layers):
-                layer.register_forward_hook(_Capture(self, i))
-            self._hooked = True
-
     def layer_features(self, model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, D_k) float features of the K layers when ``model`` runs on ``x`` (BatchNorm
         running statistics are left as they were)."""
-        self._hook()
-        self._captured = [None] * len(self._layers)
-        self._capturing = True
-        try:
-            with kept_norm_statistics(model):
-                model(x)
-        finally:
-            self._capturing = False
-        feats, self._captured = self._captured, [None] * len(self._layers)
+        with kept_norm_statistics(model):
+            feats = capture(model, self._layers, x, keep="last")
         missing = [n for n, f in zip(self.layer_names, feats, strict=True) if f is None]
         if missing:
             raise RuntimeError(f"neural_similarity: layers {missing} did not run in the forward")
@@ -279,7 +256,6 @@ class NeuralSimilarityObjective(TrainingObjective):
         self._epochs_left = ctx.epochs
         self._running = [None] * len(self._layers)
         self._losses, self._pairs = [], []
-        self._hook()
 
     def release(self) -> None:
         """Drop the stimuli, target and running means (training is over; the trained model keeps
@@ -398,42 +374,20 @@ def feature_similarity(spec: FeatureTarget, stimuli: torch.Tensor, ctx: Objectiv
         )
     mean = stimuli.mean(dim=(0, 2, 3), keepdim=True)
     std = stimuli.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    captured: list[torch.Tensor] = []
-    handle = modules[spec.layer].register_forward_hook(
-        lambda m, a, out: captured.append(out.flatten(1).float())
-    )
-    try:
-        for i in range(0, len(stimuli), 256):
-            net((stimuli[i : i + 256] - mean) / std)
-    finally:
-        handle.remove()
+    layer = modules[spec.layer]
+    captured = [
+        capture(net, [layer], (stimuli[i : i + 256] - mean) / std)[0].flatten(1).float()
+        for i in range(0, len(stimuli), 256)
+    ]
     return similarity_matrix(torch.cat(captured))
 
 
 # -- the constraint --------------------------------------------------------------------------
 
 
-class _WithObjective(nn.Module):
-    """Holds an objective beside a Sequential net (whose forward would run every child)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 class NeuralSimilarity(Constraint):
     """Attach :class:`NeuralSimilarityObjective` on the chosen layers of the built net."""
 
-    def apply(self, module: nn.Module) -> nn.Module:
+    def apply(self, module: nn.Module, geometry: InputGeometry = UNKNOWN_GEOMETRY) -> nn.Module:
         layers = select_layers(module, self.params.layers)
-        host = _WithObjective(module) if isinstance(module, nn.Sequential) else module
-        objective = NeuralSimilarityObjective(self.params, layers)
-        name, n = "neural_similarity", 1
-        while hasattr(host, name):
-            n += 1
-            name = f"neural_similarity_{n}"
-        host.add_module(name, objective)
-        return host
+        return attach_objective(module, NeuralSimilarityObjective(self.params, layers))

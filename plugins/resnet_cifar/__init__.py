@@ -42,42 +42,6 @@ class ResNetCifarParams(ImageModelParams):
     )
 
 
-def build(params: ResNetCifarParams, architecture: str):
-    """A timm ResNet with the CIFAR stem (3x3 / 1 conv1, no max-pool)."""
-    from bioprior.registry.torchvision_compat import ensure_torchvision
-
-    ensure_torchvision()
-    import timm
-    from torch import nn
-
-    geo = params.geometry(DEFAULT_GEOMETRY)
-    # even widths: timm's "deep" stem sets the stem output (bn1, layer1's input) to 2 x stem_width;
-    # the deep stem convs themselves are replaced by the CIFAR conv1 below
-    channels = tuple(max(2, 2 * round(c * params.width / 2)) for c in STAGE_CHANNELS)
-    net = timm.create_model(
-        architecture,
-        pretrained=False,
-        num_classes=geo["num_classes"],
-        in_chans=geo["in_channels"],
-        channels=channels,
-        stem_type="deep",
-        stem_width=channels[0] // 2,
-        drop_rate=params.drop_rate,
-    )
-    net.conv1 = nn.Conv2d(geo["in_channels"], channels[0], 3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-    net.maxpool = nn.Identity()
-    return net
-
-
-def resnet18_cifar(params: ResNetCifarParams):
-    return build(params, "resnet18")
-
-
-def resnet34_cifar(params: ResNetCifarParams):
-    return build(params, "resnet34")
-
-
 @hookimpl
 def register_models(register):
     for name, blocks, use in (
@@ -86,7 +50,7 @@ def register_models(register):
     ):
         register(
             name=name,
-            factory=f"bioprior.plugins.resnet_cifar:{name}",
+            factory=f"bioprior.plugins.resnet_cifar.nn:{name}",
             params=ResNetCifarParams,
             version="1",
             citation=f"{HE2016}; {LI2019}",

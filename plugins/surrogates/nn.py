@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioprior.plugins.zhang2017.nn import _geometry, _scaled
+from bioprior.registry.layers import model_geometry, scaled
 
 
 class CWConv2d(nn.Module):
@@ -17,7 +17,7 @@ class CWConv2d(nn.Module):
         self, in_channels: int = 3, num_classes: int = 10, input_size: int = 32, width: float = 1.0
     ):
         super().__init__()
-        c1, c2, hidden = _scaled(64, width), _scaled(128, width), _scaled(256, width)
+        c1, c2, hidden = scaled(64, width), scaled(128, width), scaled(256, width)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 3, padding=1),
             nn.ReLU(),
@@ -42,7 +42,7 @@ class CWConv2d(nn.Module):
 
     @classmethod
     def from_params(cls, params) -> CWConv2d:
-        in_channels, num_classes, input_size = _geometry(params)
+        in_channels, num_classes, input_size = model_geometry(params)
         return cls(in_channels, num_classes, input_size, params.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,9 +37,6 @@ Deviations (documented):
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 from pydantic import Field
 
 from bioprior.registry.entries import ImageModelParams
@@ -79,105 +76,11 @@ class VGG19FCNParams(ImageModelParams):
     )
 
 
-def _scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
-
-
-@functools.cache
-def _classes() -> dict[str, type]:
-    """The torch classes, defined on first use so that listing plugins never imports torch."""
-    from collections import OrderedDict
-
-    import torch
-    from torch import nn
-
-    class ConvBlock(nn.Sequential):
-        """conv 3x3 -> BatchNorm -> ReLU: one VGG-19-BN convolution (features.conv{b}_{i})."""
-
-        def __init__(self, cin: int, cout: int):
-            super().__init__()
-            self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-            self.bn = nn.BatchNorm2d(cout)
-            self.relu = nn.ReLU()
-
-    class VGG19FCN(nn.Module):
-        """VGG-19-BN features + fully convolutional head (safarani2021 Fig. 1)."""
-
-        def __init__(
-            self,
-            in_channels: int = 1,
-            num_classes: int = 200,
-            width: float = 1.0,
-            dropout: float = 0.5,
-            first_conv_width: int | None = None,
-        ):
-            super().__init__()
-            layers: list[tuple[str, nn.Module]] = []
-            cin, stage, index = in_channels, 1, 1
-            for item in VGG19_PLAN:
-                if item == "M":
-                    layers.append((f"pool{stage}", nn.MaxPool2d(2, 2, ceil_mode=True)))
-                    stage, index = stage + 1, 1
-                    continue
-                cout = _scaled(int(item), width)
-                if stage == 1 and index == 1 and first_conv_width is not None:
-                    cout = first_conv_width
-                layers.append((f"conv{stage}_{index}", ConvBlock(cin, cout)))
-                cin, index = cout, index + 1
-            self.features = nn.Sequential(OrderedDict(layers))
-            head = _scaled(HEAD_WIDTH, width)
-            self.classifier = nn.Sequential(
-                OrderedDict(
-                    fc6=nn.Conv2d(cin, head, 1),
-                    relu6=nn.ReLU(),
-                    drop6=nn.Dropout(dropout),
-                    fc7=nn.Conv2d(head, head, 1),
-                    relu7=nn.ReLU(),
-                    drop7=nn.Dropout(dropout),
-                    fc8=nn.Conv2d(head, num_classes, 1),
-                    pool=nn.AdaptiveMaxPool2d(1),
-                    flatten=nn.Flatten(),
-                )
-            )
-            for m in self.modules():  # torchvision VGG._initialize_weights (convs and BN)
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.classifier(self.features(x))
-
-    for cls in (ConvBlock, VGG19FCN):
-        cls.__module__, cls.__qualname__ = __name__, cls.__name__  # picklable by name
-    return {"ConvBlock": ConvBlock, "VGG19FCN": VGG19FCN}
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: ``from ...vgg19_fcn import VGG19FCN`` works
-    if name in ("ConvBlock", "VGG19FCN"):
-        return _classes()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def build(params: VGG19FCNParams):
-    """The model for validated parameters (None geometry: the paper's grayscale 64 px, 200 classes)."""
-    geometry = params.geometry(DEFAULT_GEOMETRY)
-    return _classes()["VGG19FCN"](
-        geometry["in_channels"],
-        geometry["num_classes"],
-        params.width,
-        params.dropout,
-        params.first_conv_width,
-    )
-
-
 @hookimpl
 def register_models(register):
     register(
         name="vgg19_bn_fcn",
-        factory="bioprior.plugins.vgg19_fcn:build",
+        factory="bioprior.plugins.vgg19_fcn.nn:build",
         params=VGG19FCNParams,
         version="1",
         citation=SAFARANI2021,

@@ -56,15 +56,18 @@ Deviations from the reference code (documented):
 
 from __future__ import annotations
 
-import functools
 import math
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from bioprior.registry.constraint import Constraint, ConstraintError
+from bioprior.registry.constraint import (
+    UNKNOWN_GEOMETRY,
+    Constraint,
+    ConstraintError,
+    InputGeometry,
+)
 from bioprior.registry.entries import PluginParams
 from bioprior.registry.hookspecs import hookimpl
 
@@ -282,168 +285,17 @@ def sample_gabor_params(
     return {"sf": sf, "theta": theta, "phase": phase, "nx": nx, "ny": ny, "channel": channel}
 
 
-def gabor_kernel(
-    frequency: float, sigma_x: float, sigma_y: float, theta: float, phase: float, ksize: int
-) -> np.ndarray:
-    """A ``ksize`` x ``ksize`` Gabor (frequency in cycles/px, sigmas in px, angles in radians)
-    as in vonenet ``utils.gabor_kernel``; rows are x, columns y (see the module docstring)."""
-    half = ksize // 2
-    grid = np.arange(-half, half + 1, dtype=np.float64)
-    x, y = np.meshgrid(grid, grid, indexing="ij")
-    rot_x = x * np.cos(theta) + y * np.sin(theta)
-    rot_y = -x * np.sin(theta) + y * np.cos(theta)
-    envelope = np.exp(-0.5 * (rot_x**2 / sigma_x**2 + rot_y**2 / sigma_y**2))
-    envelope /= 2 * np.pi * sigma_x * sigma_y
-    return envelope * np.cos(2 * np.pi * frequency * rot_x + phase)
-
-
-def gabor_bank(
-    params: VOneParams, in_channels: int, input_size: int
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The fixed weights, shape ``(S + 2 C, in_channels, k, k)`` (float32): the phase-``phi``
-    filters of all ``S + C`` units (simple cells first), then the phase-``phi + pi/2`` filters of
-    the ``C`` complex cells; and every unit's parameters in pixel units: ``sf`` (cycles/px),
-    ``sigx`` / ``sigy`` (px), ``theta`` / ``phase`` (rad), ``nx``, ``ny``, ``channel``."""
-    s, c = params.simple_channels, params.complex_channels
-    raw = sample_gabor_params(
-        s + c,
-        params.seed,
-        params.distribution,
-        params.sf_corr,
-        params.sf_max,
-        params.sf_min,
-        in_channels,
-    )
-    ppd = input_size / params.visual_degrees
-    sf = raw["sf"] / ppd
-    units = {
-        "sf": sf,
-        "sigx": raw["nx"] / sf,
-        "sigy": raw["ny"] / sf,
-        "theta": np.deg2rad(raw["theta"]),
-        "phase": np.deg2rad(raw["phase"]),
-        "nx": raw["nx"],
-        "ny": raw["ny"],
-        "channel": raw["channel"],
-    }
-    k = params.ksize
-    weight = np.zeros((s + 2 * c, in_channels, k, k))
-    quadrature = [(i, i, 0.0) for i in range(s + c)] + [
-        (s + c + j, s + j, np.pi / 2) for j in range(c)
-    ]
-    for row, unit, shift in quadrature:
-        weight[row, units["channel"][unit]] = gabor_kernel(
-            sf[unit],
-            units["sigx"][unit],
-            units["sigy"][unit],
-            units["theta"][unit],
-            units["phase"][unit] + shift,
-            k,
-        )
-    return weight.astype(np.float32), units
-
-
 def highest_sf(params: VOneParams) -> float:
     """The highest spatial frequency the bank can hold, in cycles/deg (a bin edge)."""
     return float(SF_BINS[_sf_range(params.distribution, params.sf_min, params.sf_max)[1]])
 
 
-# -- torch modules (defined on first use, so that listing plugins never imports torch) -----------
-
-
-def neuronal_noise(x, scale: float, level: float):
-    """Poisson-like noise (Dapello et al.'s V1 stochasticity; vonenet ``noise_f``, ``neuronal``):
-    the rate ``scale * x + level`` gets Gaussian noise of variance ``relu(rate) + 1e-4`` (Poisson:
-    variance = mean), mapped back to response units; the mean stays ``x``."""
-    import torch
-
-    rate = x * scale + level
-    noisy = rate + torch.randn_like(x) * torch.sqrt(torch.relu(rate) + 1e-4)
-    return (noisy - level) / scale
-
-
-@functools.cache
-def _modules() -> SimpleNamespace:
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class VOneBlock(nn.Module):
-        """Dapello et al.'s VOneBlock: GFB -> simple (ReLU) and complex (energy) cells -> gain ->
-        noise -> ReLU. The filter bank is a buffer (fixed, saved with the weights, not trained)."""
-
-        def __init__(self, params: VOneParams, in_channels: int, input_size: int):
-            super().__init__()
-            weight, units = gabor_bank(params, in_channels, input_size)
-            self.register_buffer("weight", torch.from_numpy(weight))
-            self.gabor_params = units
-            self.simple_channels, self.complex_channels = (
-                params.simple_channels,
-                params.complex_channels,
-            )
-            self.out_channels = params.simple_channels + params.complex_channels
-            self.stride, self.padding = params.stride, params.ksize // 2
-            self.k_exc = params.k_exc
-            self.noise_mode = params.noise_mode
-            self.noise_scale, self.noise_level = params.noise_scale, params.noise_level
-            self.at_inference = params.at_inference
-
-        def responses(self, x: torch.Tensor) -> torch.Tensor:
-            """Noise-free simple and complex responses (times ``k_exc``), simple cells first."""
-            q = F.conv2d(x, self.weight, None, self.stride, self.padding)
-            s, n = self.simple_channels, self.out_channels
-            simple = torch.relu(q[:, :s])
-            energy = q[:, s:n] ** 2 + q[:, n:] ** 2
-            complex_ = torch.sqrt(energy.clamp_min(1e-12)) / math.sqrt(2.0)
-            return self.k_exc * torch.cat((simple, complex_), 1)
-
-        def noise(self, x: torch.Tensor) -> torch.Tensor:
-            if self.noise_mode == "none" or not (self.training or self.at_inference):
-                return x
-            if self.noise_mode == "neuronal":
-                return neuronal_noise(x, self.noise_scale, self.noise_level)
-            return x + self.noise_scale * torch.randn_like(x)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.relu(self.noise(self.responses(x)))
-
-        def extra_repr(self) -> str:
-            k = self.weight.shape[-1]
-            return (
-                f"simple={self.simple_channels}, complex={self.complex_channels}, ksize={k}, "
-                f"stride={self.stride}, k_exc={self.k_exc}, noise={self.noise_mode}, "
-                f"at_inference={self.at_inference}"
-            )
-
-    class VOneFrontEnd(nn.Module):
-        """``model(upsample(bottleneck(vone_block(x))))``; the upsampling (bilinear, to the
-        input's size) only when ``upsample``."""
-
-        def __init__(
-            self, block: VOneBlock, bottleneck: nn.Conv2d, model: nn.Module, upsample: bool
-        ):
-            super().__init__()
-            self.vone_block, self.bottleneck, self.model = block, bottleneck, model
-            self.upsample = upsample
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.bottleneck(self.vone_block(x))
-            if self.upsample and y.shape[-2:] != x.shape[-2:]:
-                y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            return self.model(y)
-
-    for cls in (VOneBlock, VOneFrontEnd):
-        cls.__qualname__ = cls.__name__  # picklable as bioprior.plugins.vone.<name>
-    return SimpleNamespace(VOneBlock=VOneBlock, VOneFrontEnd=VOneFrontEnd)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("VOneBlock", "VOneFrontEnd"):
-        return getattr(_modules(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # -- the constraint -------------------------------------------------------------------------------
+
+
+def _input(geometry: InputGeometry) -> tuple[int, int]:
+    """The images' channels and size (the defaults where unknown, e.g. ``create_model``)."""
+    return geometry.in_channels or DEFAULT_IN_CHANNELS, geometry.input_size or DEFAULT_INPUT_SIZE
 
 
 class VOneBlockConstraint(Constraint):
@@ -451,17 +303,12 @@ class VOneBlockConstraint(Constraint):
 
     requires_model_params = ("in_channels", "input_size")
 
-    def __init__(self, params: VOneParams):
-        super().__init__(params)
-        self.geometry: tuple[int, int] | None = None
-
     def configure(self, model_name: str, model_params: dict[str, Any]) -> dict[str, Any]:
         p: VOneParams = self.params
         missing = [k for k in self.requires_model_params if k not in model_params]
         if missing:
             raise ConstraintError(f"vone_block: model {model_name!r} has no {missing} parameter")
-        in_channels = model_params["in_channels"] or DEFAULT_IN_CHANNELS
-        size = model_params["input_size"] or DEFAULT_INPUT_SIZE
+        _, size = _input(InputGeometry.of(model_name, model_params))
         top = highest_sf(p) * p.visual_degrees / size
         if top > 0.5:
             raise ConstraintError(
@@ -469,7 +316,6 @@ class VOneBlockConstraint(Constraint):
                 f"frequency is {top:.2f} cycles/px, above the Nyquist limit 0.5: lower "
                 f"visual_degrees (<= {0.5 * size / highest_sf(p):.3g}) or sf_max"
             )
-        self.geometry = (in_channels, size)
         out = dict(model_params)
         if p.bottleneck_channels is not None:
             out["in_channels"] = p.bottleneck_channels
@@ -477,13 +323,13 @@ class VOneBlockConstraint(Constraint):
             out["input_size"] = (size - 1) // p.stride + 1
         return out
 
-    def apply(self, module):
+    def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
         from torch import nn
 
-        if self.geometry is None:
-            raise ConstraintError("vone_block: configure() must run before apply()")
+        from bioprior.plugins.vone.nn import VOneBlock, VOneFrontEnd
+
         p: VOneParams = self.params
-        in_channels, size = self.geometry
+        in_channels, size = _input(geometry)
         width = p.bottleneck_channels or in_channels
         first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
         if first is not None and first.in_channels != width:
@@ -492,11 +338,10 @@ class VOneBlockConstraint(Constraint):
                 f"not the bottleneck's {width} (does the model ignore in_channels? set "
                 "bottleneck_channels: null)"
             )
-        ns = _modules()
-        block = ns.VOneBlock(p, in_channels, size)
+        block = VOneBlock(p, in_channels, size)
         bottleneck = nn.Conv2d(block.out_channels, width, kernel_size=1, bias=False)
         nn.init.kaiming_normal_(bottleneck.weight, mode="fan_out", nonlinearity="relu")
-        return ns.VOneFrontEnd(block, bottleneck, module, upsample=p.back_end_size == "input")
+        return VOneFrontEnd(block, bottleneck, module, upsample=p.back_end_size == "input")
 
 
 @hookimpl
@@ -509,5 +354,4 @@ def register_constraints(register):
         citation=DAPELLO2020,
         description="Fixed V1 front end (Gabor bank, simple/complex cells, Poisson-like noise) "
         "+ trained 1x1 bottleneck, in front of any model.",
-        extra={"requires_model_params": ["in_channels", "input_size"]},
     )

@@ -1,7 +1,7 @@
 """The small CIFAR networks of Zhang et al. (2017, Appendix A), as used by tsvetkov2020 (Methods).
 
 Hidden activations are ``nn.ReLU`` modules and the output layer has none, so constraints can
-find and wrap every hidden activation (``bioprior.plugins.capacity.nn``).
+find and wrap every hidden activation (``bioprior.registry.layers.hidden_activations``).
 """
 
 from __future__ import annotations
@@ -9,17 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bioprior.registry.layers import CIFAR10_GEOMETRY, model_geometry, scaled
+
 # A model built without a dataset (``create_model``) gets CIFAR-10's geometry.
-DEFAULT_GEOMETRY = {"in_channels": 3, "num_classes": 10, "input_size": 32}
-
-
-def _geometry(params) -> tuple[int, int, int]:
-    g = params.geometry(DEFAULT_GEOMETRY)
-    return g["in_channels"], g["num_classes"], g["input_size"]
-
-
-def _scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
+DEFAULT_GEOMETRY = CIFAR10_GEOMETRY
 
 
 def _half(size: int) -> int:
@@ -40,8 +33,8 @@ class SmallAlexNet(nn.Module):
         local_response_norm: bool = True,
     ):
         super().__init__()
-        c1 = first_conv_width or _scaled(200, width)
-        c2 = _scaled(200, width)
+        c1 = first_conv_width or scaled(200, width)
+        c2 = scaled(200, width)
         norm = (
             (lambda: nn.LocalResponseNorm(4, alpha=0.001 / 9.0, beta=0.75, k=1.0))
             if local_response_norm
@@ -60,16 +53,16 @@ class SmallAlexNet(nn.Module):
         side = _half(_half(input_size))
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c2 * side * side, _scaled(384, width)),
+            nn.Linear(c2 * side * side, scaled(384, width)),
             nn.ReLU(),
-            nn.Linear(_scaled(384, width), _scaled(192, width)),
+            nn.Linear(scaled(384, width), scaled(192, width)),
             nn.ReLU(),
-            nn.Linear(_scaled(192, width), num_classes),
+            nn.Linear(scaled(192, width), num_classes),
         )
 
     @classmethod
     def from_params(cls, params) -> SmallAlexNet:
-        in_channels, num_classes, input_size = _geometry(params)
+        in_channels, num_classes, input_size = model_geometry(params)
         return cls(
             in_channels,
             num_classes,
@@ -145,15 +138,15 @@ class SmallInception(nn.Module):
         first_conv_width: int | None = None,
     ):
         super().__init__()
-        c = first_conv_width or _scaled(96, width)
+        c = first_conv_width or scaled(96, width)
         layers: list[nn.Module] = [ConvModule(in_channels, c, 3)]
         for step in self.PLAN:
             if step[0] == "inc":
                 block: nn.Module = InceptionModule(
-                    c, _scaled(step[1], width), _scaled(step[2], width)
+                    c, scaled(step[1], width), scaled(step[2], width)
                 )
             else:
-                block = DownsampleModule(c, _scaled(step[1], width))
+                block = DownsampleModule(c, scaled(step[1], width))
             layers.append(block)
             c = block.out_channels
         self.features = nn.Sequential(*layers)
@@ -162,7 +155,7 @@ class SmallInception(nn.Module):
 
     @classmethod
     def from_params(cls, params) -> SmallInception:
-        in_channels, num_classes, input_size = _geometry(params)
+        in_channels, num_classes, input_size = model_geometry(params)
         return cls(in_channels, num_classes, input_size, params.width, params.first_conv_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

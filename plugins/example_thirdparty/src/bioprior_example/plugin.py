@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from bioprior import hookimpl
-from bioprior.registry.constraint import Constraint
+from bioprior.registry.constraint import UNKNOWN_GEOMETRY, Constraint
 from bioprior.registry.entries import ImageModelParams, PluginParams
 
 
@@ -21,8 +21,8 @@ class SynapticFailureParams(PluginParams):
 class SynapticFailure(Constraint):
     """Stochastic transmission failure (Bernoulli, rescaled like dropout) after every hidden activation."""
 
-    def apply(self, module):
-        from bioprior.plugins.capacity.nn import hidden_activations
+    def apply(self, module, geometry=UNKNOWN_GEOMETRY):  # torch is imported here, not at the top
+        from bioprior.registry.layers import hidden_activations
 
         from .layers import Failure
 
