@@ -82,14 +82,6 @@ PARAMS: dict[str, dict[str, Any]] = {
 }
 
 EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
-    "model:hmax": {
-        "imports_without_torch": "its entry-point module imports torch at module level (to fix)",
-        "listing_fast": "its entry-point module imports torch at module level (to fix)",
-    },
-    "constraint:neural_cotraining": {
-        "applies_to_sequential": "its objective is added as a child of the net, so an "
-        "nn.Sequential calls it as a layer (found by the kit; to fix)"
-    },
     "dataset:gaussian_noise": {
         "value_range": "Gaussian random images are unbounded by design (tsvetkov2020, Methods)"
     },

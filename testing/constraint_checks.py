@@ -63,9 +63,13 @@ def needed_model_params(s: Subject, constraint) -> tuple[str, ...]:
     )
 
 
-def apply_constraint(constraint, net, geometry=GEOMETRY):
-    """``constraint.apply`` as the trainer calls it (the one place the kit does)."""
-    return constraint.apply(net)
+def apply_constraint(constraint, net, geometry=GEOMETRY, model: str = ""):
+    """``constraint.apply`` as the trainer calls it (the one place the kit does), with the
+    :class:`~bioprior.registry.constraint.InputGeometry` of the images the network receives."""
+    from bioprior.registry.constraint import InputGeometry
+
+    channels, classes, size = geometry
+    return constraint.apply(net, InputGeometry(channels, size, classes, model))
 
 
 def hosted(s: Subject, host: str, constraints, seed: int = 0):
@@ -99,7 +103,9 @@ def hosted(s: Subject, host: str, constraints, seed: int = 0):
         net = make()
     for c in constraints:
         try:
-            net = apply_constraint(c, net)
+            net = apply_constraint(
+                c, net, model=REGISTRY_HOST[0] if host == "small_alexnet" else ""
+            )
         except Exception as exc:  # noqa: BLE001
             raise CheckFailed(
                 f"apply() on {host} raised {type(exc).__name__}: {' '.join(str(exc).split())}; "
@@ -143,7 +149,7 @@ def constrained_model(
     )
     resolved = c.configure(model, entry.params.model_validate(raw).model_dump())
     torch.manual_seed(seed)
-    return apply_constraint(c, entry.build(resolved), geometry)
+    return apply_constraint(c, entry.build(resolved), geometry, model)
 
 
 def _same_shape(s: Subject, host: str, extra=()) -> None:
