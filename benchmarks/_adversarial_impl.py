@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from bioprior.benchmarks._adversarial_attacks import NORMS, AttackPlugin
-from bioprior.benchmarks.adversarial import AttackRef
+from bioprior.benchmarks.adversarial import AttackRef, surrogate_training
 from bioprior.benchmarks.eot import ExpectedLogits, deterministic_copy, is_stochastic, with_eot
 from bioprior.registry.benchmark import BenchmarkResult
 from bioprior.registry.trainer import seeded
@@ -241,15 +241,7 @@ def run_adversarial(ctx, params) -> BenchmarkResult:
     # black-box: adversarials computed once on the (deterministic) surrogate
     transfer_advs: dict[float, torch.Tensor] = {}
     if params.transfer:
-        surrogate_params = {
-            **params.surrogate_params,
-            "in_channels": data.channels,
-            "input_size": data.size,
-        }
-        surrogate = ctx.trained(
-            model=ctx.component("model", params.surrogate_model, surrogate_params),
-            constraints=(),
-        )
+        surrogate = surrogate_training(ctx, params)
         sur_module, _ = deterministic_copy(surrogate.module)
         sur_plugin = resolve_attack(ctx, params.transfer_attack)
         fmodel = fb.PyTorchModel(sur_module, bounds=(0, 1), device=x.device)

@@ -111,6 +111,7 @@ def register_constraints(register):
         params=InternalNoiseParams,
         **common,
         description="Additive Gaussian noise after every hidden activation.",
+        extra={"batch": ["sigma"]},  # trainings differing in sigma batch together
     )
     register(
         name="bottleneck",
@@ -118,7 +119,7 @@ def register_constraints(register):
         params=BottleneckParams,
         **common,
         description="Narrow first conv layer.",
-        extra={"requires_model_params": ["first_conv_width"]},
+        extra={"requires_model_params": ["first_conv_width"], "batch": []},
     )
     register(
         name="activation",
@@ -126,6 +127,7 @@ def register_constraints(register):
         params=ActivationParams,
         **common,
         description="Swap the hidden nonlinearity (relu | sigmoid | ...).",
+        extra={"batch": []},
     )
     register(
         name="precision_limit",
@@ -133,4 +135,5 @@ def register_constraints(register):
         params=PrecisionLimitParams,
         **common,
         description="Quantized hidden activations, straight-through gradient (paper's future work).",
+        extra={"batch": ["bits", "low", "high"]},
     )
