@@ -178,6 +178,8 @@ def train_batched(
         for i in range(0, n, first.batch_size):
             idx = perms[:, i : i + first.batch_size]
             xb, yb = x_all[members, idx], y_all[members, idx]
+            if xb.dtype == torch.uint8:  # device-resident uint8 data, converted per batch
+                xb = xb.float().div_(255.0)
             if first.augment:
                 xb = torch.stack([augment_batch(xb[j], first.augment, gens[j]) for j in range(k)])
             if nhwc:  # each member's batch channels_last (oneDNN's fast layout)
