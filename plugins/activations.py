@@ -76,7 +76,8 @@ class GaussianNoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batched = isinstance(self.sigma, torch.Tensor)
         if (batched or self.sigma > 0) and (self.training or self.at_inference):
-            return x + self.sigma * torch.randn_like(x)
+            # contiguous: the fast sampler, and the same draws whatever x's layout (channels_last)
+            return x + self.sigma * torch.randn_like(x, memory_format=torch.contiguous_format)
         return x
 
     def extra_repr(self) -> str:
