@@ -106,17 +106,18 @@ def available_bytes(device: torch.device) -> int:
 _limits: dict[str, int] = {}
 
 
-def auto_batch_limit(spec: TrainingSpec, service: Any) -> int:
+def auto_batch_limit(spec: TrainingSpec, service: Any, size: int = 1 << 30) -> int:
     """Members per batched training: as many as fit in half the free memory (80% of a GPU's),
     at most ``CAP``; and 1 when a short calibration on this device shows batching does not pay
-    (a compute-bound model on a CPU: a batched step must cost under 0.8x K solo steps)."""
-    group = spec.batch_group or spec.key
+    (a compute-bound model on a CPU: a batched step must cost under 0.8x K solo steps); never
+    more than ``size``, the members there are."""
+    group = f"{spec.batch_group or spec.key}:{size}"
     if group in _limits:
         return _limits[group]
     p = profile(spec, service)
     device = service.device
     fits = available_bytes(device) // max(1, member_bytes(p, spec))
-    k = int(max(1, min(CAP.get(device.type, 16), fits)))
+    k = int(max(1, min(CAP.get(device.type, 16), fits, size)))
     if k > 1:
         solo = calibrate(TrainStep((spec,)), service)
         batched = calibrate(TrainStep((spec,) * k), service)
@@ -193,7 +194,7 @@ def _estimate(step: Any, service: Any, forward_rate: dict[str, float]) -> Estima
         forward_rate[first.batch_group or first.key] = seconds / max(1.0, flops)
         return Estimate(seconds, flops)
     elif isinstance(step, EvaluateStep):
-        specs = step.job.__dict__.get("trainings", (step.job.training,))
+        specs = step.job.declared
         flops = seconds = 0.0
         for spec in specs:
             p = profile(spec, service)

@@ -74,8 +74,13 @@ class Job:
         return self.__dict__["trainings"]
 
     @property
+    def declared(self) -> tuple[TrainingSpec, ...]:
+        """The declared trainings (after :meth:`declare`; before it, the job's own)."""
+        return self.__dict__.get("trainings", (self.training,))
+
+    @property
     def training_keys(self) -> frozenset[str]:
-        return frozenset(s.key for s in self.__dict__.get("trainings", (self.training,)))
+        return frozenset(s.key for s in self.declared)
 
 
 def plan(submissions: Iterable[LoadedSubmission]) -> list[Job]:
@@ -179,32 +184,34 @@ def summarize(
     done: set[tuple[str, str]],
     registry: Registry,
     is_cached: Callable[[TrainingSpec], bool] = lambda spec: False,
-    batch_limit: Callable[[TrainingSpec], int] = lambda spec: 1,
+    batch_limit: Callable[[TrainingSpec, int], int] = lambda spec, size: 1,
 ) -> PlanSummary:
     """The steps for the jobs not done: every declared training not cached, deduped by key and
-    grouped (``TrainingSpec.batch_group``) into batches of at most ``batch_limit(spec)``, then
-    the evaluations, each depending on the steps that train what it declared."""
+    grouped (``TrainingSpec.batch_group``) into batches of at most ``batch_limit(first member,
+    group size)``, then the evaluations, each depending on the steps that train what it
+    declared."""
     todo = [j for j in jobs if (j.submission, j.key) not in done]
     needed: dict[str, TrainingSpec] = {}
     for job in todo:
         for spec in job.declare(registry):
             needed.setdefault(spec.key, spec)
     cached = [s for s in needed.values() if is_cached(s)]
-    pending = [s for s in needed.values() if not is_cached(s)]
-    groups: dict[str, list[TrainingSpec]] = {}
+    groups: dict[Any, list[TrainingSpec]] = {}
+    for spec in needed.values():
+        if not is_cached(spec):
+            groups.setdefault(spec.batch_group or ("alone", spec.key), []).append(spec)
     steps: list[Step] = []
-    for spec in pending:
-        group = spec.batch_group
-        if group is None or batch_limit(spec) <= 1:
-            why = spec.why_alone or ("alone: batch limit 1 here" if group is not None else "")
-            steps.append(TrainStep((spec,), note=why))
-        else:
-            groups.setdefault(group, []).append(spec)
-    for members in groups.values():
-        k = max(1, batch_limit(members[0]))
+    for group, members in groups.items():
+        if isinstance(group, tuple):  # not batchable
+            steps.append(TrainStep((members[0],), note=members[0].why_alone))
+            continue
+        k = max(1, batch_limit(members[0], len(members))) if len(members) > 1 else 1
+        if k == 1 and len(members) > 1:
+            note = "alone: batch limit 1 (batching does not pay on this device, or --batch 1)"
+            steps.extend(TrainStep((m,), note=note) for m in members)
+            continue
         for i in range(0, len(members), k):
-            chunk = tuple(members[i : i + k])
-            steps.append(TrainStep(chunk, note="" if len(chunk) > 1 else "alone in its group"))
+            steps.append(TrainStep(tuple(members[i : i + k])))
     step_of = {m.key: s.key for s in steps if isinstance(s, TrainStep) for m in s.members}
     for job in todo:
         deps = dict.fromkeys(step_of[s.key] for s in job.declare(registry) if s.key in step_of)

@@ -74,13 +74,13 @@ class Scorer:
         )
         return jobs, summary
 
-    def _batch_limit(self, spec) -> int:
+    def _batch_limit(self, spec, size: int) -> int:
         if self.max_batch is not None:
             return self.max_batch
         from .estimate import auto_batch_limit
 
         try:
-            return auto_batch_limit(spec, self.service())
+            return auto_batch_limit(spec, self.service(), size)
         except Exception:  # noqa: BLE001 - bad data is reported by the preflight, not here
             return 8
 
@@ -138,15 +138,16 @@ class Scorer:
 
         checked: set[str] = set()
         for job in jobs:
-            root = root_dataset(job.training.dataset)
-            key = content_hash(root.spec)
-            if key in checked:
-                continue
-            checked.add(key)
-            try:
-                service.base_data(root)
-            except DataUnavailable as exc:
-                raise PreflightError(job.submission, "training.dataset", str(exc)) from None
+            for spec in job.declared:  # the job's own training and those its benchmark declared
+                root = root_dataset(spec.dataset)
+                key = content_hash(root.spec)
+                if key in checked:
+                    continue
+                checked.add(key)
+                try:
+                    service.base_data(root)
+                except DataUnavailable as exc:
+                    raise PreflightError(job.submission, "training.dataset", str(exc)) from None
         for job in jobs:
             Scorer._preflight_neural_data(job, checked)
 

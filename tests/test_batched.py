@@ -127,3 +127,15 @@ def test_members_saved_under_their_own_keys(service, tmp_path):
         assert service.weights_path(spec).exists()
         again = fresh.trained(spec)  # loaded as a solo training's weights would be
         assert again.from_cache and again.weights_hash == t.weights_hash
+
+
+@pytest.mark.gpu
+def test_batched_on_gpu_matches_solo(tmp_path):
+    """K = 16 members on CUDA (bf16 autocast off: fp32 numbers comparable with the solo runs)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    gpu = TrainingService(tmp_path, torch.device("cuda"))
+    specs = [_spec(seed=s, lr=0.01 * (1 + s % 4)) for s in range(16)]
+    _, _, solo_h, batched_h = _solo_and_batched(gpu, specs)
+    for s, b in zip(solo_h, batched_h):
+        assert b["loss"] == pytest.approx(s["loss"], rel=1e-2)

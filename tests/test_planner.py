@@ -22,7 +22,7 @@ QUICKSTART = {
 def _summary(sub: dict, batch: int = 8):
     registry = get_registry()
     jobs = plan([validate_submission_dict(sub, registry)])
-    return jobs, summarize(jobs, set(), registry, batch_limit=lambda spec: batch)
+    return jobs, summarize(jobs, set(), registry, batch_limit=lambda spec, size: batch)
 
 
 def test_quickstart_keys_unchanged():
@@ -38,7 +38,7 @@ def test_planner_is_torch_free():
         "from bioprior.registry.submission import load_submission\n"
         "r = get_registry()\n"
         "jobs = plan([load_submission('submissions/quickstart.yaml', r)])\n"
-        "s = summarize(jobs, set(), r, batch_limit=lambda spec: 4)\n"
+        "s = summarize(jobs, set(), r, batch_limit=lambda spec, size: 4)\n"
         "assert len(s.train_steps) == 1 and len(s.train_steps[0].members) == 4, s.describe()\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
