@@ -135,7 +135,7 @@ def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
 
     first = step.members[0]
     k = len(step.members)
-    key = (first.batch_group or first.key, k)
+    key = (first.key if k == 1 else first.batch_group or first.key, k)  # solo: its own cost
     if key in _calibrated:
         return _calibrated[key]
     data = service.data(first)
