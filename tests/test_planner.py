@@ -132,3 +132,32 @@ def test_undeclared_training_is_an_error_naming_the_benchmark(bioprior_home):
     (outcome,) = report.outcomes
     assert outcome.status == "failed" and outcome.error_class == "UndeclaredTraining"
     assert "benchmark 'sneaky'" in outcome.error and "random_labels" in outcome.error
+
+
+def test_local_executor_fails_dependents_without_running_them():
+    from dataclasses import dataclass
+
+    from bioprior.registry.executor import LocalExecutor
+
+    @dataclass(frozen=True)
+    class FakeStep:
+        key: str
+        kind: str = "train"
+        label: str = ""
+        depends_on: tuple[str, ...] = ()
+
+    ran: list[str] = []
+
+    def worker(step):
+        ran.append(step.key)
+        if step.key == "t1":
+            raise RuntimeError("out of memory")
+        from bioprior.registry.executor import _outcome
+
+        return _outcome(step, status="ok")
+
+    steps = [FakeStep("t1"), FakeStep("t2"), FakeStep("e1", "evaluate", "", ("t1", "t2"))]
+    outcomes = list(LocalExecutor().run(steps, worker))
+    assert ran == ["t1", "t2"]
+    assert [o.status for o in outcomes] == ["failed", "ok", "failed"]
+    assert outcomes[2].error_class == "dependency_failed" and "out of memory" in outcomes[2].error
