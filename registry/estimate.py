@@ -129,7 +129,8 @@ def auto_batch_limit(spec: TrainingSpec, service: Any, size: int = 1 << 30) -> i
 
 def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
     """Seconds per optimizer step of this step's K members together, measured with the real
-    engine (one warm-up step, then ``steps``) on random images of the members' geometry."""
+    engine (one warm-up training of a step, then one of ``steps``) on random images of the
+    members' geometry; a slight overestimate (the training's setup is included)."""
     from .batched import train_batched
     from .trainer import train_model
 
@@ -158,9 +159,7 @@ def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
             train_batched(modules, [xm] * k, [ym] * k, [recipe] * k, [first.seed] * k)
         sync(service.device)
         timings.append(time.perf_counter() - t0)
-    per_step = (timings[1] - timings[0]) / (steps - 1)
-    if per_step <= 0:
-        per_step = timings[1] / steps
+    per_step = timings[1] / steps  # after a warm-up step; the setup is amortized, not subtracted
     _calibrated[key] = per_step
     return per_step
 
