@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import torch
 
     from .context import BenchmarkContext
+    from .needs import Needs
+    from .spec import TrainingSpec
 
 
 @dataclass
@@ -26,14 +28,17 @@ class BenchmarkResult:
 
 
 class Benchmark:
-    """Base class: implement ``run``; ``trainings`` tells the planner how many models it trains."""
+    """Base class: implement ``run``; ``trainings`` declares the models it trains (planned work)."""
 
     def __init__(self, params: BaseModel):
         self.params = params
 
-    def trainings(self) -> int:
-        """Training runs one job may need beyond the shared one (for the planner's estimate)."""
-        return 1
+    def trainings(self, needs: Needs) -> list[TrainingSpec]:
+        """The trainings ``run`` will ask ``ctx.trained(...)`` for, as specs: call
+        ``needs.trained(...)`` with the same arguments as ``run`` does. The planner trains each
+        once (deduped by content key, batched where it can) before the job runs; asking ``ctx``
+        for an undeclared one is an error. Default: the submission's own model."""
+        return [needs.trained()]
 
     def run(self, ctx: BenchmarkContext) -> BenchmarkResult:  # pragma: no cover - interface
         raise NotImplementedError

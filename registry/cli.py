@@ -280,6 +280,13 @@ def score(
     gpus_per_step: float | None = typer.Option(
         None, "--gpus-per-step", help="Ray: GPUs per step, fractional for small models."
     ),
+    batch: int | None = typer.Option(
+        None,
+        "--batch",
+        min=1,
+        help="Most trainings batched into one model (default: what fits in memory, when a "
+        "calibration shows batching pays on this device; 1 trains one at a time).",
+    ),
 ) -> None:
     """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
     from .execution import ExecutionError, ExecutionOptions
@@ -314,34 +321,33 @@ def score(
 
     registry = get_registry()
     db_path = db or default_db()
-    try:
-        store = ResultStore(db_path)
+    try:  # a dry run on a fresh home creates nothing
+        store = ResultStore(":memory:" if dry_run and not db_path.exists() else db_path)
     except Exception as exc:  # noqa: BLE001 - sqlite errors on a bad path
         _fail(f"--db: cannot open {db_path}: {exc}")
     with store:
         from .progress import RichReporter
 
         reporter = RichReporter()
-        scorer = Scorer(store, registry, device=device, reporter=reporter)
+        scorer = Scorer(store, registry, device=device, reporter=reporter, max_batch=batch)
         try:
             loaded = scorer.load(files)
         except InvalidSubmission as exc:
             _fail(list(map(str, exc.errors)))
-        _, summary = scorer.plan(loaded)
-        reporter.console.print(f"plan: {summary.describe()}")
-        if dry_run:
-            for job in summary.todo:
-                reporter.console.print(f"  would run {job.label}  [{job.key}]")
-            return
         paths = {s.submission.name: s.path for s in loaded}
-        if summary.todo:
-            _check_writable(db_path, scorer.home)
         execution = None
         try:
+            _, summary = scorer.plan(loaded)
+            reporter.console.print(f"plan: {summary.describe()}", markup=False)
+            estimates = scorer.estimate(summary) if summary.todo else {}
+            if dry_run:
+                _print_plan(reporter.console, summary, estimates)
+                return
             if summary.todo:
+                _check_writable(db_path, scorer.home)
                 execution = _execution(options, loaded, db_path, device, reporter)
                 scorer.executor = execution.executor
-            report = scorer.run(summary)
+            report = scorer.run(summary, estimates)
         except ExecutionError as exc:  # e.g. an unreachable --ray-address
             _fail(str(exc))
         except PreflightError as exc:  # e.g. a dataset that is not under the data root
@@ -351,6 +357,7 @@ def score(
         finally:
             if execution is not None:
                 execution.close()
+        _print_estimate_vs_actual(reporter.console, report)
         rows = [r for r in store.rows() if r["submission"] in {s.submission.name for s in loaded}]
         _console().print(_results_table(rows))
         typer.echo(f"results in {db_path}")
@@ -383,6 +390,57 @@ def _execution(options, loaded, db_path: Path, device: str, reporter):
         reporter.message(f"  {step.label}: done by another scorer")
 
     return build_executor(options, loaded, db_path, home(), device, on_skip=skipped)
+
+
+def _print_plan(console, summary, estimates) -> None:
+    """The plan's steps (trainings, then evaluations), what is cached, estimates per step."""
+    from rich.markup import escape
+
+    from .estimate import human_flops, human_seconds
+
+    for spec in summary.cached:
+        console.print(f"  cached   {escape(spec.label)}  \\[{spec.key}]")
+    total_s = total_f = 0.0
+    for step in summary.steps:
+        est = estimates.get(step.key)
+        cost = ""
+        if est is not None:
+            total_s, total_f = total_s + est.seconds, total_f + est.flops
+            cost = f"  ~{human_seconds(est.seconds)}, {human_flops(est.flops)}"
+        note = f"  ({step.note})" if getattr(step, "note", "") else ""
+        after = f"  after {', '.join(step.depends_on)}" if step.depends_on else ""
+        console.print(
+            f"  {step.kind:<8} {escape(step.label)}  \\[{step.key}]{escape(cost + note + after)}"
+        )
+        if step.kind == "train" and len(step.members) > 1:
+            for spec in step.members:
+                console.print(f"             - {escape(spec.label)}  \\[{spec.key}]")
+    if estimates:
+        console.print(f"estimate: ~{human_seconds(total_s)}, {human_flops(total_f)} in total")
+
+
+def _print_estimate_vs_actual(console, report) -> None:
+    from rich.markup import escape
+
+    from .estimate import human_seconds
+
+    if not report.estimates:
+        return
+    actual = {o.key: o.duration_s for o in [*report.trainings, *report.outcomes]}
+    lines = []
+    for step in report.plan.steps:
+        if step.key in actual and step.key in report.estimates:
+            e, a = report.estimates[step.key], actual[step.key]
+            lines.append((step, e, a))
+    if not lines:
+        return
+    console.print("estimate vs actual:")
+    for step, e, a in lines:
+        console.print(
+            f"  {step.kind:<8} {escape(step.label)}: ~{human_seconds(e)} vs {human_seconds(a)}"
+        )
+    te, ta = sum(e for _, e, _ in lines), sum(a for _, _, a in lines)
+    console.print(f"  total: ~{human_seconds(te)} estimated, {human_seconds(ta)} actual")
 
 
 @app.command()

@@ -1,13 +1,13 @@
-"""What a benchmark sees of the core: the job's trained model(s), derived data, evaluation."""
+"""What a benchmark sees of the core while it runs: the job's planned, trained model(s), derived
+data, evaluation. Declaring trainings (``Benchmark.trainings``) uses the torch-free base
+:class:`~bioprior.registry.needs.Needs` with the same calls."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .needs import Needs
 from .plugins import Registry
-from .schemas import PluginRef
-from .submission import Component, resolve_component
 from .trainer import accuracy, seeded
 
 if TYPE_CHECKING:
@@ -15,34 +15,32 @@ if TYPE_CHECKING:
     from .training import TrainedModel, TrainingService
 
 
-class BenchmarkContext:
-    def __init__(self, job: Job, service: TrainingService, registry: Registry):
-        self.job = job
-        self.service = service
-        self.registry = registry
-        self.used: dict[str, str] = {}  # training key -> weights hash, for provenance
+class UndeclaredTraining(RuntimeError):
+    """A benchmark asked for a trained model it did not declare in ``trainings``."""
 
-    @property
-    def seed(self) -> int:
-        return self.job.seed
+
+class BenchmarkContext(Needs):
+    def __init__(self, job: Job, service: TrainingService, registry: Registry):
+        super().__init__(job, registry)
+        self.service = service
+        self.used: dict[str, str] = {}  # training key -> weights hash, for provenance
 
     @property
     def device(self):
         return self.service.device
 
-    def trained(
-        self,
-        dataset: Component | None = None,
-        model: Component | None = None,
-        constraints: tuple[Component, ...] | None = None,
-    ) -> TrainedModel:
+    def trained(self, dataset=None, model=None, constraints=None) -> TrainedModel:
         """The job's model trained on its dataset (shared with every other benchmark). Override
         ``dataset`` (e.g. a random derivation), ``model`` and/or ``constraints`` (e.g. an
         unconstrained surrogate for black-box attacks) to get another model trained with the same
-        recipe and seed. Each is trained once and cached by content."""
-        constraints = None if constraints is None else tuple(constraints)
-        overrides = {"dataset": dataset, "model": model, "constraints": constraints}
-        spec = replace(self.job.training, **{k: v for k, v in overrides.items() if v is not None})
+        recipe and seed. Each must be declared by the benchmark's ``trainings`` (the planner
+        trains it before the job runs, once per content key)."""
+        spec = self.spec(dataset, model, constraints)
+        if spec.key not in self.job.training_keys:
+            raise UndeclaredTraining(
+                f"benchmark {self.job.benchmark.entry.name!r} asked for a training it did not "
+                f"declare: {spec.label} [{spec.key}]; return it from its trainings(needs)"
+            )
         trained = self.service.trained(spec)
         self.used[spec.key] = trained.weights_hash
         return trained
@@ -51,25 +49,6 @@ class BenchmarkContext:
     def weights_hash(self) -> str | None:
         """The hash of the job's own trained weights (else of the first model it used)."""
         return self.used.get(self.job.training.key) or next(iter(self.used.values()), None)
-
-    def component(self, kind: str, name: str, params: dict[str, Any] | None = None) -> Component:
-        """Any registered plugin with validated parameters (e.g. a surrogate model)."""
-        errors: list[tuple[tuple, str]] = []
-        ref = PluginRef(name=name, params=params or {})
-        component = resolve_component(self.registry, kind, ref, (), errors)
-        if component is None:
-            raise ValueError("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in errors))
-        return component
-
-    def derive(
-        self, name: str, params: dict[str, Any] | None = None, source: Component | None = None
-    ) -> Component:
-        """A derivation plugin (e.g. ``gaussian_noise``) applied to ``source`` (default: the job's
-        training dataset)."""
-        if not self.registry.get("dataset", name).extra.get("derivation"):
-            raise ValueError(f"dataset {name!r} is not a derivation")
-        component = self.component("dataset", name, params)
-        return Component(component.entry, component.params, source or self.job.training.dataset)
 
     def accuracy(self, trained: TrainedModel, split: str = "test") -> float:
         """Accuracy on a split of the model's own data, with the RNG seeded from the job's seed."""

@@ -1,7 +1,12 @@
-"""Executors run jobs and yield outcomes as they finish; the planner never sees how.
+"""Executors run steps and yield outcomes as they finish; the planner never sees how.
 
-:class:`LocalExecutor` runs in this process, one job at a time. A distributed executor (Ray,
-isolated crash-safe workers) implements the same ``run`` and slots in without touching the planner.
+A step (``Step`` below; :class:`~bioprior.registry.planner.TrainStep` or
+:class:`~bioprior.registry.planner.EvaluateStep`) has a content ``key``, a ``kind`` ("train" |
+"evaluate"), a one-line ``label`` and ``depends_on`` (keys of steps that must have finished ok
+first). Steps arrive in topological order; a step whose dependency failed is yielded as failed
+(``error_class`` "dependency_failed") without running. Only the driver (the Scorer) writes the
+database. :class:`LocalExecutor` runs in this process, one step at a time; process-isolated and
+Ray executors implement the same ``run`` (see CONTRACT.md).
 """
 
 from __future__ import annotations
@@ -14,11 +19,20 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .failures import classify_exception
-from .planner import Job
+from .planner import EvaluateStep, Job, TrainStep
+
+
+class Step(Protocol):
+    key: str
+    kind: str  # "train" | "evaluate"
+    label: str
+    depends_on: tuple[str, ...]
 
 
 @dataclass
 class JobOutcome:
+    """The outcome of an evaluation step (what the store writes)."""
+
     job: Job
     status: str  # "ok" | "failed"
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -31,27 +45,59 @@ class JobOutcome:
     device: str = ""
     weights_hash: str | None = None
     weights: dict[str, str] = field(default_factory=dict)  # every training key used -> its hash
+    kind: str = "evaluate"
+
+    @property
+    def key(self) -> str:
+        return self.job.key
 
 
-Worker = Callable[[Job], JobOutcome]
+@dataclass
+class TrainOutcome:
+    """The outcome of a training step: each member's weights hash, saved under its own key."""
+
+    step: TrainStep
+    status: str
+    error: str | None = None
+    error_class: str | None = None
+    started_at: str = ""
+    finished_at: str = ""
+    duration_s: float = 0.0
+    device: str = ""
+    weights: dict[str, str] = field(default_factory=dict)  # training key -> weights hash
+    kind: str = "train"
+
+    @property
+    def key(self) -> str:
+        return self.step.key
+
+
+Outcome = JobOutcome | TrainOutcome
+Worker = Callable[[Any], Outcome]
 
 
 class Executor(Protocol):
-    def run(self, jobs: Sequence[Job], worker: Worker) -> Iterator[JobOutcome]: ...
+    def run(self, steps: Sequence[Any], worker: Worker) -> Iterator[Outcome]: ...
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def failed(job: Job, exc: BaseException, started: str, t0: float, device: str = "") -> JobOutcome:
-    """An outcome for a job that raised: the error on one line, the traceback's last frame kept."""
+def _outcome(step: Any, **kw: Any) -> Outcome:
+    if isinstance(step, TrainStep):
+        return TrainOutcome(step, **kw)
+    return JobOutcome(step.job if isinstance(step, EvaluateStep) else step, **kw)
+
+
+def failed(step: Any, exc: BaseException, started: str, t0: float, device: str = "") -> Outcome:
+    """An outcome for a step (or job) that raised: the error on one line, the last frame kept."""
     frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" [{frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno}]" if frame else ""
     message = " ".join(str(exc).split()) or type(exc).__name__
-    return JobOutcome(
-        job,
-        "failed",
+    return _outcome(
+        step,
+        status="failed",
         error=f"{type(exc).__name__}: {message}{where}",
         error_class=classify_exception(exc),
         started_at=started,
@@ -61,13 +107,35 @@ def failed(job: Job, exc: BaseException, started: str, t0: float, device: str = 
     )
 
 
-class LocalExecutor:
-    """In-process, sequential; a job that raises becomes a failed outcome and the rest go on."""
+def dependency_failed(step: Any, errors: dict[str, str | None]) -> Outcome:
+    """A step not run because steps it depends on failed (``errors``: their key -> error)."""
+    stamp = now()
+    why = "; ".join(f"{key}: {error}" if error else key for key, error in errors.items())
+    return _outcome(
+        step,
+        status="failed",
+        error=f"dependency failed: {why}",
+        error_class="dependency_failed",
+        started_at=stamp,
+        finished_at=stamp,
+    )
 
-    def run(self, jobs: Sequence[Job], worker: Worker) -> Iterator[JobOutcome]:
-        for job in jobs:
-            started, t0 = now(), time.perf_counter()
-            try:
-                yield worker(job)
-            except Exception as exc:  # noqa: BLE001 - a worker bug must not stop the others
-                yield failed(job, exc, started, t0)
+
+class LocalExecutor:
+    """In-process, sequential; a step that raises becomes a failed outcome and the rest go on."""
+
+    def run(self, steps: Sequence[Any], worker: Worker) -> Iterator[Outcome]:
+        bad: dict[str, str | None] = {}  # failed step key -> its error
+        for step in steps:
+            missing = {k: bad[k] for k in getattr(step, "depends_on", ()) if k in bad}
+            if missing:
+                outcome = dependency_failed(step, missing)
+            else:
+                started, t0 = now(), time.perf_counter()
+                try:
+                    outcome = worker(step)
+                except Exception as exc:  # noqa: BLE001 - a worker bug must not stop the others
+                    outcome = failed(step, exc, started, t0)
+            if outcome.status != "ok":
+                bad[step.key] = outcome.error
+            yield outcome

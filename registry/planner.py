@@ -1,22 +1,29 @@
-"""The planner: submissions x sweep x seeds x benchmarks -> jobs keyed by content.
+"""The planner: submissions x sweep x seeds x benchmarks -> jobs keyed by content, and the plan:
+training steps (each benchmark's declared trainings, deduped by content key, batched where they
+can be) and evaluation steps that depend on them.
 
-Pure bookkeeping (no torch): what to run, what is already done, and an estimate of the work.
+Pure bookkeeping (no torch): what to run, what is already done or cached, in which order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from .entries import load_attribute
 from .hashing import content_hash
+from .needs import Needs
+from .plugins import Registry
+from .spec import TrainingSpec
 from .submission import Component, LoadedSubmission
-from .training import TrainingSpec
 
 
 @dataclass(frozen=True)
 class Job:
+    """One evaluation: a benchmark on a submission's variant and seed."""
+
     submission: str
     variant: dict[str, Any]
     seed: int
@@ -29,6 +36,15 @@ class Job:
     @cached_property
     def key(self) -> str:
         return content_hash(self.identity())
+
+    @cached_property
+    def instance(self) -> Any:
+        """The benchmark, built once per job (the planner declares with it, the runner runs it).
+        Built without the torchvision shim (``entry.build`` puts it in place, importing torch):
+        benchmark factories live in torch-free modules; the runner installs the shim."""
+        entry = self.benchmark.entry
+        factory = entry.factory if callable(entry.factory) else load_attribute(entry.factory)
+        return factory(self.benchmark.params)
 
     @property
     def plugin_versions(self) -> dict[str, str]:
@@ -48,6 +64,23 @@ class Job:
         return f"{self.submission}[{variant}] seed={self.seed} {self.benchmark.entry.name}".replace(
             "[]", ""
         )
+
+    def declare(self, registry: Registry) -> tuple[TrainingSpec, ...]:
+        """The trainings this job's benchmark declares, deduped, in order (kept on the job)."""
+        if "trainings" not in self.__dict__:
+            specs = self.instance.trainings(Needs(self, registry))
+            unique = {s.key: s for s in specs}
+            object.__setattr__(self, "trainings", tuple(unique.values()))
+        return self.__dict__["trainings"]
+
+    @property
+    def declared(self) -> tuple[TrainingSpec, ...]:
+        """The declared trainings (after :meth:`declare`; before it, the job's own)."""
+        return self.__dict__.get("trainings", (self.training,))
+
+    @property
+    def training_keys(self) -> frozenset[str]:
+        return frozenset(s.key for s in self.declared)
 
 
 def plan(submissions: Iterable[LoadedSubmission]) -> list[Job]:
@@ -69,27 +102,118 @@ def plan(submissions: Iterable[LoadedSubmission]) -> list[Job]:
     return list(jobs.values())
 
 
+# -- steps (the executor contract, CONTRACT.md) --------------------------------------------------
+@dataclass(frozen=True)
+class TrainStep:
+    """One training, or K trainings batched into one model (``members``)."""
+
+    members: tuple[TrainingSpec, ...]
+    note: str = ""  # why it trains alone, when it could not be batched
+    kind: str = "train"
+    depends_on: tuple[str, ...] = ()
+
+    @cached_property
+    def key(self) -> str:
+        if len(self.members) == 1:
+            return self.members[0].key
+        return "batch-" + content_hash(sorted(m.key for m in self.members))
+
+    @property
+    def epochs(self) -> int:
+        return self.members[0].recipe.epochs
+
+    @property
+    def label(self) -> str:
+        first = self.members[0]
+        if len(self.members) == 1:
+            return first.label
+        return f"{len(self.members)} x {first.model.entry.name} batched ({first.epochs_label})"
+
+
+@dataclass(frozen=True)
+class EvaluateStep:
+    """One job, run once the trainings it declared are ready."""
+
+    job: Job
+    depends_on: tuple[str, ...] = ()
+    kind: str = "evaluate"
+
+    @property
+    def key(self) -> str:
+        return self.job.key
+
+    @property
+    def label(self) -> str:
+        return self.job.label
+
+
+Step = TrainStep | EvaluateStep
+
+
 @dataclass
 class PlanSummary:
     total: int
     done: int
     todo: list[Job] = field(default_factory=list)
-    trainings: int = 0
-    epochs: int = 0
+    steps: list[Step] = field(default_factory=list)
+    cached: list[TrainingSpec] = field(default_factory=list)  # declared, weights already saved
+
+    @property
+    def trainings(self) -> int:
+        return sum(len(s.members) for s in self.train_steps)
+
+    @property
+    def train_steps(self) -> list[TrainStep]:
+        return [s for s in self.steps if isinstance(s, TrainStep)]
+
+    @property
+    def epochs(self) -> int:
+        return sum(len(s.members) * s.epochs for s in self.train_steps)
 
     def describe(self) -> str:
+        batched = sum(1 for s in self.train_steps if len(s.members) > 1)
         return (
             f"{self.total} jobs: {self.done} already done, {len(self.todo)} to run; "
-            f"about {self.trainings} trainings, {self.epochs} epochs"
+            f"{self.trainings} trainings to run in {len(self.train_steps)} steps "
+            f"({batched} batched), {len(self.cached)} cached; {self.epochs} epochs"
         )
 
 
-def summarize(jobs: list[Job], done: set[tuple[str, str]]) -> PlanSummary:
+def summarize(
+    jobs: list[Job],
+    done: set[tuple[str, str]],
+    registry: Registry,
+    is_cached: Callable[[TrainingSpec], bool] = lambda spec: False,
+    batch_limit: Callable[[TrainingSpec, int], int] = lambda spec, size: 1,
+) -> PlanSummary:
+    """The steps for the jobs not done: every declared training not cached, deduped by key and
+    grouped (``TrainingSpec.batch_group``) into batches of at most ``batch_limit(first member,
+    group size)``, then the evaluations, each depending on the steps that train what it
+    declared."""
     todo = [j for j in jobs if (j.submission, j.key) not in done]
-    trainings: dict[str, int] = {}
+    needed: dict[str, TrainingSpec] = {}
     for job in todo:
-        extra = job.benchmark.entry.build(job.benchmark.params).trainings()
-        trainings[job.training.key] = max(trainings.get(job.training.key, 0), extra)
-    recipes = {j.training.key: j.training.recipe for j in todo}
-    epochs = sum(n * recipes[k].epochs for k, n in trainings.items())
-    return PlanSummary(len(jobs), len(jobs) - len(todo), todo, sum(trainings.values()), epochs)
+        for spec in job.declare(registry):
+            needed.setdefault(spec.key, spec)
+    cached = [s for s in needed.values() if is_cached(s)]
+    groups: dict[Any, list[TrainingSpec]] = {}
+    for spec in needed.values():
+        if not is_cached(spec):
+            groups.setdefault(spec.batch_group or ("alone", spec.key), []).append(spec)
+    steps: list[Step] = []
+    for group, members in groups.items():
+        if isinstance(group, tuple):  # not batchable
+            steps.append(TrainStep((members[0],), note=members[0].why_alone))
+            continue
+        k = max(1, batch_limit(members[0], len(members))) if len(members) > 1 else 1
+        if k == 1 and len(members) > 1:
+            note = "alone: batch limit 1 (batching does not pay on this device, or --batch 1)"
+            steps.extend(TrainStep((m,), note=note) for m in members)
+            continue
+        for i in range(0, len(members), k):
+            steps.append(TrainStep(tuple(members[i : i + k])))
+    step_of = {m.key: s.key for s in steps if isinstance(s, TrainStep) for m in s.members}
+    for job in todo:
+        deps = dict.fromkeys(step_of[s.key] for s in job.declare(registry) if s.key in step_of)
+        steps.append(EvaluateStep(job, tuple(deps)))
+    return PlanSummary(len(jobs), len(jobs) - len(todo), todo, steps, cached)

@@ -7,12 +7,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .executor import Executor, JobOutcome, LocalExecutor
+from .executor import Executor, JobOutcome, LocalExecutor, Outcome
 from .hashing import content_hash
 from .paths import home as default_home
-from .planner import Job, PlanSummary, plan, summarize
+from .planner import Job, PlanSummary, Step, plan, summarize
 from .plugins import Registry, get_registry
 from .progress import Reporter
+from .spec import root_dataset
 from .store import ResultStore
 from .submission import LoadedSubmission, load_submission
 
@@ -28,7 +29,9 @@ class PreflightError(Exception):
 @dataclass
 class ScoreReport:
     plan: PlanSummary
-    outcomes: list[JobOutcome] = field(default_factory=list)
+    outcomes: list[JobOutcome] = field(default_factory=list)  # evaluations (the store's rows)
+    trainings: list[Outcome] = field(default_factory=list)  # training steps
+    estimates: dict[str, float] = field(default_factory=dict)  # step key -> estimated seconds
 
     @property
     def failed(self) -> list[JobOutcome]:
@@ -44,6 +47,7 @@ class Scorer:
         home: Path | None = None,
         executor: Executor | None = None,
         reporter: Reporter | None = None,
+        max_batch: int | None = None,
     ):
         self.store = store
         self.registry = registry or get_registry()
@@ -51,28 +55,72 @@ class Scorer:
         self.home = Path(home) if home else default_home()
         self.executor = executor or LocalExecutor()
         self.reporter = reporter or Reporter()
+        #: members per batched training; None: as many as fit in memory (registry.estimate)
+        self.max_batch = max_batch
+        self._service = None
 
     def load(self, paths: Iterable[str | Path]) -> list[LoadedSubmission]:
         return [load_submission(p, self.registry) for p in paths]
 
     def plan(self, submissions: Sequence[LoadedSubmission]) -> tuple[list[Job], PlanSummary]:
         jobs = plan(submissions)
-        return jobs, summarize(jobs, self.store.done())
+        weights = self.home / "weights"
+        summary = summarize(
+            jobs,
+            self.store.done(),
+            self.registry,
+            is_cached=lambda spec: (weights / f"{spec.key}.safetensors").exists(),
+            batch_limit=self._batch_limit,
+        )
+        return jobs, summary
 
-    def run(self, summary: PlanSummary) -> ScoreReport:
-        from .runner import JobRunner
-        from .trainer import select_device
-        from .training import TrainingService
+    def _batch_limit(self, spec, size: int) -> int:
+        if self.max_batch is not None:
+            return self.max_batch
+        from .estimate import auto_batch_limit
+
+        try:
+            return auto_batch_limit(spec, self.service(), size)
+        except Exception:  # noqa: BLE001 - bad data is reported by the preflight, not here
+            return 8
+
+    def service(self):
+        """The training service of this scorer's device (built on first use)."""
+        if self._service is None:
+            from .trainer import select_device
+            from .training import TrainingService
+
+            self._service = TrainingService(
+                self.home, select_device(self.device_name), self.reporter
+            )
+        return self._service
+
+    def estimate(self, summary: PlanSummary):
+        """Seconds and FLOPs per step (:mod:`.estimate`: one measured forward, a short
+        calibration of the training step on this device)."""
+        from .estimate import estimate_steps
+
+        return estimate_steps(summary.steps, self.service())
+
+    def run(self, summary: PlanSummary, estimates: dict | None = None) -> ScoreReport:
+        from .runner import StepRunner
 
         report = ScoreReport(summary)
         if not summary.todo:
             return report
-        service = TrainingService(self.home, select_device(self.device_name), self.reporter)
+        service = self.service()
         self.preflight(summary.todo, service)
-        worker = JobRunner(service, self.registry)
+        if estimates is not None:
+            report.estimates = {k: e.seconds for k, e in estimates.items()}
+        worker = StepRunner(service, self.registry)
         self.reporter.jobs_started(len(summary.todo))
         try:
-            for outcome in self.executor.run(summary.todo, self._announced(worker)):
+            for outcome in self.executor.run(summary.steps, self._announced(worker)):
+                if outcome.kind == "train":
+                    report.trainings.append(outcome)
+                    if outcome.error:
+                        self.reporter.message(f"    training failed: {outcome.error}")
+                    continue
                 self.store.write(outcome)
                 report.outcomes.append(outcome)
                 self.reporter.job_finished(outcome.job.label, outcome.status, outcome.score)
@@ -90,17 +138,16 @@ class Scorer:
 
         checked: set[str] = set()
         for job in jobs:
-            root = job.training.dataset
-            while root.source is not None:
-                root = root.source
-            key = content_hash(root.spec)
-            if key in checked:
-                continue
-            checked.add(key)
-            try:
-                service.base_data(root)
-            except DataUnavailable as exc:
-                raise PreflightError(job.submission, "training.dataset", str(exc)) from None
+            for spec in job.declared:  # the job's own training and those its benchmark declared
+                root = root_dataset(spec.dataset)
+                key = content_hash(root.spec)
+                if key in checked:
+                    continue
+                checked.add(key)
+                try:
+                    service.base_data(root)
+                except DataUnavailable as exc:
+                    raise PreflightError(job.submission, "training.dataset", str(exc)) from None
         for job in jobs:
             Scorer._preflight_neural_data(job, checked)
 
@@ -130,8 +177,8 @@ class Scorer:
                     ) from None
 
     def _announced(self, worker):
-        def run(job: Job) -> JobOutcome:
-            self.reporter.job_started(job.label)
-            return worker(job)
+        def run(step: Step) -> Outcome:
+            self.reporter.job_started(step.label)
+            return worker(step)
 
         return run

@@ -22,40 +22,11 @@ from .data import ImageData, fit_data
 from .hashing import content_hash
 from .output_check import check_logits
 from .progress import Reporter
-from .schemas import TrainingRecipe
+from .spec import TrainingSpec, dataset_label, root_dataset
 from .submission import Component
 from .trainer import Normalized, train_model
 
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    """Everything that determines a trained model."""
-
-    model: Component
-    constraints: tuple[Component, ...]
-    recipe: TrainingRecipe
-    dataset: Component
-    seed: int
-
-    def identity(self) -> dict[str, Any]:
-        return {
-            "model": self.model.spec,
-            "constraints": [c.spec for c in self.constraints],
-            "recipe": self.recipe.model_dump(
-                mode="json",
-                exclude={"dataset"} | ({"augment"} if not self.recipe.augment else set()),
-            ),
-            "dataset": self.dataset.spec,
-            "seed": self.seed,
-        }
-
-    @property
-    def key(self) -> str:
-        return content_hash(self.identity())
-
-    @property
-    def label(self) -> str:
-        return f"{self.model.entry.name} on {dataset_label(self.dataset)} (seed {self.seed})"
+__all__ = ["TrainedModel", "TrainingService", "TrainingSpec", "dataset_label", "weights_hash"]
 
 
 def weights_hash(module: nn.Module) -> str:
@@ -66,10 +37,6 @@ def weights_hash(module: nn.Module) -> str:
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()[:20]
-
-
-def dataset_label(c: Component) -> str:
-    return f"{c.entry.name}({dataset_label(c.source)})" if c.source is not None else c.entry.name
 
 
 @dataclass
@@ -110,10 +77,7 @@ class TrainingService:
         return self._base[key]
 
     def geometry(self, spec: TrainingSpec) -> tuple[int, int]:
-        root = spec.dataset
-        while root.source is not None:
-            root = root.source
-        base = self.base_data(root)
+        base = self.base_data(root_dataset(spec.dataset))
         params = spec.model.params
         return (
             getattr(params, "in_channels", None) or base.channels,
@@ -168,37 +132,97 @@ class TrainingService:
         mean, std = data.channel_stats()
         return Normalized(net, mean, std).to(self.device)
 
+    def weights_path(self, spec: TrainingSpec) -> Path:
+        return self.weights_dir / f"{spec.key}.safetensors"
+
+    def is_cached(self, spec: TrainingSpec) -> bool:
+        return spec.key in self._models or self.weights_path(spec).exists()
+
     def trained(self, spec: TrainingSpec) -> TrainedModel:
+        """The trained model of ``spec``: from memory, from the weights cache, or (when no step
+        trained it, e.g. a direct call) trained now."""
         key = spec.key
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
         data = self.data(spec)
         module = self.build(spec, data)
-        path = self.weights_dir / f"{key}.safetensors"
-        history = self._load(path, module)
-        from_cache = history is not None
+        history = self._load(self.weights_path(spec), module)
         if history is None:
-            self.reporter.training_started(spec.label, spec.recipe.epochs)
-            start = time.perf_counter()
-            try:
-                history = train_model(
-                    module,
-                    data.train_x,
-                    data.train_y,
-                    spec.recipe,
-                    spec.seed,
-                    self.reporter.epoch_done,
+            return self.train([spec])[0]
+        return self._remember(TrainedModel(spec, module, data, history, weights_hash(module), True))
+
+    def train(self, specs: list[TrainingSpec]) -> list[TrainedModel]:
+        """Train ``specs`` and save each member's weights under its own key: one batched model
+        when there are several of one structure and data shape (:mod:`.batched`), else alone."""
+        from .batched import can_batch, structure
+
+        datas = [self.data(s) for s in specs]
+        modules = [self.build(s, d) for s, d in zip(specs, datas, strict=True)]
+        groups: dict[Any, list[int]] = {}
+        for i, (module, data) in enumerate(zip(modules, datas, strict=True)):
+            sig = (structure(module), tuple(data.train_x.shape)) if can_batch(module) else i
+            groups.setdefault(sig, []).append(i)
+        out: dict[int, TrainedModel] = {}
+        for members in groups.values():
+            histories = self._train(
+                [specs[i] for i in members],
+                [modules[i] for i in members],
+                [datas[i] for i in members],
+            )
+            for i, history in zip(members, histories, strict=True):
+                self._save(self.weights_path(specs[i]), modules[i], specs[i], history)
+                self.trainings_run += 1
+                trained = TrainedModel(
+                    specs[i], modules[i], datas[i], history, weights_hash(modules[i]), False
                 )
-            finally:
-                self.reporter.training_finished()
-            history["train_seconds"] = time.perf_counter() - start
-            self._save(path, module, spec, history)
-            self.trainings_run += 1
-        module.eval()
-        check_logits(module, data)  # NaN / wrong-shape logits: the job fails as invalid_output
-        trained = TrainedModel(spec, module, data, history, weights_hash(module), from_cache)
-        self._models[key] = trained
+                out[i] = self._remember(trained)
+        return [out[i] for i in range(len(specs))]
+
+    def _train(self, specs, modules, datas) -> list[dict[str, Any]]:
+        first = specs[0]
+        label = first.label if len(specs) == 1 else f"{len(specs)} x {first.model.entry.name}"
+        self.reporter.training_started(label, first.recipe.epochs)
+        start = time.perf_counter()
+        try:
+            if len(specs) == 1:
+                histories = [
+                    train_model(
+                        modules[0],
+                        datas[0].train_x,
+                        datas[0].train_y,
+                        first.recipe,
+                        first.seed,
+                        self.reporter.epoch_done,
+                    )
+                ]
+            else:
+                from .batched import train_batched
+
+                def on_epoch(member: int, epoch: int, stats: dict[str, float]) -> None:
+                    if member == 0:
+                        self.reporter.epoch_done(epoch, stats)
+
+                histories = train_batched(
+                    modules,
+                    [d.train_x for d in datas],
+                    [d.train_y for d in datas],
+                    [s.recipe for s in specs],
+                    [s.seed for s in specs],
+                    on_epoch,
+                )
+        finally:
+            self.reporter.training_finished()
+        seconds = time.perf_counter() - start
+        for history in histories:
+            history["train_seconds"] = seconds / len(specs)
+            history["step_seconds"] = seconds
+        return histories
+
+    def _remember(self, trained: TrainedModel) -> TrainedModel:
+        trained.module.eval()
+        check_logits(trained.module, trained.data)  # NaN / wrong-shape logits: invalid_output
+        self._models[trained.spec.key] = trained
         while len(self._models) > self.keep:
             self._models.popitem(last=False)
         return trained

@@ -79,7 +79,7 @@ def training_payload(spec) -> dict[str, Any]:
 
 def training_from_payload(registry, payload: dict[str, Any]):
     from .schemas import TrainingRecipe
-    from .training import TrainingSpec
+    from .spec import TrainingSpec
 
     return TrainingSpec(
         model=component_from_payload(registry, payload["model"]),
@@ -111,8 +111,23 @@ def training_spec(step) -> Any:
 def step_payload(step) -> dict[str, Any]:
     """A JSON-able description of a step: today's Job (an evaluation with lazy training), a
     training step (kind "train" with a TrainingSpec ``spec``), or a step with ``to_payload()``."""
+    from .planner import EvaluateStep
+    from .planner import TrainStep as PlannedTraining
+
     if hasattr(step, "to_payload"):  # a step type that knows how to travel
         return {"type": "custom", "key": step.key, "payload": step.to_payload()}
+    if isinstance(step, PlannedTraining):  # the planner's (possibly batched) training step
+        return {
+            "type": "train_batch",
+            "key": step.key,
+            "note": step.note,
+            "depends_on": list(step.depends_on),
+            "members": [training_payload(m) for m in step.members],
+        }
+    if isinstance(
+        step, EvaluateStep
+    ):  # the planner's evaluation step: its job, and what it waits on
+        return {**step_payload(step.job), "type": "evaluate", "depends_on": list(step.depends_on)}
     if training_spec(step) is not None:
         return {
             "type": "train",
@@ -140,6 +155,20 @@ def step_payload(step) -> dict[str, Any]:
 def step_from_payload(registry, payload: dict[str, Any]):
     if payload["type"] == "custom":
         raise RuntimeError("a custom step type needs its own worker to be rebuilt")
+    if payload["type"] == "train_batch":
+        from .planner import TrainStep as PlannedTraining
+
+        planned = PlannedTraining(
+            tuple(training_from_payload(registry, m) for m in payload["members"]),
+            payload.get("note", ""),
+            depends_on=tuple(payload.get("depends_on", ())),
+        )
+        if planned.key != payload["key"]:
+            raise RuntimeError(
+                f"training {payload['key']} rebuilt with key {planned.key} on this worker: "
+                "its plugins differ from the driver's"
+            )
+        return planned
     if payload["type"] == "train":
         step = TrainStep(
             payload["key"],
@@ -167,6 +196,10 @@ def step_from_payload(registry, payload: dict[str, Any]):
             f"step {payload['key']} rebuilt with key {job.key} on this worker: "
             "its plugins differ from the driver's"
         )
+    if payload["type"] == "evaluate":
+        from .planner import EvaluateStep
+
+        return EvaluateStep(job, tuple(payload.get("depends_on", ())))
     return job
 
 
@@ -184,21 +217,40 @@ def outcome_payload(outcome) -> dict[str, Any]:
     return {"class": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
 
 
+def _outcome_class(step, default):
+    """The outcome class for a step: the planner's training steps get a TrainOutcome."""
+    from .executor import TrainOutcome
+    from .planner import TrainStep as PlannedTraining
+
+    if isinstance(step, PlannedTraining):
+        return TrainOutcome
+    return getattr(step, "outcome_class", default)
+
+
+def _attached(cls, step):
+    """What an outcome of ``cls`` holds: an evaluation step's outcome holds its job."""
+    from .executor import JobOutcome
+    from .planner import EvaluateStep
+
+    return step.job if cls is JobOutcome and isinstance(step, EvaluateStep) else step
+
+
 def outcome_from_payload(step, payload: dict[str, Any]):
     from .entries import load_attribute
 
-    cls = load_attribute(payload["class"])
+    cls = _outcome_class(step, load_attribute(payload["class"]))
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(step, **{k: v for k, v in payload["fields"].items() if k in names})
+    fields = {k: v for k, v in payload["fields"].items() if k in names}
+    return cls(_attached(cls, step), **fields)
 
 
 def failed_outcome(step, error: str, error_class: str, started: str = "", duration: float = 0.0):
     """A failed outcome for a step that never returned one (killed, lost, not run)."""
     from .executor import JobOutcome, now
 
-    cls = getattr(step, "outcome_class", JobOutcome)
+    cls = _outcome_class(step, JobOutcome)
     return cls(
-        step,
+        _attached(cls, step),
         "failed",
         error=error,
         error_class=error_class,

@@ -202,9 +202,23 @@ class AdversarialParams(PluginParams):
         return self
 
 
+def surrogate_training(needs, params):
+    """The black-box surrogate, unconstrained, at the scored model's input geometry (a ``None``
+    geometry is filled from the data at build, as for the scored model)."""
+    own = needs.job.training.model.params
+    geometry = {k: getattr(own, k, None) for k in ("in_channels", "input_size")}
+    surrogate_params = {
+        **params.surrogate_params,
+        **{k: v for k, v in geometry.items() if v is not None},
+    }
+    model = needs.component("model", params.surrogate_model, surrogate_params)
+    return needs.trained(model=model, constraints=())
+
+
 class Adversarial(Benchmark):
-    def trainings(self) -> int:
-        return 2 if self.params.transfer else 1
+    def trainings(self, needs):
+        own = [needs.trained()]
+        return own + [surrogate_training(needs, self.params)] if self.params.transfer else own
 
     def run(self, ctx) -> BenchmarkResult:
         from bioprior.benchmarks.adversarial.run import run_adversarial

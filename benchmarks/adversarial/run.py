@@ -15,7 +15,7 @@ import foolbox as fb
 import torch
 from torch import nn
 
-from bioprior.benchmarks.adversarial import AttackRef
+from bioprior.benchmarks.adversarial import AttackRef, surrogate_training
 from bioprior.benchmarks.adversarial.eot import (
     ExpectedLogits,
     deterministic_copy,
@@ -254,15 +254,7 @@ def _transfer_adversarials(
 ) -> tuple[dict[float, torch.Tensor], dict[str, Any]]:
     """Black-box adversarials at the score curve's epsilons, computed once on the
     (deterministic) surrogate, and the surrogate's own accuracies."""
-    surrogate_params = {
-        **params.surrogate_params,
-        "in_channels": data.channels,
-        "input_size": data.size,
-    }
-    surrogate = ctx.trained(
-        model=ctx.component("model", params.surrogate_model, surrogate_params),
-        constraints=(),
-    )
+    surrogate = surrogate_training(ctx, params)
     sur_module, _ = deterministic_copy(surrogate.module)
     sur_plugin = resolve_attack(ctx, params.transfer_attack)
     fmodel = fb.PyTorchModel(sur_module, bounds=(0, 1), device=s.x.device)

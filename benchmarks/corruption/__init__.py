@@ -142,8 +142,11 @@ class CorruptionParams(PluginParams):
 
 
 class Corruption(Benchmark):
-    def trainings(self) -> int:
-        return 2 if self.params.baseline is not None else 1
+    def trainings(self, needs):
+        from ._corruption_impl import baseline_model
+
+        own = [needs.trained()]
+        return own + [baseline_model(self.params, needs)] if self.params.baseline else own
 
     def run(self, ctx) -> BenchmarkResult:
         from . import run as _corruption_impl

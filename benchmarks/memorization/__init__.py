@@ -46,12 +46,15 @@ class MemorizationParams(PluginParams):
 
 
 class Memorization(Benchmark):
-    def trainings(self) -> int:
-        return 2
+    def trainings(self, needs):
+        return [needs.trained(), needs.trained(self._random(needs))]
+
+    def _random(self, needs):
+        return needs.derive(self.params.random, self.params.random_params)
 
     def run(self, ctx) -> BenchmarkResult:
         natural = ctx.trained()
-        random = ctx.trained(ctx.derive(self.params.random, self.params.random_params))
+        random = ctx.trained(self._random(ctx))
         chance = 1.0 / natural.data.num_classes
         metrics = {
             "natural_train_acc": ctx.accuracy(natural, "train"),
@@ -93,28 +96,32 @@ class MemorizationCapacity(Benchmark):
     """tsvetkov2020 Exp. 2: natural and random training accuracy over a grid of classes x examples
     per class. Score: the mean of the per-cell memorization scores (on training accuracy)."""
 
-    def trainings(self) -> int:
-        return 2 * len(self.params.classes) * len(self.params.examples_per_class)
+    def trainings(self, needs):
+        return [needs.trained(d) for cell in self._cells(needs) for d in cell[2:]]
+
+    def _cells(self, needs):
+        for k in self.params.classes:
+            for n in self.params.examples_per_class:
+                subset = needs.derive("subset", {"num_classes": k, "examples_per_class": n})
+                yield k, n, subset, needs.derive(self.params.random, source=subset)
 
     def run(self, ctx) -> BenchmarkResult:
         cells, scores = [], []
-        for k in self.params.classes:
-            for n in self.params.examples_per_class:
-                subset = ctx.derive("subset", {"num_classes": k, "examples_per_class": n})
-                natural = ctx.trained(subset)
-                random = ctx.trained(ctx.derive(self.params.random, source=subset))
-                cell = {
-                    "classes": k,
-                    "examples_per_class": n,
-                    "natural_train_acc": ctx.accuracy(natural, "train"),
-                    "natural_test_acc": ctx.accuracy(natural, "test"),
-                    "random_train_acc": ctx.accuracy(random, "train"),
-                    "chance": 1.0 / k,
-                }
-                cells.append(cell)
-                scores.append(
-                    memorization_score(cell["natural_train_acc"], cell["random_train_acc"], 1.0 / k)
-                )
+        for k, n, subset, random_data in self._cells(ctx):
+            natural = ctx.trained(subset)
+            random = ctx.trained(random_data)
+            cell = {
+                "classes": k,
+                "examples_per_class": n,
+                "natural_train_acc": ctx.accuracy(natural, "train"),
+                "natural_test_acc": ctx.accuracy(natural, "test"),
+                "random_train_acc": ctx.accuracy(random, "train"),
+                "chance": 1.0 / k,
+            }
+            cells.append(cell)
+            scores.append(
+                memorization_score(cell["natural_train_acc"], cell["random_train_acc"], 1.0 / k)
+            )
         return BenchmarkResult({"cells": cells}, sum(scores) / len(scores))
 
 

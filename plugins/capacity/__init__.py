@@ -119,6 +119,7 @@ def register_constraints(register):
         params=InternalNoiseParams,
         **common,
         description="Additive Gaussian noise after every hidden activation.",
+        extra={"batch": ["sigma"]},  # trainings differing in sigma batch together
     )
     register(
         name="bottleneck",
@@ -126,6 +127,7 @@ def register_constraints(register):
         params=BottleneckParams,
         **common,
         description="Narrow first conv layer.",
+        extra={"batch": []},
     )
     register(
         name="activation",
@@ -133,6 +135,7 @@ def register_constraints(register):
         params=ActivationParams,
         **common,
         description="Swap the hidden nonlinearity (relu | sigmoid | ...).",
+        extra={"batch": []},
     )
     register(
         name="precision_limit",
@@ -140,4 +143,5 @@ def register_constraints(register):
         params=PrecisionLimitParams,
         **common,
         description="Quantized hidden activations, straight-through gradient (paper's future work).",
+        extra={"batch": ["bits", "low", "high"]},
     )

@@ -24,13 +24,17 @@ class GaussianNoise(nn.Module):
     """Additive N(0, sigma^2) noise, as Keras' GaussianNoise: on in training, off at inference
     unless ``at_inference`` (tsvetkov2020, Methods: internal noise)."""
 
+    batch_attributes = ("sigma",)  # per-member in a batched training (a 0-d tensor there)
+
     def __init__(self, sigma: float, at_inference: bool = False):
         super().__init__()
         self.sigma, self.at_inference = sigma, at_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.sigma > 0 and (self.training or self.at_inference):
-            return x + self.sigma * torch.randn_like(x)
+        batched = isinstance(self.sigma, torch.Tensor)
+        if (batched or self.sigma > 0) and (self.training or self.at_inference):
+            # contiguous: the fast sampler, and the same draws whatever x's layout (channels_last)
+            return x + self.sigma * torch.randn_like(x, memory_format=torch.contiguous_format)
         return x
 
     def extra_repr(self) -> str:
@@ -50,6 +54,8 @@ class _RoundSTE(torch.autograd.Function):
 class Quantize(nn.Module):
     """Uniform quantization to ``2**bits`` levels on [low, high] with a straight-through gradient
     (the precision limit proposed as future work in tsvetkov2020, Discussion)."""
+
+    batch_attributes = ("low", "high", "step")  # per-member in a batched training
 
     def __init__(self, bits: int, low: float, high: float):
         super().__init__()

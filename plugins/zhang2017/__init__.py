@@ -38,6 +38,7 @@ def register_models(register):
         version="1",
         citation=ZHANG2017,
         description="conv5x5(200)-pool-LRN x2, FC 384-192-classes (tsvetkov2020 small-alexnet).",
+        extra={"batch": []},  # trains batched with its sweep (registry.batched)
     )
     register(
         name="small_inception",
@@ -46,4 +47,5 @@ def register_models(register):
         version="1",
         citation=ZHANG2017,
         description="Zhang et al.'s small Inception: conv3x3(96), 10 inception / 2 downsample modules.",
+        extra={"batch": []},  # trains batched with its sweep (registry.batched)
     )

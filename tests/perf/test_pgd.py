@@ -2,20 +2,22 @@
 the same arithmetic (uniform random start, summed cross-entropy, sign step, projection, clip to
 [0, 1]), in the same run. Image-steps per second = images x steps / mean time, stored in
 ``extra_info``. Compare with
-``pytest tests/test_adversarial_perf.py --benchmark-enable --benchmark-group-by=group``; the
-default run executes each once as a smoke test."""
+``pytest tests/perf/test_pgd.py -m perf --benchmark-enable``. The "engine" is foolbox (what the
+adversarial benchmark runs), the reference the plain loop; ``tests/test_pgd_reference.py`` checks
+that both compute the same adversarials."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from perfkit import DEVICE
+from perfkit import sync as _sync
 
 from bioprior import create_model
 from bioprior.registry.data import fit_data
-from bioprior.registry.trainer import Normalized, select_device
+from bioprior.registry.trainer import Normalized
 
-DEVICE = select_device("auto")
 IMAGES, STEPS, EPS, STEP = 64, 20, 0.031, 0.003
 
 
@@ -32,11 +34,6 @@ def setup():
     return model, x, data.test_y[:IMAGES].to(DEVICE)
 
 
-def _sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def torch_pgd(model, x, y, eps=EPS, step=STEP, steps=STEPS):
     """Madry et al. PGD Linf, foolbox's arithmetic in plain PyTorch."""
     adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
@@ -50,7 +47,7 @@ def torch_pgd(model, x, y, eps=EPS, step=STEP, steps=STEPS):
 
 
 @pytest.mark.benchmark(group="pgd-linf-image-steps")
-def test_foolbox_pgd(benchmark, setup):
+def test_foolbox_pgd(benchmark, record, setup):
     import foolbox as fb
 
     model, x, y = setup
@@ -64,11 +61,12 @@ def test_foolbox_pgd(benchmark, setup):
 
     adv = benchmark(run)
     benchmark.extra_info["image_steps"] = IMAGES * STEPS
+    record("pgd-linf", "engine", IMAGES * STEPS)
     assert (adv - x).abs().max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
 
 
 @pytest.mark.benchmark(group="pgd-linf-image-steps")
-def test_plain_torch_pgd(benchmark, setup):
+def test_plain_torch_pgd(benchmark, record, setup):
     model, x, y = setup
 
     def run():
@@ -78,23 +76,5 @@ def test_plain_torch_pgd(benchmark, setup):
 
     adv = benchmark(run)
     benchmark.extra_info["image_steps"] = IMAGES * STEPS
+    record("pgd-linf", "reference", IMAGES * STEPS)
     assert (adv - x).abs().max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
-
-
-def test_same_arithmetic(setup):
-    """Without the random start both give the same adversarials."""
-    import foolbox as fb
-
-    model, x, y = setup
-    fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=DEVICE)
-    attack = fb.attacks.LinfPGD(steps=5, abs_stepsize=STEP, random_start=False)
-    _, ours, _ = attack(fmodel, x[:32], y[:32], epsilons=EPS)
-
-    adv = x[:32].clone()
-    for _ in range(5):
-        adv.requires_grad_(True)
-        loss = F.cross_entropy(model(adv), y[:32], reduction="sum")
-        (grad,) = torch.autograd.grad(loss, adv)
-        adv = adv.detach() + STEP * grad.sign()
-        adv = (x[:32] + (adv - x[:32]).clamp(-EPS, EPS)).clamp(0, 1)
-    torch.testing.assert_close(ours, adv, atol=1e-6, rtol=0)

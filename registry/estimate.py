@@ -1,0 +1,220 @@
+"""Work estimates for the plan: FLOPs from one measured forward (``torch.utils.flop_counter``),
+seconds from a short calibration of the real training step on the chosen device, and the
+automatic number of members per batched training (what fits in memory).
+
+Estimates are per step: a training step costs ``steps_per_epoch x epochs`` calibrated steps of
+its K members together; an evaluation step is counted as one forward pass over the train and
+test splits of every model it declared (benchmarks that evaluate many conditions take longer).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .planner import EvaluateStep, TrainStep
+from .spec import TrainingSpec
+
+#: most members per batched training when memory would allow more (CPU / GPU)
+CAP = {"cpu": 16, "cuda": 64}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One model on its data, from one measured forward of a single image."""
+
+    forward_flops: int  # per image
+    params: int
+    activations: int  # output elements of every leaf module, per image
+    train_images: int
+    test_images: int
+    image_bytes: int  # one training image on the device
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    flops: float
+    note: str = ""
+
+
+_profiles: dict[str, Profile] = {}
+_calibrated: dict[tuple[str, int], float] = {}
+
+
+def profile(spec: TrainingSpec, service: Any) -> Profile:
+    key = spec.batch_group or spec.key
+    if key in _profiles:
+        return _profiles[key]
+    data = service.data(spec)
+    module = service.build(spec, data)
+    module.eval()
+    counts = [0]
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            counts[0] += out.numel()
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(data.train_x[:1].float())
+    finally:
+        for h in handles:
+            h.remove()
+    x = data.train_x
+    result = Profile(
+        forward_flops=int(counter.get_total_flops()),
+        params=sum(p.numel() for p in module.parameters()),
+        activations=counts[0],
+        train_images=len(data.train_x),
+        test_images=len(data.test_x),
+        image_bytes=x[:1].numel() * x.element_size(),
+    )
+    _profiles[key] = result
+    return result
+
+
+def member_bytes(p: Profile, spec: TrainingSpec) -> int:
+    """Memory of one member in training: weights, gradients and two optimizer states, its
+    training set, and activations kept for the backward pass (about 3x the outputs)."""
+    fp32 = 4
+    return (
+        4 * p.params * fp32
+        + p.train_images * p.image_bytes
+        + 3 * spec.recipe.batch_size * p.activations * fp32
+    )
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.8)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+_limits: dict[str, int] = {}
+
+
+def auto_batch_limit(spec: TrainingSpec, service: Any, size: int = 1 << 30) -> int:
+    """Members per batched training: as many as fit in half the free memory (80% of a GPU's),
+    at most ``CAP``; and 1 when a short calibration on this device shows batching does not pay
+    (a compute-bound model on a CPU: a batched step must cost under 0.8x K solo steps); never
+    more than ``size``, the members there are."""
+    group = f"{spec.batch_group or spec.key}:{size}"
+    if group in _limits:
+        return _limits[group]
+    p = profile(spec, service)
+    device = service.device
+    fits = available_bytes(device) // max(1, member_bytes(p, spec))
+    k = int(max(1, min(CAP.get(device.type, 16), fits, size)))
+    if k > 1:
+        solo = calibrate(TrainStep((spec,)), service)
+        batched = calibrate(TrainStep((spec,) * k), service)
+        if batched > 0.8 * k * solo:
+            k = 1
+    _limits[group] = k
+    return k
+
+
+def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
+    """Seconds per optimizer step of this step's K members together, measured with the real
+    engine (one warm-up training of a step, then one of ``steps``) on random images of the
+    members' geometry; a slight overestimate (the training's setup is included)."""
+    from .batched import train_batched
+    from .trainer import train_model
+
+    first = step.members[0]
+    k = len(step.members)
+    key = (first.key if k == 1 else first.batch_group or first.key, k)  # solo: its own cost
+    if key in _calibrated:
+        return _calibrated[key]
+    data = service.data(first)
+    bs = first.recipe.batch_size
+    gen = torch.Generator().manual_seed(0)
+    n = bs * steps
+    shape = (n, *data.train_x.shape[1:])
+    x = torch.rand(shape, generator=gen).to(data.train_x.device)
+    y = torch.randint(0, data.num_classes, (n,), generator=gen).to(data.train_y.device)
+    recipe = first.recipe.model_copy(update={"epochs": 1})
+    timings = []
+    for m in (1, steps):
+        modules = [service.build(first, data) for _ in range(k)]
+        xm, ym = x[: m * bs], y[: m * bs]
+        sync(service.device)
+        t0 = time.perf_counter()
+        if k == 1:
+            train_model(modules[0], xm, ym, recipe, first.seed)
+        else:
+            train_batched(modules, [xm] * k, [ym] * k, [recipe] * k, [first.seed] * k)
+        sync(service.device)
+        timings.append(time.perf_counter() - t0)
+    per_step = timings[1] / steps  # after a warm-up step; the setup is amortized, not subtracted
+    _calibrated[key] = per_step
+    return per_step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_steps(steps: list, service: Any) -> dict[str, Estimate]:
+    """An :class:`Estimate` per step key."""
+    out: dict[str, Estimate] = {}
+    forward_rate: dict[str, float] = {}
+    for step in steps:
+        try:
+            estimate = _estimate(step, service, forward_rate)
+        except Exception:  # noqa: BLE001, S112 - a step that cannot be built fails when it runs
+            continue
+        if estimate is not None:
+            out[step.key] = estimate
+    return out
+
+
+def _estimate(step: Any, service: Any, forward_rate: dict[str, float]) -> Estimate | None:
+    if isinstance(step, TrainStep):
+        first = step.members[0]
+        p = profile(first, service)
+        n_steps = -(-p.train_images // first.recipe.batch_size) * first.recipe.epochs
+        seconds = calibrate(step, service) * n_steps
+        flops = 3.0 * p.forward_flops * p.train_images * first.recipe.epochs * len(step.members)
+        forward_rate[first.batch_group or first.key] = seconds / max(1.0, flops)
+        return Estimate(seconds, flops)
+    elif isinstance(step, EvaluateStep):
+        specs = step.job.declared
+        flops = seconds = 0.0
+        for spec in specs:
+            p = profile(spec, service)
+            f = p.forward_flops * (p.train_images + p.test_images)
+            flops += f
+            rate = forward_rate.get(spec.batch_group or spec.key)
+            seconds += f * rate / 2 if rate else 0.0  # no backward: about a third to a half
+        return Estimate(seconds, flops, "one pass per split and model")
+    return None
+
+
+def human_flops(flops: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.1f} {unit}FLOP"
+    return f"{flops:.0f} FLOP"
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"

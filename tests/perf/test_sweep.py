@@ -1,0 +1,48 @@
+"""Pair "sweep": a quickstart-style sweep (6 noise levels x natural / random data = 12 trainings,
+small_alexnet at reduced width on digits) scored end to end by the Scorer, batched (up to 12
+members) against one training at a time; a fresh home per round."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from perfkit import DEVICE, sync
+
+from bioprior.registry.plugins import get_registry
+from bioprior.registry.scorer import Scorer
+from bioprior.registry.store import ResultStore
+from bioprior.registry.submission import validate_submission_dict
+
+pytestmark = pytest.mark.perf
+SWEEP = {
+    "name": "perf-sweep",
+    "model": {"name": "small_alexnet", "params": {"width": 0.1, "input_size": 16}},
+    "constraints": [{"name": "internal_noise", "params": {"sigma": 0.0}}],
+    "training": {"dataset": "digits", "epochs": 2, "batch_size": 64, "lr": 0.01},
+    "sweep": {"constraints.0.params.sigma": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]},
+    "seeds": [0],
+    "benchmarks": ["memorization"],
+}
+
+
+def _score(max_batch: int) -> int:
+    registry = get_registry()
+    home = Path(tempfile.mkdtemp(prefix="bioprior-perf-"))
+    with ResultStore(home / "results.sqlite") as store:
+        scorer = Scorer(store, registry, device=str(DEVICE), home=home, max_batch=max_batch)
+        _, summary = scorer.plan([validate_submission_dict(SWEEP, registry)])
+        report = scorer.run(summary)
+    sync()
+    assert all(o.status == "ok" for o in report.outcomes)
+    return summary.trainings
+
+
+@pytest.mark.parametrize("max_batch", [12, 1], ids=["batched", "one-at-a-time"])
+@pytest.mark.benchmark(group="sweep-end-to-end")
+def test_sweep(benchmark, record, max_batch):
+    trainings = benchmark.pedantic(_score, args=(max_batch,), rounds=2, iterations=1)
+    assert trainings == 12
+    role = "engine" if max_batch > 1 else "reference"
+    record("sweep-12-trainings", role, 12 * 1797)

@@ -1,0 +1,83 @@
+"""The training engine's fast paths (registry.trainer): uint8 data converted per batch on the
+device, channels_last with a fallback for models that need NCHW, streaming from host memory,
+evaluation under inference_mode. The CPU path is the same code as the GPU one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bioprior import create_model
+from bioprior.registry.schemas import TrainingRecipe
+from bioprior.registry.trainer import predict, train_model
+from bioprior.registry.training import weights_hash
+
+RECIPE = TrainingRecipe(dataset="digits", epochs=2, batch_size=32, lr=0.05)
+
+
+def _data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    return x, torch.randint(0, 10, (n,), generator=g)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return create_model("small_alexnet", in_channels=1, num_classes=10, input_size=8, width=0.1)
+
+
+def test_uint8_data_trains_as_its_float_version():
+    x, y = _data()
+    a, b = _net(), _net()
+    ha = train_model(a, x, y, RECIPE, seed=0)
+    hb = train_model(b, x.float() / 255, y, RECIPE, seed=0)
+    assert ha["loss"] == hb["loss"] and weights_hash(a) == weights_hash(b)
+
+
+def test_channels_last_training_ends_in_standard_layout():
+    x, y = _data()
+    net = _net()
+    train_model(net, x, y, RECIPE, seed=0)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous() for m in convs)
+
+
+class ViewNet(nn.Module):
+    """``.view`` after a conv: needs NCHW, so the engine must not force channels_last on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(len(x), -1))
+
+
+def test_model_that_needs_nchw_still_trains():
+    x, y = _data()
+    torch.manual_seed(0)
+    history = train_model(ViewNet(), x, y, RECIPE, seed=0)
+    assert len(history["loss"]) == 2 and history["loss"][-1] < history["loss"][0]
+
+
+def test_predict_matches_a_plain_forward_and_accepts_uint8():
+    x, _ = _data(100)
+    net = _net().eval()
+    with torch.no_grad():
+        expected = net(x.float() / 255)
+    torch.testing.assert_close(predict(net, x, batch_size=32), expected)
+
+
+@pytest.mark.gpu
+def test_gpu_streaming_from_host_memory_matches_device_resident():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    x, y = _data(1024)
+    a, b = _net().cuda(), _net().cuda()
+    recipe = RECIPE.model_copy(update={"precision": "bf16"})
+    ha = train_model(a, x, y, recipe, seed=0)  # host uint8, pinned, streamed per batch
+    hb = train_model(b, x.cuda(), y.cuda(), recipe, seed=0)  # device-resident uint8
+    assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-2)
+    assert predict(a, x).shape == (1024, 10)
