@@ -80,3 +80,26 @@ def run_cli(
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+# -- performance pairs (tests/perf/) --------------------------------------------------------------
+# pytest-benchmark pairs: a reference and the engine in the same run, the GPU synchronized inside
+# the timed call. Every test under tests/perf/ is marked ``perf`` and skipped by the default run;
+# run them with ``python -m pytest tests/perf -m perf --benchmark-enable --benchmark-autosave`` and
+# read the ratios with ``python -m bioprior.perf``. (The hooks live here, not in a
+# tests/perf/conftest.py, which would shadow this module for ``from conftest import ...``.)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/perf/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.perf)
+
+
+@pytest.fixture
+def record(benchmark):
+    """A recorder of ``extra_info`` (pair, role, images/s, device) for a perf pair."""
+    from perfkit import recorder
+
+    return recorder(benchmark)

@@ -18,6 +18,7 @@ gradient is the average of the ``K`` per-sample logit gradients).
 from __future__ import annotations
 
 import copy
+import types
 
 import eagerpy as ep
 import torch
@@ -58,33 +59,24 @@ class ExpectedLogits(nn.Module):
         return out.view(self.samples, len(x), *out.shape[1:]).mean(0)
 
 
-class _EOTMixin:
-    """Averages the loss gradient over ``eot_samples`` passes (each with fresh noise)."""
-
-    eot_samples: int = 1
-
-    def value_and_grad(self, loss_fn, x: ep.Tensor):
-        total_v, total_g = None, None
-        for _ in range(self.eot_samples):
-            v, g = ep.value_and_grad(loss_fn, x)
-            total_v = v if total_v is None else total_v + v
-            total_g = g if total_g is None else total_g + g
-        return total_v / self.eot_samples, total_g / self.eot_samples
-
-
-_EOT_CLASSES: dict[type, type] = {}
+def _eot_value_and_grad(self, loss_fn, x: ep.Tensor):
+    """The loss and its gradient averaged over ``self.eot_samples`` passes (fresh noise each)."""
+    total_v, total_g = None, None
+    for _ in range(self.eot_samples):
+        v, g = ep.value_and_grad(loss_fn, x)
+        total_v = v if total_v is None else total_v + v
+        total_g = g if total_g is None else total_g + g
+    return total_v / self.eot_samples, total_g / self.eot_samples
 
 
 def with_eot(attack, samples: int):
     """``attack`` with its gradient averaged over ``samples`` passes (FGSM, PGD and any other
-    foolbox ``BaseGradientDescent``); other attacks are returned unchanged (run them against
-    :class:`ExpectedLogits` instead)."""
+    foolbox ``BaseGradientDescent``, whose ``run`` takes its gradients from
+    ``self.value_and_grad``); other attacks are returned unchanged (run them against
+    :class:`ExpectedLogits` instead). A shallow copy: the attack itself is not changed."""
     if samples <= 1 or not isinstance(attack, BaseGradientDescent):
         return attack
-    cls = type(attack)
-    if cls not in _EOT_CLASSES:
-        _EOT_CLASSES[cls] = type(f"EOT{cls.__name__}", (_EOTMixin, cls), {})
-    eot = object.__new__(_EOT_CLASSES[cls])
-    eot.__dict__.update(attack.__dict__)
+    eot = copy.copy(attack)
     eot.eot_samples = samples
+    eot.value_and_grad = types.MethodType(_eot_value_and_grad, eot)
     return eot
