@@ -55,9 +55,10 @@ def _torchvision(name: str, cls_name: str, params) -> ImageData:
         test = cls(str(root), train=False, download=params.download)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted..."
         raise DataUnavailable(
-            f"{name}: not found under {root} ({exc}). Put {HOW_TO_GET[name]} there, or set "
-            f"`download: true` in the dataset's params (or run `bioprior download {name}`); "
-            f"choose the root with --data-root or BIOPRIOR_DATA"
+            f"{name}: not found under {root} ({exc}); expected {HOW_TO_GET[name]} there",
+            dataset=name,
+            downloadable=True,
+            root=root,
         ) from None
 
     def images(ds) -> torch.Tensor:
