@@ -166,7 +166,9 @@ def for_output(console: Any = None) -> Reporter:
     from rich.console import Console
 
     console = console or Console()
-    return RichReporter(console) if console.is_terminal else PlainReporter(console)
+    if console.is_terminal:
+        return RichReporter(console)
+    return PlainReporter(Console(file=console.file, soft_wrap=True))
 
 
 @dataclass(frozen=True)
