@@ -53,9 +53,9 @@ def _torchvision(name: str, cls_name: str, params) -> ImageData:
     try:
         train = cls(str(root), train=True, download=params.download)
         test = cls(str(root), train=False, download=params.download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted..."
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted..."
         raise DataUnavailable(
-            f"{name}: not found under {root} ({exc}); expected {HOW_TO_GET[name]} there",
+            f"{name}: not found under {root}; expected {HOW_TO_GET[name]} there",
             dataset=name,
             downloadable=True,
             root=root,

@@ -44,10 +44,10 @@ def load_imagenette(params) -> ImageData:
             s: Imagenette(str(root), split=s, size=params.variant, download=params.download)
             for s in ("train", "val")
         }
-    except RuntimeError as exc:
+    except RuntimeError:
         folder = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
         raise DataUnavailable(
-            f"imagenette: not found under {root} ({exc}); expected the extracted "
+            f"imagenette: not found under {root}; expected the extracted "
             f"'{folder[params.variant]}' folder there (https://github.com/fastai/imagenette)",
             dataset="imagenette",
             downloadable=True,

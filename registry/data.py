@@ -43,17 +43,17 @@ class DataUnavailable(RuntimeError):
         (e.g. ``training.dataset.params.source``); None for a CLI option (``--dataset``)."""
         if self.dataset is None:
             return ""
-        root = f" --data-root {self.root}" if self.root is not None else ""
+        name = self.dataset
         ways = []
         if self.downloadable:
-            ways.append(f"run `bioprior download {self.dataset}{root}`")
+            root = f" --data-root {self.root}" if self.root is not None else ""
+            ways.append(f"run `bioprior download {name}{root}`")
             if where is not None:
-                ways.append(
-                    f"write {where} as `{{name: {self.dataset}, params: {{download: true}}}}`"
-                )
+                ways.append(f"write {where} as `{{name: {name}, params: {{download: true}}}}`")
+        elsewhere = "--data-root DIR or BIOPRIOR_DATA"
         if where is not None:
-            ways.append(f"set `root: DIR` in {where}'s params")
-        ways.append("choose the data root with --data-root or BIOPRIOR_DATA")
+            elsewhere += f", or write {where} as `{{name: {name}, params: {{root: DIR}}}}`"
+        ways.append(f"to load it from another folder: {elsewhere}")
         return "; ".join(ways)
 
     def describe(self, where: str | None = None) -> str:

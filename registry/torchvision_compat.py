@@ -103,10 +103,10 @@ def _warn() -> None:
 
 
 def set_verbose(flag: bool = True) -> None:
-    """Say once that the ops are shimmed (now if they already are, else when they get shimmed)."""
+    """Say once whether the ops are shimmed (deciding now, as ``bioprior --verbose`` asks)."""
     global _verbose
     _verbose = flag
-    if flag and _decision:
+    if flag and ensure_torchvision():
         _warn()
 
 
