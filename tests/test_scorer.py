@@ -56,9 +56,9 @@ def test_rerun_skips_finished_jobs_and_reuses_weights(bioprior_home, write_submi
     path = write_submission(tiny_submission())
     first = run_cli("score", str(path), "--device", "cpu")
     assert first.returncode == 0, first.stderr
-    assert "1 jobs: 0 already done, 1 to run" in first.stderr
+    assert "1 jobs: 0 already done, 1 to run" in first.stdout
     again = run_cli("score", str(path), "--device", "cpu")
-    assert again.returncode == 0 and "1 jobs: 1 already done, 0 to run" in again.stderr
+    assert again.returncode == 0 and "1 jobs: 1 already done, 0 to run" in again.stdout
     out = json.loads(run_cli("results", "--format", "json").stdout)
     assert len(out) == 1 and {
         "submission",
@@ -141,7 +141,7 @@ def test_dry_run_plans_without_running(bioprior_home, write_submission):
     path = write_submission(tiny_submission(seeds=[0, 1, 2]))
     out = run_cli("score", str(path), "--dry-run")
     assert (
-        out.returncode == 0 and "3 jobs: 0 already done, 3 to run; about 6 trainings" in out.stderr
+        out.returncode == 0 and "3 jobs: 0 already done, 3 to run; about 6 trainings" in out.stdout
     )
     assert not (bioprior_home / "weights").exists()
 
