@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 _METAVARS = {"str": "TEXT", "int": "N", "float": "X", "Path": "PATH"}
 _ARGUMENT_NAMES = {"files": "FILE"}
@@ -25,6 +25,8 @@ def plain(param: Any) -> None:
         param.metavar = ""
     elif param.metavar is None:
         bare = param.bare_type()
+        if bare.startswith("list[") and bare.endswith("]"):  # a repeatable option: one value
+            bare = bare[5:-1]
         param.metavar = _METAVARS.get(bare, bare.upper())
 
 
@@ -41,8 +43,25 @@ class PlainHelpCommand(TyperCommand):
         return option
 
 
+class PlainHelpGroup(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            plain(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            plain(option)
+        return option
+
+
 class PlainHelpTyper(typer.Typer):
-    """A Typer whose commands all render plain help (``cls`` still overrides)."""
+    """A Typer whose group and commands all render plain help (``cls`` still overrides)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", PlainHelpGroup)
+        super().__init__(*args, **kwargs)
 
     def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
         return super().command(*args, cls=cls or PlainHelpCommand, **kwargs)
