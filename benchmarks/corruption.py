@@ -162,4 +162,5 @@ def register_benchmarks(register):
         version="2",  # 2: preset auto by image size; CIFAR-10-C's own elastic_transform
         citation=CITATION,
         description="19 common corruptions x 5 severities and noise sweeps; mCE, robustness score.",
+        extra={"score": "mean accuracy under corruption / clean accuracy, in [0, 1]"},
     )

@@ -136,4 +136,5 @@ def register_benchmarks(register):
         version="1",
         citation=CITATION,
         description="Band-pass / low- / high-pass accuracy, corruption bandwidth, Fourier heat map.",
+        extra={"score": "mean band-pass accuracy / clean accuracy, in [0, 1]"},
     )
