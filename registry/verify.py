@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .planner import Job
+from .store import ResultStore
 from .submission import LoadedSubmission
 
 
@@ -75,6 +76,18 @@ def stored_threads(row: dict[str, Any]) -> int | None:
     return provenance.get("torch_num_threads") if isinstance(provenance, dict) else None
 
 
+class _Scratch(ResultStore):
+    """An empty store (in a temporary home) in which the jobs not chosen count as done, so the
+    scorer plans and runs only the chosen ones."""
+
+    def __init__(self, path: str, done: set[tuple[str, str]]) -> None:
+        super().__init__(path)
+        self._done = set(done)
+
+    def done(self) -> set[tuple[str, str]]:
+        return set(self._done)
+
+
 def verify(
     loaded: Sequence[LoadedSubmission],
     store,
@@ -85,22 +98,25 @@ def verify(
 ) -> tuple[list[Drift], int]:
     """Retrain the first ``count`` finished jobs of ``loaded`` (plan order) without the weights
     cache; returns one :class:`Drift` per job and how many finished jobs there were."""
-    from .planner import plan, summarize
+    from .planner import plan
     from .scorer import Scorer
-    from .store import ResultStore
 
     rows = {(r["submission"], r["job_key"]): r for r in store.rows(status="ok")}
-    finished: list[Job] = [j for j in plan(loaded) if (j.submission, j.key) in rows]
+    jobs = plan(loaded)
+    finished: list[Job] = [j for j in jobs if (j.submission, j.key) in rows]
     chosen = finished[:count]
     drifts: list[Drift] = []
     if not chosen:
         return drifts, 0
+    keep = {(j.submission, j.key) for j in chosen}
+    others = {(j.submission, j.key) for j in jobs} - keep
     with (
         tempfile.TemporaryDirectory(prefix="bioprior-verify-") as home,
-        ResultStore(f"{home}/scratch.sqlite") as scratch,
+        _Scratch(f"{home}/scratch.sqlite", others) as scratch,
     ):
         scorer = Scorer(scratch, registry, device=device, home=home, reporter=reporter)
-        report = scorer.run(summarize(chosen, set()))
+        _, summary = scorer.plan(loaded)
+        report = scorer.run(summary)
     for outcome in report.outcomes:
         job = outcome.job
         row = rows[(job.submission, job.key)]
