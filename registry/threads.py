@@ -14,8 +14,9 @@ Training numbers on CPU depend on the thread count: oneDNN splits a convolution'
 bias gradients over the batch by thread, and whole-tensor sums are reduced in per-thread chunks,
 so 1 and 2 threads give weights that differ in the last bits after one step and visibly after
 fifty epochs (``torch.use_deterministic_algorithms`` does not change either on CPU). The only
-thread-independent configuration found (oneDNN off and MKL's strict CNR mode) is 1.4x slower
-with one thread and far slower with two, so it is not the default. Every result row records the
+configuration found whose gradients do not depend on the thread count (oneDNN off and MKL's
+strict CNR mode, ``MKL_CBWR=AVX2,STRICT``; checked for 1-4 threads on the quickstart's model) is
+1.4x slower with one thread and far slower with two, so it is not used. Every result row records the
 thread count; ``bioprior score --verify N`` retrains and reports drift.
 """
 
