@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .entries import ImageModelParams, PluginEntry
 from .paths import default_db
 from .plugins import get_registry
-from .progress import Reporter
+from .progress import EventReporter, ProgressEvent, Reporter
 from .submission import LoadedSubmission, load_submission, validate_submission_dict
 
 if TYPE_CHECKING:
@@ -25,9 +25,68 @@ def list_models(pattern: str | None = None) -> list[str]:
     return list_plugins("model", pattern)
 
 
-def create_model(name: str, **params: Any) -> nn.Module:
-    """Build a registered model (unconstrained, untrained), timm-style: ``create_model("small_alexnet", width=0.5)``."""
-    return get_registry().get("model", name).build(params)
+class InputMismatch(ValueError):
+    """Images whose channels or size do not match the model's input geometry."""
+
+
+def dataset_geometry(dataset: str) -> dict[str, int]:
+    """``in_channels``, ``input_size`` and ``num_classes`` of a named dataset (a derivation's are
+    its default source's): from the entry's declared ``geometry``, else from its data."""
+    from .data import DataUnavailable
+
+    entry = get_registry().get("dataset", dataset)
+    if entry.extra.get("derivation"):
+        return dataset_geometry(entry.extra["default_source"])
+    if "geometry" in entry.extra:
+        channels, size, classes = entry.extra["geometry"]
+    else:
+        try:
+            data = entry.build({})
+        except DataUnavailable as exc:
+            raise ValueError(
+                f"dataset={dataset!r}: its geometry needs its data ({exc}); pass in_channels, "
+                "input_size and num_classes instead"
+            ) from None
+        channels, size, classes = data.channels, data.size, data.num_classes
+    return {"in_channels": channels, "input_size": size, "num_classes": classes}
+
+
+def create_model(name: str, *, dataset: str | None = None, **params: Any) -> nn.Module:
+    """Build a registered model (unconstrained, untrained), timm-style:
+    ``create_model("small_alexnet", width=0.5)``. ``dataset="digits"`` takes the input geometry
+    (channels, size, classes) from a named dataset; explicit params win. Feeding the model images
+    of other channels or size raises :class:`InputMismatch` saying how to build it instead."""
+    entry = get_registry().get("model", name)
+    if dataset is not None:
+        fields = entry.params.model_fields
+        for key, value in dataset_geometry(dataset).items():
+            if key in fields and params.get(key) is None:
+                params[key] = value
+    model = entry.build(params)
+    channels = params.get("in_channels") or _first_conv_channels(model)
+    if channels:
+        model.register_forward_pre_hook(_channel_check(name, channels))
+    return model
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    from torch import nn
+
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None else None
+
+
+def _channel_check(name: str, channels: int):
+    def check(module, args):
+        x = args[0] if args else None
+        if getattr(x, "ndim", 0) == 4 and int(x.shape[1]) != channels:
+            raise InputMismatch(
+                f"{name} was built for {channels}-channel images but got {int(x.shape[1])}-channel "
+                f"ones (shape {tuple(x.shape)}); build it for the data, e.g. "
+                f"create_model({name!r}, dataset='digits'), or pass in_channels={int(x.shape[1])}"
+            )
+
+    return check
 
 
 def module_entry(module: nn.Module) -> PluginEntry:
@@ -57,15 +116,29 @@ def score(
     name: str | None = None,
     db: str | Path | None = None,
     device: str = "auto",
+    threads: int | str | None = None,
+    data_root: str | Path | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
     reporter: Reporter | None = None,
 ) -> list[dict[str, Any]]:
     """Score a submission file, a submission dict, or an in-memory ``nn.Module``; return its rows.
 
     For a module, ``benchmarks`` and ``training`` (a recipe dict with ``dataset``) are required;
     ``constraints`` are applied to a copy of it. Results go to the store like any other submission.
+
+    Silent by default: progress goes to the ``bioprior.progress`` logger (INFO, epochs at DEBUG)
+    and, if given, to ``progress`` (called with each :class:`ProgressEvent`; ``print`` works).
+    ``threads`` as ``--threads`` (default: chosen from the usable cores and the load; the
+    caller's torch thread count is restored after); ``data_root`` as ``--data-root``.
     """
+    from . import threads as thread_choice
+    from .devices import check_device
+    from .paths import using_data_root
     from .scorer import Scorer
     from .store import ResultStore
+
+    device = check_device(device)
+    choice = thread_choice.choose(threads)
 
     registry = get_registry()
     if isinstance(submission, (str, Path)):
@@ -86,11 +159,22 @@ def score(
             "benchmarks": list(benchmarks),
         }
         loaded = validate_submission_dict(raw, registry)
-    with ResultStore(db or default_db()) as store:
-        scorer = Scorer(store, registry, device=device, reporter=reporter)
-        _, summary = scorer.plan([loaded])
-        scorer.run(summary)
+    reporter = reporter or EventReporter(progress)
+    with ResultStore(db or default_db()) as store, thread_choice.using(choice):
+        with using_data_root(data_root):
+            scorer = Scorer(store, registry, device=device, reporter=reporter)
+            _, summary = scorer.plan([loaded])
+            reporter.message(f"plan: {summary.describe()}; {choice.describe()}")
+            scorer.run(summary)
         return store.rows(submission=loaded.submission.name)
 
 
-__all__ = ["LoadedSubmission", "create_model", "list_models", "list_plugins", "score"]
+__all__ = [
+    "InputMismatch",
+    "LoadedSubmission",
+    "create_model",
+    "dataset_geometry",
+    "list_models",
+    "list_plugins",
+    "score",
+]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -14,14 +13,32 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from .cli_help import PlainHelpTyper
 from .entries import KINDS
 
-app = typer.Typer(
+app = PlainHelpTyper(
     help="bioprior: score biologically constrained vision models against benchmarks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Also print notices that ask nothing of you (e.g. torchvision's compiled ops "
+        "missing, which only detection ops need).",
+    ),
+) -> None:
+    """bioprior: score biologically constrained vision models against benchmarks."""
+    if verbose:
+        from .torchvision_compat import set_verbose
+
+        set_verbose(True)
 
 
 def _fail(lines: list[str] | str, code: int = 2) -> None:
@@ -248,9 +265,24 @@ def score(
         None, "--db", help="Results database (default $BIOPRIOR_HOME/results.sqlite)."
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]."),
+    threads: str | None = typer.Option(
+        None,
+        "--threads",
+        metavar="N",
+        help="CPU threads for torch (default: the usable cores not already busy; also "
+        "$BIOPRIOR_THREADS). 'auto' chooses.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print, run nothing."),
+    verify: int | None = typer.Option(
+        None,
+        "--verify",
+        min=1,
+        metavar="N",
+        help="Retrain N finished jobs without the weights cache and report drift from the "
+        "stored numbers (exit 1 on drift); runs nothing else.",
+    ),
     data_root: Path | None = typer.Option(
-        None, "--data-root", help="Where datasets live (sets BIOPRIOR_DATA)."
+        None, "--data-root", help="Where datasets live (default $BIOPRIOR_DATA)."
     ),
     executor: str = typer.Option(
         "local", "--executor", help="local | ray (needs the ray extra of bioprior)."
@@ -289,17 +321,23 @@ def score(
     ),
 ) -> None:
     """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
+    from . import threads as thread_choice
+    from .devices import DeviceError, check_device
     from .execution import ExecutionError, ExecutionOptions
-    from .paths import default_db
+    from .paths import default_db, using_data_root
     from .plugins import get_registry
     from .submission import InvalidSubmission
 
-    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
-        _fail(f"--device: must be auto, cpu or cuda[:N] (got {device!r})")
-    if data_root is not None:
-        if not data_root.is_dir():
-            _fail(f"--data-root: {data_root} is not a directory")
-        os.environ["BIOPRIOR_DATA"] = str(data_root)
+    try:
+        choice = thread_choice.choose(threads)
+    except thread_choice.ThreadsError as exc:
+        _fail(str(exc))
+    if data_root is not None and not data_root.is_dir():
+        _fail(f"--data-root: {data_root} is not a directory")
+    try:
+        device = check_device(device)
+    except DeviceError as exc:
+        _fail(f"--device: {exc}")
     options = ExecutionOptions(
         executor,
         ray_address,
@@ -311,11 +349,13 @@ def score(
         cpus_per_step,
         gpus_per_step,
         init_timeout_s=ray_timeout,
+        data_root=str(data_root) if data_root is not None else None,
     )
     try:
         options.check()
     except ExecutionError as exc:
         _fail(str(exc))
+    from .progress import for_output
     from .scorer import PreflightError, Scorer
     from .store import ResultStore
 
@@ -325,20 +365,22 @@ def score(
         store = ResultStore(":memory:" if dry_run and not db_path.exists() else db_path)
     except Exception as exc:  # noqa: BLE001 - sqlite errors on a bad path
         _fail(f"--db: cannot open {db_path}: {exc}")
-    with store:
-        from .progress import RichReporter
-
-        reporter = RichReporter()
+    thread_choice.apply(choice)
+    with store, using_data_root(data_root):
+        reporter = for_output()
         scorer = Scorer(store, registry, device=device, reporter=reporter, max_batch=batch)
         try:
             loaded = scorer.load(files)
         except InvalidSubmission as exc:
             _fail(list(map(str, exc.errors)))
+        if verify is not None:
+            _verify(loaded, store, registry, verify, device, reporter, choice)
+            return
         paths = {s.submission.name: s.path for s in loaded}
         execution = None
         try:
             _, summary = scorer.plan(loaded)
-            reporter.console.print(f"plan: {summary.describe()}", markup=False)
+            reporter.console.print(f"plan: {summary.describe()}; {choice.describe()}", markup=False)
             estimates = scorer.estimate(summary) if summary.todo else {}
             if dry_run:
                 _print_plan(reporter.console, summary, estimates)
@@ -352,14 +394,12 @@ def score(
             _fail(str(exc))
         except PreflightError as exc:  # e.g. a dataset that is not under the data root
             _fail(f"{paths[exc.submission]}: {exc.field}: {exc.message}")
-        except ValueError as exc:  # e.g. --device cuda without a GPU
-            _fail(f"--device: {exc}" if "device" in str(exc) else str(exc))
         finally:
             if execution is not None:
                 execution.close()
         _print_estimate_vs_actual(reporter.console, report)
         rows = [r for r in store.rows() if r["submission"] in {s.submission.name for s in loaded}]
-        _console().print(_results_table(rows))
+        _print_results(_console(), rows)
         typer.echo(f"results in {db_path}")
         if report.failed:
             typer.echo(f"{len(report.failed)} job(s) failed", err=True)
@@ -443,6 +483,28 @@ def _print_estimate_vs_actual(console, report) -> None:
     console.print(f"  total: ~{human_seconds(te)} estimated, {human_seconds(ta)} actual")
 
 
+def _verify(loaded, store, registry, count, device, reporter, choice) -> None:
+    from .verify import verify
+
+    names = ", ".join(s.submission.name for s in loaded)
+    reporter.console.print(
+        f"verify: retraining up to {count} finished job(s) of {names} without the weights "
+        f"cache; {choice.describe()}",
+        markup=False,
+    )
+    drifts, finished = verify(loaded, store, registry, count, device, reporter)
+    if not drifts:
+        _fail(f"--verify: no finished jobs of {names} in {store.path} (run `bioprior score` first)")
+    for drift in drifts:
+        typer.echo(f"  {drift.describe()}")
+    drifted = [d for d in drifts if d.drifted]
+    typer.echo(
+        f"verify: {len(drifted)} of {len(drifts)} job(s) drifted ({finished} finished in all)"
+    )
+    if drifted:
+        raise typer.Exit(1)
+
+
 @app.command()
 def results(
     submission: str | None = typer.Option(None, "--submission", "-s", help="Only this submission."),
@@ -466,13 +528,25 @@ def results(
         _fail(f"--db: {_short(exc, 250)}")
     except sqlite3.Error as exc:
         _fail(f"--db: cannot read {_short(db_path, 150)}: {_short(exc, 100)}")
+    if submission and not rows:
+        with ResultStore.open_readonly(db_path) as store:
+            known = sorted({r["submission"] for r in store.rows()})
+        _fail(
+            f"--submission: no results for {_short(repr(submission), 80)} in "
+            f"{_short(db_path, 150)}; "
+            + (
+                f"stored: {_short(', '.join(known), 200)}"
+                if known
+                else "the database has no results yet"
+            )
+        )
     if fmt == "json":
         public = [_public(r, spec=spec) for r in rows]
         typer.echo(json.dumps(public, indent=2, default=str))
     elif fmt == "csv":
         typer.echo(_csv(rows), nl=False)
     else:
-        _console().print(_results_table(rows))
+        _print_results(_console(), rows)
 
 
 PUBLIC = (
@@ -532,6 +606,36 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _variant_order(variant: dict[str, Any]) -> tuple:
+    """Sort key of a variant: its values in key order, numbers as numbers (0.3 < 0.6 < 1.2)."""
+    return tuple(
+        (0, v, "") if isinstance(v, (int, float)) else (1, 0, json.dumps(v, sort_keys=True))
+        for _, v in sorted(variant.items())
+    )
+
+
+def _row_order(row: dict[str, Any]) -> tuple:
+    return (row["submission"], row["benchmark"], _variant_order(row["variant"]), row["seed"])
+
+
+RUNNING = "_running"
+
+
+def _metric_lines(metrics: dict[str, Any]) -> list[str]:
+    """Numeric metrics, one per line; ``X_running`` (the last epoch's running value) is shown
+    beside ``X`` instead of on a line of its own."""
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    lines = []
+    for key, value in numeric.items():
+        if key.endswith(RUNNING) and key[: -len(RUNNING)] in numeric:
+            continue
+        running = numeric.get(key + RUNNING)
+        lines.append(
+            f"{key} {_fmt(value)}" + (f" (running {_fmt(running)})" if running is not None else "")
+        )
+    return lines
+
+
 def _results_table(rows: list[dict[str, Any]]):
     from rich.table import Table
 
@@ -540,14 +644,13 @@ def _results_table(rows: list[dict[str, Any]]):
         table.add_column(col, overflow="fold")
     table.add_column("status", no_wrap=True)  # failed (its error class)
     table.add_column("metrics", no_wrap=True, min_width=30)
-    for r in rows:
+    for r in sorted(rows, key=_row_order):
         variant = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["variant"].items()) or "-"
-        numeric = {k: v for k, v in r["metrics"].items() if isinstance(v, (int, float))}
         error = r["error"] or ""
         shown = (
             (error if len(error) <= 70 else error[:69] + "…")  # whole in --format json
             if r["status"] != "ok"
-            else "\n".join(f"{k} {_fmt(v)}" for k, v in numeric.items())
+            else "\n".join(_metric_lines(r["metrics"]))
         )
         table.add_row(
             r["submission"],
@@ -559,6 +662,29 @@ def _results_table(rows: list[dict[str, Any]]):
             shown,
         )
     return table
+
+
+def score_legend(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per benchmark in ``rows``: what its ``score`` means (the entry's ``score``
+    extra, else its description)."""
+    from .plugins import UnknownPluginError, get_registry
+
+    lines = []
+    for name in sorted({r["benchmark"] for r in rows}):
+        try:
+            entry = get_registry().get("benchmark", name)
+        except UnknownPluginError:
+            continue
+        meaning = entry.extra.get("score") or entry.description
+        if meaning:
+            lines.append(f"score of {name}: {meaning}")
+    return lines
+
+
+def _print_results(console, rows: list[dict[str, Any]]) -> None:
+    console.print(_results_table(rows))
+    for line in score_legend(rows):
+        console.print(line, markup=False, highlight=False)
 
 
 @app.command()
@@ -578,6 +704,9 @@ def preview(
     seed: int = typer.Option(0, "--seed", help="Seed of random stimuli."),
     max_rows: int = typer.Option(
         200, "--max-rows", min=1, help="At most this many conditions (rows)."
+    ),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Where datasets live (default $BIOPRIOR_DATA)."
     ),
 ) -> None:
     """Write a grid of example stimuli per condition of a benchmark (what the model is tested on)."""
@@ -604,15 +733,17 @@ def preview(
         err = exc.errors()[0]
         _fail(f"--params: {'.'.join(map(str, err['loc']))}: {err['msg']}")
     from .data import DataUnavailable
+    from .paths import using_data_root
     from .preview import preview_grid
 
     try:
-        data = data_entry.build({})
+        with using_data_root(data_root):
+            data = data_entry.build({})
         rows = preview_grid(
             bench, data, output, count=count, size=size, seed=seed, max_rows=max_rows
         )
     except DataUnavailable as exc:
-        _fail(f"--dataset: {exc}")
+        _fail(f"--dataset: {exc.describe()}")
     except NotImplementedError as exc:
         _fail(f"BENCHMARK: {exc}")
     typer.echo(f"wrote {output} ({rows} conditions x {count} images)")
@@ -622,21 +753,21 @@ def preview(
 def download(
     name: str = typer.Argument(..., help="cifar10 | cifar100 | mnist | fashion_mnist."),
     data_root: Path | None = typer.Option(
-        None, "--data-root", help="Where to put it (sets BIOPRIOR_DATA)."
+        None, "--data-root", help="Where to put it (default $BIOPRIOR_DATA)."
     ),
 ) -> None:
     """Download a torchvision dataset into the data root (needs network access)."""
+    from .paths import using_data_root
     from .plugins import UnknownPluginError, get_registry
 
-    if data_root is not None:
-        os.environ["BIOPRIOR_DATA"] = str(data_root)
     try:
         entry = get_registry().get("dataset", name)
     except UnknownPluginError as exc:
         _fail(f"NAME: {exc}")
     if "download" not in entry.params.model_fields:
         _fail(f"NAME: {name} is not downloadable")
-    data = entry.build({"download": True})
+    with using_data_root(data_root):
+        data = entry.build({"download": True})
     typer.echo(f"{name}: {len(data.train_x)} training and {len(data.test_x)} test images ready")
 
 

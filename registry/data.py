@@ -7,13 +7,59 @@ in [0, 255] or float in [0, 1] units, so training can run on device-resident dat
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 
 class DataUnavailable(RuntimeError):
-    """A dataset that is not on disk; the message says how to get it."""
+    """A dataset that is not on disk. The message says what is missing and where it was looked
+    for; :meth:`advice` adds how to get it, worded for where the dataset is named (a submission
+    field such as ``training.dataset.params.source``, or a CLI option), so that the advice works
+    when followed: ``download: true`` belongs in the params of the dataset that has it, never in
+    a derivation's (``subset``) that names it as its source.
+
+    ``dataset`` is the plugin name, ``downloadable`` whether its params have ``download``, and
+    ``folder`` the folder a user puts there by hand (for a dataset that is not downloadable).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        dataset: str | None = None,
+        downloadable: bool = False,
+        root: Path | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.dataset = dataset
+        self.downloadable = downloadable
+        self.root = root
+
+    def advice(self, where: str | None = None) -> str:
+        """How to make the data available. ``where``: the submission field naming the dataset
+        (e.g. ``training.dataset.params.source``); None for a CLI option (``--dataset``)."""
+        if self.dataset is None:
+            return ""
+        name = self.dataset
+        ways = []
+        if self.downloadable:
+            root = f" --data-root {self.root}" if self.root is not None else ""
+            ways.append(f"run `bioprior download {name}{root}`")
+            if where is not None:
+                ways.append(f"write {where} as `{{name: {name}, params: {{download: true}}}}`")
+        elsewhere = "--data-root DIR or BIOPRIOR_DATA"
+        if where is not None:
+            elsewhere += f", or write {where} as `{{name: {name}, params: {{root: DIR}}}}`"
+        ways.append(f"to load it from another folder: {elsewhere}")
+        return "; ".join(ways)
+
+    def describe(self, where: str | None = None) -> str:
+        """The message and the advice on one line."""
+        advice = self.advice(where)
+        return f"{self.message}. To fix: {advice}" if advice else self.message
 
 
 @dataclass(frozen=True)
@@ -87,3 +133,12 @@ def fit_data(data: ImageData, channels: int, size: int) -> ImageData:
         train_x=fit_images(data.train_x, channels, size),
         test_x=fit_images(data.test_x, channels, size),
     )
+
+
+def source_field(dataset, base: str = "training.dataset") -> str:
+    """The submission field that names the source dataset under a chain of derivations:
+    ``training.dataset`` for a plain dataset, ``training.dataset.params.source`` for
+    ``subset(cifar10)``, one ``.params.source`` more per derivation."""
+    while getattr(dataset, "source", None) is not None:
+        dataset, base = dataset.source, f"{base}.params.source"
+    return base

@@ -40,6 +40,7 @@ class ExecutionOptions:
     gpus_per_step: float | None = None
     connect_timeout_s: float = 5.0
     init_timeout_s: float = 60.0
+    data_root: str | None = None  # --data-root (else $BIOPRIOR_DATA), for workers elsewhere
 
     def check(self) -> Limits:
         """Raise :class:`ExecutionError` for a bad option; return the command line's limits."""
@@ -127,7 +128,9 @@ def build_executor(
         for lim in [cli, *submission_limits(loaded).values()]
     )
     settings = WorkerSettings(
-        home=str(home), device=device, data_root=os.environ.get("BIOPRIOR_DATA")
+        home=str(home),
+        device=device,
+        data_root=options.data_root or os.environ.get("BIOPRIOR_DATA"),
     )
     claims = Claims(db_path, lease_s=options.lease_s, weights_dir=Path(home) / "weights")
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+
+_DATA_ROOT: ContextVar[Path | None] = ContextVar("bioprior_data_root", default=None)
 
 
 def home() -> Path:
@@ -12,10 +17,13 @@ def home() -> Path:
 
 
 def data_root(override: str | os.PathLike | None = None) -> Path:
-    """``override`` (a dataset's ``root`` parameter) if given, else ``$BIOPRIOR_DATA`` or
-    ``$BIOPRIOR_HOME/data``: where torchvision datasets live."""
+    """``override`` (a dataset's ``root`` parameter) if given, else the root of the enclosing
+    :func:`using_data_root` (``--data-root``), else ``$BIOPRIOR_DATA`` or ``$BIOPRIOR_HOME/data``:
+    where torchvision datasets live."""
     if override:
         return Path(override).expanduser()
+    if _DATA_ROOT.get() is not None:
+        return _DATA_ROOT.get()
     env = os.environ.get("BIOPRIOR_DATA")
     return Path(env).expanduser() if env else home() / "data"
 
@@ -26,3 +34,17 @@ def default_db() -> Path:
 
 def weights_dir() -> Path:
     return home() / "weights"
+
+
+@contextmanager
+def using_data_root(root: str | os.PathLike | None) -> Iterator[None]:
+    """Datasets built inside the block load from ``root`` (``--data-root``; None: unchanged),
+    without touching the process environment."""
+    if root is None:
+        yield
+        return
+    token = _DATA_ROOT.set(Path(root).expanduser())
+    try:
+        yield
+    finally:
+        _DATA_ROOT.reset(token)

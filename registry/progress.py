@@ -1,14 +1,30 @@
-"""Progress reporting: the scorer and trainer talk to a :class:`Reporter`; the CLI uses rich bars."""
+"""Progress reporting: the scorer and trainer talk to a :class:`Reporter`.
+
+- :class:`RichReporter`: rich bars (jobs overall, epochs of the model in training), on a terminal.
+- :class:`PlainReporter`: one plain, flushed line per event when output is piped or logged: each
+  job's start and end, each training's start and end, and every N epochs the epoch, loss and
+  accuracy.
+- :class:`EventReporter`: the Python API's, silent by default: every event goes to the
+  ``bioprior.progress`` logger (INFO; shown only if the caller configures logging) and to an
+  optional callback receiving :class:`ProgressEvent`.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.markup import escape
 
+logger = logging.getLogger("bioprior.progress")
+
 
 class Reporter:
-    """No-op reporter (the Python API default)."""
+    """No-op reporter; subclasses override what they show."""
 
     def jobs_started(self, total: int) -> None: ...
     def job_started(self, label: str) -> None: ...
@@ -18,6 +34,75 @@ class Reporter:
     def training_finished(self) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
+
+
+def _outcome(status: str, score: float | None) -> str:
+    if status != "ok":
+        return "failed"
+    return f"score {score:.3f}" if score is not None else "ok"
+
+
+def _epoch_stats(stats: dict[str, float]) -> str:
+    parts = [f"loss {stats['loss']:.4f}"] if "loss" in stats else []
+    if "accuracy" in stats:
+        parts.append(f"accuracy {stats['accuracy']:.3f}")
+    return " ".join(parts)
+
+
+def epoch_interval(epochs: int, lines: int = 10) -> int:
+    """Report every N epochs so that a training prints about ``lines`` lines."""
+    return max(1, epochs // lines)
+
+
+class PlainReporter(Reporter):
+    """One line per event, flushed at once (for pipes, CI logs and ``| tee``)."""
+
+    def __init__(self, console: Any = None, every: int | None = None) -> None:
+        from rich.console import Console
+
+        self.console = console or Console(file=sys.stdout, soft_wrap=True)
+        self.every = every
+        self.total = 0
+        self.index = 0
+        self.epochs = 0
+        self._job_t0 = self._train_t0 = 0.0
+        self._training = ""
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        self.console.file.flush()
+
+    def jobs_started(self, total: int) -> None:
+        self.total, self.index = total, 0
+
+    def job_started(self, label: str) -> None:
+        self.index += 1
+        self._job_t0 = time.perf_counter()
+        self._say(f"[{self.index}/{self.total}] start {label}")
+
+    def job_finished(self, label: str, status: str, score: float | None) -> None:
+        seconds = time.perf_counter() - self._job_t0
+        self._say(
+            f"[{self.index}/{self.total}] done {label}: {_outcome(status, score)} ({seconds:.1f}s)"
+        )
+
+    def training_started(self, label: str, epochs: int) -> None:
+        self.epochs, self._training = epochs, label
+        self._train_t0 = time.perf_counter()
+        self._say(f"  train {label}: {epochs} epochs")
+
+    def epoch_done(self, epoch: int, stats: dict[str, float]) -> None:
+        every = self.every or epoch_interval(self.epochs)
+        done = epoch + 1
+        if done % every == 0 or done == self.epochs:
+            self._say(f"  epoch {done}/{self.epochs} {_epoch_stats(stats)}")
+
+    def training_finished(self) -> None:
+        seconds = time.perf_counter() - self._train_t0
+        self._say(f"  trained {self._training} in {seconds:.1f}s")
+
+    def message(self, text: str) -> None:
+        self._say(text)
 
 
 class RichReporter(Reporter):
@@ -33,7 +118,7 @@ class RichReporter(Reporter):
             TimeElapsedColumn,
         )
 
-        self.console = console or Console(stderr=True)
+        self.console = console or Console()
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -55,10 +140,7 @@ class RichReporter(Reporter):
 
     def job_finished(self, label: str, status: str, score: float | None) -> None:
         self.progress.advance(self.jobs)
-        shown = (
-            "failed" if status != "ok" else (f"score {score:.3f}" if score is not None else "ok")
-        )
-        self.progress.console.print(f"  {escape(label)}: {shown}")
+        self.progress.console.print(f"  {escape(label)}: {_outcome(status, score)}")
 
     def training_started(self, label: str, epochs: int) -> None:
         self.epochs = self.progress.add_task(f"  train {escape(label)}", total=epochs, info="")
@@ -77,3 +159,92 @@ class RichReporter(Reporter):
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def for_output(console: Any = None) -> Reporter:
+    """Rich bars when ``console`` (default: stdout) is a terminal, plain lines otherwise."""
+    from rich.console import Console
+
+    console = console or Console()
+    if console.is_terminal:
+        return RichReporter(console)
+    return PlainReporter(Console(file=console.file, soft_wrap=True))
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress event of :func:`bioprior.score` (``kind`` names it; the rest as it applies)."""
+
+    kind: str  # jobs_started | job_started | job_finished | training_started | epoch | ...
+    label: str = ""
+    index: int = 0  # 1-based job number
+    total: int = 0  # jobs to run
+    status: str | None = None
+    score: float | None = None
+    epoch: int | None = None  # 1-based
+    epochs: int | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+    text: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "job_started":
+            return f"[{self.index}/{self.total}] start {self.label}"
+        if self.kind == "job_finished":
+            return f"[{self.index}/{self.total}] done {self.label}: {_outcome(self.status or '', self.score)}"
+        if self.kind == "training_started":
+            return f"train {self.label}: {self.epochs} epochs"
+        if self.kind == "epoch":
+            return f"epoch {self.epoch}/{self.epochs} {_epoch_stats(self.stats)}"
+        if self.kind == "training_finished":
+            return f"trained {self.label}"
+        if self.kind == "jobs_started":
+            return f"{self.total} jobs to run"
+        return self.text
+
+
+class EventReporter(Reporter):
+    """Events to the ``bioprior.progress`` logger (INFO; epochs at DEBUG) and to ``callback``."""
+
+    def __init__(self, callback: Callable[[ProgressEvent], None] | None = None) -> None:
+        self.callback = callback
+        self.total = self.index = 0
+        self.epochs = 0
+        self.training = ""
+
+    def _emit(self, event: ProgressEvent, level: int = logging.INFO) -> None:
+        logger.log(level, "%s", event)
+        if self.callback is not None:
+            self.callback(event)
+
+    def jobs_started(self, total: int) -> None:
+        self.total, self.index = total, 0
+        self._emit(ProgressEvent("jobs_started", total=total))
+
+    def job_started(self, label: str) -> None:
+        self.index += 1
+        self._emit(ProgressEvent("job_started", label, self.index, self.total))
+
+    def job_finished(self, label: str, status: str, score: float | None) -> None:
+        self._emit(ProgressEvent("job_finished", label, self.index, self.total, status, score))
+
+    def training_started(self, label: str, epochs: int) -> None:
+        self.epochs, self.training = epochs, label
+        self._emit(ProgressEvent("training_started", label, self.index, self.total, epochs=epochs))
+
+    def epoch_done(self, epoch: int, stats: dict[str, float]) -> None:
+        event = ProgressEvent(
+            "epoch",
+            self.training,
+            self.index,
+            self.total,
+            epoch=epoch + 1,
+            epochs=self.epochs,
+            stats=dict(stats),
+        )
+        self._emit(event, logging.DEBUG)
+
+    def training_finished(self) -> None:
+        self._emit(ProgressEvent("training_finished", self.training, self.index, self.total))
+
+    def message(self, text: str) -> None:
+        self._emit(ProgressEvent("message", text=text))

@@ -134,7 +134,7 @@ class Scorer:
     def preflight(jobs: Sequence[Job], service) -> None:
         """Load every source dataset once before any job runs: a missing dataset is bad input
         (raised as :class:`PreflightError`), not a string of failed jobs."""
-        from .data import DataUnavailable
+        from .data import DataUnavailable, source_field
 
         checked: set[str] = set()
         for job in jobs:
@@ -147,7 +147,9 @@ class Scorer:
                 try:
                     service.base_data(root)
                 except DataUnavailable as exc:
-                    raise PreflightError(job.submission, "training.dataset", str(exc)) from None
+                    own = root_dataset(job.training.dataset).spec == root.spec
+                    where = source_field(job.training.dataset if own else spec.dataset)
+                    raise PreflightError(job.submission, where, exc.describe(where)) from None
         for job in jobs:
             Scorer._preflight_neural_data(job, checked)
 

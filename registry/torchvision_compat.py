@@ -4,8 +4,11 @@ A CUDA torchvision wheel next to a CPU-only torch fails to load ``_C``; torchvis
 then dies in ``register_fake("torchvision::nms")`` with ``operator torchvision::nms does not
 exist``, taking ``import timm`` with it. :func:`ensure_torchvision`, called before torchvision is
 imported, tries to load ``_C`` (without importing torchvision) and, only if that fails, defines
-the ``torchvision::`` op schemas with no kernels: the import works, the ops stay inert
-(``torchvision.ops.nms`` raises torchvision's own "Couldn't load custom C++ ops" error).
+the ``torchvision::`` op schemas: the import works, the ops stay inert (``torchvision.ops.nms``
+raises torchvision's own "Couldn't load custom C++ ops" error, and calling an op through
+``torch.ops.torchvision`` raises ours). Nothing is said at import: only detection ops need the
+compiled ops, and none of bioprior's plugins use them. :func:`set_verbose` (``bioprior
+--verbose``) emits the :class:`TorchvisionOpsUnavailableWarning` once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import warnings
 
 import torch
 
-__all__ = ["TorchvisionOpsUnavailableWarning", "ensure_torchvision"]
+__all__ = ["TorchvisionOpsUnavailableWarning", "ensure_torchvision", "set_verbose"]
 
 # Schemas as torchvision's csrc/ops register them (checked against the 0.28 ``_C`` library).
 _ROI = "float spatial_scale, SymInt pooled_height, SymInt pooled_width"
@@ -50,7 +53,15 @@ _SCHEMAS: list[str] = [
     """.split(";")
 ]
 
+NOTICE = (
+    "torchvision's compiled ops (_C extension) are unavailable with this torch build; "
+    "defined inert torchvision:: op schemas so torchvision imports, but detection ops "
+    "such as nms and roi_align will not work (install the torchvision build that matches torch)"
+)
+
 _decision: bool | None = None
+_verbose = False
+_warned = False
 _lib: torch.library.Library | None = None  # must stay alive, or the schemas are dropped
 
 
@@ -77,6 +88,28 @@ def _ops_load() -> bool:
     return True
 
 
+def _unavailable(name: str):
+    def kernel(*args, **kwargs):
+        raise RuntimeError(f"torchvision::{name}: {NOTICE}")
+
+    return kernel
+
+
+def _warn() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(NOTICE, TorchvisionOpsUnavailableWarning, stacklevel=3)
+
+
+def set_verbose(flag: bool = True) -> None:
+    """Say once whether the ops are shimmed (deciding now, as ``bioprior --verbose`` asks)."""
+    global _verbose
+    _verbose = flag
+    if flag and ensure_torchvision():
+        _warn()
+
+
 def ensure_torchvision() -> bool:
     """Call before importing torchvision. Returns True if the ops had to be shimmed."""
     global _decision, _lib
@@ -87,14 +120,11 @@ def ensure_torchvision() -> bool:
         return _decision
     _lib = torch.library.Library("torchvision", "DEF")
     for schema in _SCHEMAS:
-        if not hasattr(torch.ops.torchvision, schema.split("(", 1)[0]):
+        name = schema.split("(", 1)[0]
+        if not hasattr(torch.ops.torchvision, name):
             _lib.define(schema)
+            _lib.impl(name, _unavailable(name), "CompositeExplicitAutograd")
     _decision = True
-    warnings.warn(
-        "torchvision's compiled ops (_C extension) are unavailable with this torch build; "
-        "defined inert torchvision:: op schemas so torchvision imports, but detection ops "
-        "such as nms and roi_align will not work.",
-        TorchvisionOpsUnavailableWarning,
-        stacklevel=2,
-    )
+    if _verbose:
+        _warn()
     return _decision

@@ -72,7 +72,7 @@ def test_fit_images_gray_rgb_and_resize():
 def test_missing_torchvision_dataset_says_how_to_get_it(registry, tmp_path, name):
     with pytest.raises(DataUnavailable) as info:
         registry.get("dataset", name).build({"root": str(tmp_path)})
-    message = str(info.value)
+    message = info.value.describe("training.dataset")  # the advice for where it is named
     assert (
         str(tmp_path) in message
         and "download: true" in message

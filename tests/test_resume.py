@@ -46,7 +46,7 @@ def test_kill_and_resume(bioprior_home, write_submission):
 
     again = run_cli("score", str(path), "--device", "cpu")
     assert again.returncode == 0, again.stderr
-    assert f"4 jobs: {len(before)} already done, {4 - len(before)} to run" in again.stderr
+    assert f"4 jobs: {len(before)} already done, {4 - len(before)} to run" in again.stdout
     after = _rows(db)
     assert len(after) == 4 and len({(k, s) for k, s, *_ in after}) == 4
     assert all(status == "ok" for _, _, status, _ in after)

@@ -74,9 +74,9 @@ def test_rerun_skips_finished_jobs_and_reuses_weights(bioprior_home, write_submi
     path = write_submission(tiny_submission())
     first = run_cli("score", str(path), "--device", "cpu")
     assert first.returncode == 0, first.stderr
-    assert "1 jobs: 0 already done, 1 to run" in first.stderr
+    assert "1 jobs: 0 already done, 1 to run" in first.stdout
     again = run_cli("score", str(path), "--device", "cpu")
-    assert again.returncode == 0 and "1 jobs: 1 already done, 0 to run" in again.stderr
+    assert again.returncode == 0 and "1 jobs: 1 already done, 0 to run" in again.stdout
     # the same job against another store runs again, from the cached weights: nothing trains,
     # no weight file is written, and the weights are the same
     weights = {f: f.stat().st_mtime_ns for f in (bioprior_home / "weights").glob("*")}
@@ -170,7 +170,7 @@ def test_dry_run_plans_without_running(bioprior_home, write_submission):
     path = write_submission(tiny_submission(seeds=[0, 1, 2]))
     out = run_cli("score", str(path), "--dry-run")
     assert (
-        out.returncode == 0 and "3 jobs: 0 already done, 3 to run; 6 trainings to run" in out.stderr
+        out.returncode == 0 and "3 jobs: 0 already done, 3 to run; 6 trainings to run" in out.stdout
     )
     assert not (bioprior_home / "weights").exists()
 

@@ -17,6 +17,7 @@ SPECTRAL = {
     "highpass_cutoffs": [0.0, 0.5],
     "bandwidth_corruptions": ["gaussian_noise", "contrast"],
     "bandwidth_severities": [1, 5],
+    "preset": "imagenet_c",  # as the corruption benchmark of test_corruption (shared stimuli)
     "heatmap_images": 40,
     "heatmap_stride": 2,
     "max_images": 150,

@@ -53,19 +53,32 @@ def test_torchvision_and_timm_work_after_ensure() -> None:
     assert out.strip().splitlines()[-1] == "(1, 1000)"
 
 
-def test_warns_once_and_decision_is_stable() -> None:
+def test_quiet_by_default_warns_once_when_verbose_and_ops_raise_ours() -> None:
     out = _run(
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             first = compat.ensure_torchvision()
             second = compat.ensure_torchvision()
+            import torch
             import torchvision  # noqa: F401
         assert first is second and isinstance(first, bool), (first, second)
         ours = [w for w in caught if issubclass(w.category, compat.TorchvisionOpsUnavailableWarning)]
+        assert not ours, [str(w.message) for w in ours]  # nothing said at import
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compat.set_verbose(True)
+            compat.set_verbose(True)
+        ours = [w for w in caught if issubclass(w.category, compat.TorchvisionOpsUnavailableWarning)]
         assert len(ours) == (1 if first else 0), [str(w.message) for w in ours]
-        if ours:
+        if first:  # where a detection op is used, it says why it cannot run
             assert "nms" in str(ours[0].message)
+            try:
+                torch.ops.torchvision.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+            except RuntimeError as exc:
+                assert "torchvision::nms" in str(exc) and "compiled ops" in str(exc)
+            else:
+                raise AssertionError("a shimmed op must raise")
         print(first)
         """
     )

@@ -247,4 +247,5 @@ def register_benchmarks(register):
         version="1",
         citation=CITATION,
         description="FGSM/PGD curves, black-box transfer, minimal perturbations; EOT and flags.",
+        extra={"score": "accuracy at score_curve, score_epsilon / clean accuracy, in [0, 1]"},
     )

@@ -86,9 +86,10 @@ class CorruptionParams(PluginParams):
     severities: list[int] = Field(
         default=[1, 2, 3, 4, 5], min_length=1, description="Severities 1-5 of imagecorruptions."
     )
-    preset: Literal["imagenet_c", "cifar10_c"] = Field(
-        default="imagenet_c",
-        description="Severity constants: ImageNet-C's (the library's) or CIFAR-10-C's (milder).",
+    preset: Literal["auto", "imagenet_c", "cifar10_c"] = Field(
+        default="auto",
+        description="Severity constants: ImageNet-C's (the library's, for 224 px) or CIFAR-10-C's "
+        "(32 px, milder); auto: CIFAR-10-C's for images up to 96 px, else ImageNet-C's.",
     )
     noise_sweeps: list[Literal["uniform_noise", "salt_and_pepper", "gaussian_noise_std"]] = Field(
         default=["uniform_noise", "salt_and_pepper", "gaussian_noise_std"],
@@ -165,7 +166,8 @@ def register_benchmarks(register):
         name="corruption",
         factory=Corruption,
         params=CorruptionParams,
-        version="1",
+        version="2",  # 2: preset auto by image size; CIFAR-10-C's own elastic_transform
         citation=CITATION,
         description="19 common corruptions x 5 severities and noise sweeps; mCE, robustness score.",
+        extra={"score": "mean accuracy under corruption / clean accuracy, in [0, 1]"},
     )

@@ -21,8 +21,11 @@ an image is a pure function of (image, name, severity, seed, preset).
 Presets: ``imagenet_c`` (the library's constants, ImageNet-C at 224 px) and ``cifar10_c`` (the
 milder constants of Hendrycks' ``make_cifar_c.py`` for CIFAR-10-C at 32 px), substituted in the
 copied function's constant table. ``zoom_blur`` (its table is built from ``np.arange`` calls, not a
-constant) and ``elastic_transform`` (CIFAR-10-C uses a different algorithm, an affine warp plus
-elastic field) keep the ImageNet-C definition in the ``cifar10_c`` preset.
+constant) keeps the ImageNet-C definition in the ``cifar10_c`` preset. ``elastic_transform`` of
+``cifar10_c`` is CIFAR-10-C's own algorithm (:func:`cifar10_c_elastic`: a random affine warp, then
+a smooth elastic field; constants relative to the image side, as at 32 px): the library's version
+sets the field's smoothing to 1% of the side, which at 16-32 px is a third of a pixel, so its
+displacements (up to 2-5 px) are independent per pixel and scramble the pixels at every severity.
 
 The library rejects images under 32 px (:data:`MIN_SIZE`); callers upsample (see
 ``_corruption_impl``). This module imports no torch.
@@ -170,6 +173,48 @@ def _table(func) -> tuple | None:
     return tables[0] if len(tables) == 1 else None
 
 
+# make_cifar_c.py's elastic_transform (severity 1..5): (alpha, sigma, affine jitter) / image side
+CIFAR10_C_ELASTIC = (
+    (0, 0, 0.08),
+    (0.05, 0.2, 0.07),
+    (0.08, 0.06, 0.06),
+    (0.1, 0.04, 0.05),
+    (0.1, 0.03, 0.03),
+)
+
+
+def cifar10_c_elastic(image, severity: int = 1):
+    """CIFAR-10-C's elastic transform (Hendrycks & Dietterich 2019, make_cifar_c.py), with
+    scikit-image in place of OpenCV (``warp`` with the inverse map, linear, reflect-101 borders)."""
+    import numpy as np
+    from scipy.ndimage import map_coordinates
+    from skimage.filters import gaussian
+    from skimage.transform import AffineTransform, warp
+
+    image = np.array(image, dtype=np.float32) / 255.0
+    side = min(image.shape[:2])
+    alpha, sigma, jitter = (side * v for v in CIFAR10_C_ELASTIC[severity - 1])
+    center = np.float32(image.shape[:2]) // 2
+    square = side // 3
+    pts1 = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
+    pts2 = pts1 + np.random.uniform(-jitter, jitter, size=pts1.shape).astype(np.float32)
+    affine = AffineTransform()
+    affine.estimate(pts1, pts2)
+    image = warp(image, affine.inverse, order=1, mode="reflect", preserve_range=True)
+    shape = image.shape
+    dx, dy = (
+        (
+            gaussian(np.random.uniform(-1, 1, size=shape[:2]), sigma, mode="reflect", truncate=3)
+            * alpha
+        ).astype(np.float32)[..., None]
+        for _ in range(2)
+    )
+    x, y, z = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]), np.arange(shape[2]))
+    indices = (y + dy).reshape(-1, 1), (x + dx).reshape(-1, 1), z.reshape(-1, 1)
+    warped = map_coordinates(image, indices, order=1, mode="reflect").reshape(shape)
+    return np.clip(warped, 0, 1) * 255
+
+
 @functools.cache
 def function(name: str, preset: str = "imagenet_c"):
     """The library's corruption ``name`` (a function of a PIL image and a severity), patched."""
@@ -179,6 +224,8 @@ def function(name: str, preset: str = "imagenet_c"):
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     import numpy as np
 
+    if name == "elastic_transform" and preset == "cifar10_c":
+        return cifar10_c_elastic
     lib = library()
     original = getattr(lib, name)
     env = dict(original.__globals__)
@@ -245,11 +292,13 @@ def corrupt(image, name: str, severity: int, seed: int, preset: str = "imagenet_
 
 __all__ = [
     "CIFAR10_C",
+    "CIFAR10_C_ELASTIC",
     "COMMON",
     "CORRUPTIONS",
     "EXTRA",
     "MIN_SIZE",
     "PRESETS",
+    "cifar10_c_elastic",
     "corrupt",
     "function",
     "image_seed",

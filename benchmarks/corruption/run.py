@@ -24,7 +24,7 @@ from bioprior.benchmarks.stimuli import (
 from . import imagecorruptions_compat as ic
 
 TRANSFORM = "bioprior.benchmarks.corruption.run:transform"
-VERSION = "1"
+VERSION = "2"  # 2: CIFAR-10-C's own elastic_transform in the cifar10_c preset
 LUMA = np.array([0.299, 0.587, 0.114])
 
 #: evanson2022 Table 1 (after Hendrycks & Dietterich 2019).
@@ -51,6 +51,8 @@ def imagecorruption(images: np.ndarray, name: str, severity: int, seed: int, sta
     repeated), upsampled to 32 px when smaller (the library's minimum) and resized back after,
     then back to gray with ITU-R 601 luma when the source was gray."""
     n, c, h, w = images.shape
+    if preset == "auto":  # the constants made for the closest image size
+        preset = "cifar10_c" if max(h, w) <= 96 else "imagenet_c"
     out = np.empty_like(images)
     for i in range(n):
         hwc = images[i].transpose(1, 2, 0)

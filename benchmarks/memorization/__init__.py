@@ -150,6 +150,7 @@ def register_benchmarks(register):
         version="1",
         citation=TSVETKOV2020,
         description="Natural vs random-data learning (score: learns natural, not random).",
+        extra={"score": "learned (natural test) x (1 - memorized (random train)), from chance"},
     )
     register(
         name="memorization_capacity",
@@ -158,4 +159,5 @@ def register_benchmarks(register):
         version="1",
         citation=TSVETKOV2020,
         description="Exp. 2 capacity sweep: classes x examples per class.",
+        extra={"score": "mean over the grid cells of learned x (1 - memorized), train acc."},
     )

@@ -108,4 +108,5 @@ def register_benchmarks(register):
         citation=CITATION,
         description="Held-out FEVE (Cadena et al. 2019) and correlation of a model's neural "
         "readout, e.g. neural_cotraining's (score: FEVE, else correlation).",
+        extra={"score": "mean held-out FEVE in [0, 1] (correlation without repeats)"},
     )

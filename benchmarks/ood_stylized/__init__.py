@@ -122,4 +122,5 @@ def register_benchmarks(register):
         version="1",
         citation=CITATION,
         description="Edges, contours, line drawings, silhouettes, phase/amplitude; external sets.",
+        extra={"score": "mean accuracy over the renderings and external sets"},
     )

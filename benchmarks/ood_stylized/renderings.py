@@ -66,8 +66,8 @@ def xdog(g: np.ndarray, sigma: float, k: float = 1.6, tau: float = 0.98, phi: fl
 
 def render(img: np.ndarray, style: str, p: dict, rng: np.random.Generator, partner=None):
     """One uint8 image (C, H, W) rendered in ``style``; returns float (C, H, W) in [0, 1]."""
+    from scipy import ndimage
     from skimage.feature import canny
-    from skimage.morphology import binary_erosion
 
     c, h, w = img.shape
     if style == "phase_scrambled":
@@ -90,7 +90,9 @@ def render(img: np.ndarray, style: str, p: dict, rng: np.random.Generator, partn
         mask = foreground(g, dark_bg)
     elif style == "contours":
         fg = foreground(g, dark_bg)
-        mask = fg & ~binary_erosion(fg)
+        # scikit-image's binary_erosion (removed in 0.28): a cross, outside counted as foreground
+        cross = ndimage.generate_binary_structure(2, 1)
+        mask = fg & ~ndimage.binary_erosion(fg, structure=cross, border_value=1)
     elif style == "line_drawing":
         mask = xdog(1 - g if dark_bg else g, p["xdog_sigma"] * size / 64)
     else:

@@ -72,8 +72,8 @@ class SpectralParams(PluginParams):
     bandwidth_severities: list[int] = Field(
         default=[1, 2, 3, 4, 5], description="Their severities (Fig. 5B used severity 5)."
     )
-    preset: Literal["imagenet_c", "cifar10_c"] = Field(
-        default="imagenet_c", description="imagecorruptions severity constants."
+    preset: Literal["auto", "imagenet_c", "cifar10_c"] = Field(
+        default="auto", description="imagecorruptions severity constants (as corruption's)."
     )
     fourier_heatmap: bool = Field(default=True, description="Compute the Fourier heat map.")
     heatmap_rms: float = Field(
@@ -132,7 +132,8 @@ def register_benchmarks(register):
         name="spectral",
         factory=Spectral,
         params=SpectralParams,
-        version="1",
+        version="2",  # 2: preset auto; CIFAR-10-C's own elastic_transform
         citation=CITATION,
         description="Band-pass / low- / high-pass accuracy, corruption bandwidth, Fourier heat map.",
+        extra={"score": "mean band-pass accuracy / clean accuracy, in [0, 1]"},
     )

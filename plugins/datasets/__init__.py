@@ -108,6 +108,14 @@ DERIVATIONS = {
 }
 
 
+GEOMETRY = {  # (in_channels, input_size, num_classes) of the torchvision datasets
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+    "mnist": (1, 28, 10),
+    "fashion_mnist": (1, 28, 10),
+}
+
+
 @hookimpl
 def register_datasets(register):
     register(
@@ -126,6 +134,7 @@ def register_datasets(register):
             version="1",
             citation=citation,
             description=f"torchvision {cls_name} from a data root.",
+            extra={"geometry": GEOMETRY[name]},  # create_model(..., dataset=name) without data
         )
     register(
         name="imagenette",

@@ -44,13 +44,14 @@ def load_imagenette(params) -> ImageData:
             s: Imagenette(str(root), split=s, size=params.variant, download=params.download)
             for s in ("train", "val")
         }
-    except RuntimeError as exc:
+    except RuntimeError:
         folder = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
         raise DataUnavailable(
-            f"imagenette: not found under {root} ({exc}). Put the extracted "
-            f"'{folder[params.variant]}' folder there (https://github.com/fastai/imagenette), or set "
-            "`download: true` in the dataset's params (or run `bioprior download imagenette`); "
-            "choose the root with --data-root or BIOPRIOR_DATA"
+            f"imagenette: not found under {root}; expected the extracted "
+            f"'{folder[params.variant]}' folder there (https://github.com/fastai/imagenette)",
+            dataset="imagenette",
+            downloadable=True,
+            root=root,
         ) from None
     tensors = {}
     for split, ds in splits.items():
@@ -75,9 +76,10 @@ def load_tiny_imagenet(params) -> ImageData:
     if not (base / "train").is_dir() or not annotations.is_file():
         raise DataUnavailable(
             f"tiny_imagenet: not found under {base.parent} (expected 'tiny-imagenet-200' with "
-            "train/ and val/val_annotations.txt). Download and extract "
-            "http://cs231n.stanford.edu/tiny-imagenet-200.zip there; choose the root with "
-            "--data-root or BIOPRIOR_DATA"
+            "train/ and val/val_annotations.txt); download and extract "
+            "http://cs231n.stanford.edu/tiny-imagenet-200.zip there",
+            dataset="tiny_imagenet",
+            root=base.parent,
         )
     wnids = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
     index = {w: i for i, w in enumerate(wnids)}

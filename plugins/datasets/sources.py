@@ -53,11 +53,12 @@ def _torchvision(name: str, cls_name: str, params) -> ImageData:
     try:
         train = cls(str(root), train=True, download=params.download)
         test = cls(str(root), train=False, download=params.download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted..."
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted..."
         raise DataUnavailable(
-            f"{name}: not found under {root} ({exc}). Put {HOW_TO_GET[name]} there, or set "
-            f"`download: true` in the dataset's params (or run `bioprior download {name}`); "
-            f"choose the root with --data-root or BIOPRIOR_DATA"
+            f"{name}: not found under {root}; expected {HOW_TO_GET[name]} there",
+            dataset=name,
+            downloadable=True,
+            root=root,
         ) from None
 
     def images(ds) -> torch.Tensor:

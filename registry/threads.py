@@ -1,0 +1,158 @@
+"""How many CPU threads torch uses: chosen on purpose, never more than the CPU can give.
+
+Torch's default (one thread per physical core) oversubscribes a CPU that other work already
+loads: on 2 shared cores a small model trains several times slower than with one thread. The
+default here (``auto``) is
+
+    threads = max(1, min(torch's default, usable cores, round(usable cores - 1-minute load)))
+
+with the usable cores from ``os.sched_getaffinity`` (and a cgroup CPU quota, as in a container)
+and the load from ``os.getloadavg``. ``--threads N`` on ``bioprior score``, then
+``$BIOPRIOR_THREADS``, then ``$OMP_NUM_THREADS`` override it (``auto`` or ``0`` mean the default).
+
+Training numbers on CPU depend on the thread count: oneDNN splits a convolution's weight and
+bias gradients over the batch by thread, and whole-tensor sums are reduced in per-thread chunks,
+so 1 and 2 threads give weights that differ in the last bits after one step and visibly after
+fifty epochs (``torch.use_deterministic_algorithms`` does not change either on CPU). The only
+configuration found whose gradients do not depend on the thread count (oneDNN off and MKL's
+strict CNR mode, ``MKL_CBWR=AVX2,STRICT``; checked for 1-4 threads on the quickstart's model) is
+1.4x slower with one thread and far slower with two, so it is not used. Every result row records the
+thread count; ``bioprior score --verify N`` retrains and reports drift.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV = "BIOPRIOR_THREADS"
+
+
+class ThreadsError(ValueError):
+    """A thread setting that is not a positive integer or ``auto``."""
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The thread count and why it was chosen (printed in the plan line)."""
+
+    threads: int
+    source: str  # "auto", "--threads", "BIOPRIOR_THREADS" or "OMP_NUM_THREADS"
+    cores: int
+    load: float | None = None
+
+    def describe(self) -> str:
+        if self.source != "auto":
+            return f"{self.threads} thread{'s' * (self.threads != 1)} ({self.source})"
+        load = "unknown" if self.load is None else f"{self.load:.1f}"
+        return (
+            f"{self.threads} thread{'s' * (self.threads != 1)} "
+            f"(auto: {self.cores} usable cores, load {load}; --threads N overrides)"
+        )
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def _cgroup_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    try:
+        limit, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    return max(1, math.ceil(int(limit) / int(period)))
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def parse(value: str | int | None, where: str) -> int | None:
+    """A thread setting: a positive integer, or None for ``auto`` / ``0`` / empty."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in {"", "auto", "0"}:
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise ThreadsError(f"{where}: must be a positive integer or 'auto' (got {value!r})")
+    return n
+
+
+def auto_threads(cores: int, load: float | None, ceiling: int | None = None) -> int:
+    """The default: the cores not already busy (at least one), at most ``ceiling``."""
+    free = cores if load is None else math.floor(cores - load + 0.5)
+    return max(1, min(cores, free, ceiling or cores))
+
+
+def choose(
+    requested: str | int | None = None, env: Mapping[str, str] | None = None
+) -> ThreadChoice:
+    """The thread count for this run: ``requested`` (``--threads``), else the environment, else
+    :func:`auto_threads`. Raises :class:`ThreadsError` on a malformed setting."""
+    env = os.environ if env is None else env
+    cores = usable_cores()
+    for source, value in (
+        ("--threads", requested),
+        (ENV, env.get(ENV)),
+        ("OMP_NUM_THREADS", env.get("OMP_NUM_THREADS")),
+    ):
+        n = parse(value, source)
+        if n is not None:
+            return ThreadChoice(n, source, cores)
+    load = load_average()
+    return ThreadChoice(auto_threads(cores, load, _torch_default()), "auto", cores, load)
+
+
+def _torch_default() -> int | None:
+    """Torch's own default (physical cores), read before anything has changed it."""
+    global _TORCH_DEFAULT
+    if _TORCH_DEFAULT is None:
+        import torch
+
+        _TORCH_DEFAULT = torch.get_num_threads()
+    return _TORCH_DEFAULT
+
+
+_TORCH_DEFAULT: int | None = None
+
+
+def apply(choice: ThreadChoice) -> None:
+    """Set torch's intra-op threads (what every result row then records)."""
+    import torch
+
+    _torch_default()
+    torch.set_num_threads(choice.threads)
+
+
+@contextmanager
+def using(choice: ThreadChoice) -> Iterator[None]:
+    """Run a block with ``choice`` applied, restoring the caller's thread count after (the
+    Python API does not change a user's torch settings)."""
+    import torch
+
+    before = torch.get_num_threads()
+    apply(choice)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
