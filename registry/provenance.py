@@ -27,10 +27,32 @@ def _version(dist: str) -> str | None:
     module = sys.modules.get(dist)
     if isinstance(getattr(module, "__version__", None), str):
         return module.__version__
+    built = _version_file(dist)
+    if built:
+        return built
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _version_file(dist: str) -> str | None:
+    """``__version__`` from the package's ``version.py`` without importing the package (torch's
+    and torchvision's carry the build tag there; importing torchvision may fail on this torch)."""
+    import importlib.util
+    import re
+
+    try:
+        spec = importlib.util.find_spec(dist)
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "version.py"
+        if path.is_file():
+            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", path.read_text(), re.M)
+            if found:
+                return found.group(1)
+    return None
 
 
 @lru_cache(maxsize=1)

@@ -78,6 +78,7 @@ def schedule(
     """Run ``steps`` (topologically ordered) on ``backend``; yield outcomes as they finish."""
     in_plan = {s.key for s in steps}
     status: dict[str, str] = {}
+    errors: dict[str, str | None] = {}  # failed step key -> its error, for its dependents
     attempts: dict[str, int] = {}
     pending = list(steps)
     running: dict[str, Any] = {}
@@ -91,9 +92,15 @@ def schedule(
                 if failed_dep is not None:
                     pending.remove(step)
                     status[step.key] = "failed"
+                    why = errors.get(failed_dep)
                     yield failed_outcome(
-                        step, f"dependency {failed_dep} failed", "dependency_failed"
+                        step,
+                        f"dependency failed: {failed_dep}: {why}"
+                        if why
+                        else f"dependency failed: {failed_dep}",
+                        "dependency_failed",
                     )
+                    errors[step.key] = why
                     continue
                 if any(d in in_plan and d not in status for d in deps):
                     continue  # its training is still to run (or running)
@@ -130,6 +137,8 @@ def schedule(
                 if attempts[step.key] > 1 and outcome.error:
                     outcome.error = f"{outcome.error} (after {attempts[step.key]} attempts)"
                 status[step.key] = outcome.status
+                if outcome.status != "ok":
+                    errors[step.key] = outcome.error
                 yield outcome
                 if claims is not None:
                     claims.finish(step)

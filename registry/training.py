@@ -154,30 +154,56 @@ class TrainingService:
 
     def train(self, specs: list[TrainingSpec]) -> list[TrainedModel]:
         """Train ``specs`` and save each member's weights under its own key: one batched model
-        when there are several of one structure and data shape (:mod:`.batched`), else alone."""
+        when there are several of one structure and data shape (:mod:`.batched`), else alone.
+
+        One bad member does not take the others down: a member that cannot be built, or a batch
+        that fails, falls back to training each member alone; members that still fail are left
+        out (their evaluations train them again and fail with their own error). Raises only when
+        every member failed."""
         from .batched import can_batch, structure
 
-        datas = [self.data(s) for s in specs]
-        modules = [self.build(s, d) for s, d in zip(specs, datas, strict=True)]
-        groups: dict[Any, list[int]] = {}
-        for i, (module, data) in enumerate(zip(modules, datas, strict=True)):
-            sig = (structure(module), tuple(data.train_x.shape)) if can_batch(module) else i
-            groups.setdefault(sig, []).append(i)
         out: dict[int, TrainedModel] = {}
+        errors: list[Exception] = []
+        built: list[tuple[int, Any, Any]] = []
+        for i, spec in enumerate(specs):
+            try:
+                data = self.data(spec)
+                built.append((i, self.build(spec, data), data))
+            except Exception as exc:  # noqa: BLE001 - this member only
+                errors.append(exc)
+        groups: dict[Any, list[tuple[int, Any, Any]]] = {}
+        for i, module, data in built:
+            sig = (structure(module), tuple(data.train_x.shape)) if can_batch(module) else i
+            groups.setdefault(sig, []).append((i, module, data))
         for members in groups.values():
-            histories = self._train(
-                [specs[i] for i in members],
-                [modules[i] for i in members],
-                [datas[i] for i in members],
+            try:
+                self._train_group(specs, members, out)
+            except Exception as exc:  # noqa: BLE001
+                if len(members) == 1:
+                    errors.append(exc)
+                    continue
+                for i, _, _ in members:  # alone, from a fresh build (same seed, same init)
+                    try:
+                        data = self.data(specs[i])
+                        self._train_group(specs, [(i, self.build(specs[i], data), data)], out)
+                    except Exception as alone:  # noqa: BLE001
+                        errors.append(alone)
+        if not out and errors:
+            raise errors[0]
+        return [out[i] for i in range(len(specs)) if i in out]
+
+    def _train_group(self, specs, members, out: dict[int, TrainedModel]) -> None:
+        histories = self._train(
+            [specs[i] for i, _, _ in members],
+            [module for _, module, _ in members],
+            [data for _, _, data in members],
+        )
+        for (i, module, data), history in zip(members, histories, strict=True):
+            self._save(self.weights_path(specs[i]), module, specs[i], history)
+            self.trainings_run += 1
+            out[i] = self._remember(
+                TrainedModel(specs[i], module, data, history, weights_hash(module), False)
             )
-            for i, history in zip(members, histories, strict=True):
-                self._save(self.weights_path(specs[i]), modules[i], specs[i], history)
-                self.trainings_run += 1
-                trained = TrainedModel(
-                    specs[i], modules[i], datas[i], history, weights_hash(modules[i]), False
-                )
-                out[i] = self._remember(trained)
-        return [out[i] for i in range(len(specs))]
 
     def _train(self, specs, modules, datas) -> list[dict[str, Any]]:
         first = specs[0]

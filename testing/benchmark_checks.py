@@ -76,12 +76,14 @@ def _run_once(s: Subject, home: Path):
     with _home(home):
         service = TrainingService(home, torch.device("cpu"))
         jobs = plan([loaded])
+        for job in jobs:  # what the planner does: each benchmark declares its trainings
+            job.declare(s.registry)
         try:
             Scorer.preflight(jobs, service)
         except PreflightError as exc:
             raise CheckSkipped(f"data not available here: {exc.message}") from None
         for job in jobs:
-            benchmark = job.benchmark.entry.build(job.benchmark.params)
+            benchmark = job.instance  # built once per job, as the runner does
             results.append(benchmark.run(BenchmarkContext(job, service, s.registry)))
     return benchmark, results
 

@@ -91,7 +91,7 @@ class AlwaysNoisy:
     def configure(self, name, params):
         return params
 
-    def apply(self, module):
+    def apply(self, module, geometry=None):
         import torch
         from torch import nn
 

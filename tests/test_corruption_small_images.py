@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bioprior.benchmarks import imagecorruptions_compat as ic
+from bioprior.benchmarks.corruption import imagecorruptions_compat as ic
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_cifar10_c_elastic_deforms_smoothly_at_every_severity(digit32):
 
 
 def test_auto_preset_follows_the_image_size(monkeypatch):
-    from bioprior.benchmarks import _corruption_impl as impl
+    from bioprior.benchmarks.corruption import run as impl
 
     used = []
     monkeypatch.setattr(
@@ -52,7 +52,7 @@ def test_auto_preset_follows_the_image_size(monkeypatch):
 
 
 def test_contours_are_the_foreground_minus_its_erosion():
-    from bioprior.benchmarks.renderings import render
+    from bioprior.benchmarks.ood_stylized.renderings import render
 
     img = np.zeros((1, 16, 16), np.uint8)
     img[0, 4:12, 5:11] = 255

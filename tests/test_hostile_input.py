@@ -326,7 +326,8 @@ def _lying_npz(path: Path, shape=(10**11,)) -> Path:
 
 
 def test_npz_header_claiming_373_gib_is_refused_without_allocating(tmp_path):
-    from bioprior.plugins.neural_data import NeuralFileParams, load_neural_file
+    from bioprior.plugins.neural_data import NeuralFileParams
+    from bioprior.plugins.neural_data.files import load_neural_file
     from bioprior.registry.filecheck import FileCheckError, check_npz
 
     path = _lying_npz(tmp_path / "lie.npz")

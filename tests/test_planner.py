@@ -130,7 +130,8 @@ def test_undeclared_training_is_an_error_naming_the_benchmark(bioprior_home):
         _, summary = scorer.plan([loaded])
         report = scorer.run(summary)
     (outcome,) = report.outcomes
-    assert outcome.status == "failed" and outcome.error_class == "UndeclaredTraining"
+    assert outcome.status == "failed" and outcome.error_class == "plugin_error"
+    assert outcome.error.startswith("UndeclaredTraining")
     assert "benchmark 'sneaky'" in outcome.error and "random_labels" in outcome.error
 
 

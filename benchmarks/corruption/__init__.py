@@ -144,20 +144,20 @@ class CorruptionParams(PluginParams):
 
 class Corruption(Benchmark):
     def trainings(self, needs):
-        from ._corruption_impl import baseline_model
+        from .run import baseline_model
 
         own = [needs.trained()]
         return own + [baseline_model(self.params, needs)] if self.params.baseline else own
 
     def run(self, ctx) -> BenchmarkResult:
-        from . import run as _corruption_impl
+        from . import run
 
-        return _corruption_impl.run(self.params, ctx)
+        return run.run(self.params, ctx)
 
     def preview(self, images, seed: int):
-        from . import run as _corruption_impl
+        from . import run
 
-        return _corruption_impl.preview(self.params, images, seed)
+        return run.preview(self.params, images, seed)
 
 
 @hookimpl

@@ -28,7 +28,7 @@ sets the field's smoothing to 1% of the side, which at 16-32 px is a third of a 
 displacements (up to 2-5 px) are independent per pixel and scramble the pixels at every severity.
 
 The library rejects images under 32 px (:data:`MIN_SIZE`); callers upsample (see
-``_corruption_impl``). This module imports no torch.
+``run.py``). This module imports no torch.
 """
 
 from __future__ import annotations

@@ -42,9 +42,18 @@ class GaussianNoise(nn.Module):
 
 
 class _RoundSTE(torch.autograd.Function):
+    """Rounding with a straight-through gradient; written in the torch.func style (forward
+    without ctx, ``setup_context``, a generated vmap rule) so batched trainings can vmap it."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return torch.round(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # nothing to save
+        pass
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
