@@ -323,7 +323,7 @@ def score(
     """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
     from . import threads as thread_choice
     from .devices import DeviceError, check_device
-    from .execution import ExecutionError, ExecutionOptions
+    from .execution import ExecutionError, ExecutionOptions, runs_in_process
     from .paths import default_db, using_data_root
     from .plugins import get_registry
     from .submission import InvalidSubmission
@@ -379,9 +379,13 @@ def score(
         paths = {s.submission.name: s.path for s in loaded}
         execution = None
         try:
+            in_process = runs_in_process(options, loaded, device)
+            if not in_process and batch is None:
+                scorer.max_batch = 1  # no batching calibration in the driver: steps are isolated
             _, summary = scorer.plan(loaded)
             reporter.console.print(f"plan: {summary.describe()}; {choice.describe()}", markup=False)
-            estimates = scorer.estimate(summary) if summary.todo else {}
+            # estimates run a forward of every model: only where plugin code runs in this process
+            estimates = scorer.estimate(summary) if summary.todo and in_process else {}
             if dry_run:
                 _print_plan(reporter.console, summary, estimates)
                 return

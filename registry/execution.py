@@ -85,13 +85,49 @@ def submission_limits(loaded: Sequence[Any]) -> dict[str, Limits]:
     return out
 
 
+def _most_generous(limits: list[Limits]) -> Limits:
+    """One step serving several submissions (a shared training) gets the most generous of their
+    limits, so no submission's step is stopped before its own limit."""
+    if not limits:
+        return Limits()
+    if len(limits) == 1:
+        return limits[0]
+    times = [lim.wall_time_s for lim in limits]
+    memories = [lim.memory_bytes for lim in limits]
+    return Limits(
+        None if None in times else max(times),
+        None if None in memories else max(memories),
+        max(lim.retries for lim in limits),
+    )
+
+
 def limits_function(loaded: Sequence[Any], cli: Limits) -> Callable[[Any], Limits]:
     per_submission = submission_limits(loaded)
 
     def limits_for(step: Any) -> Limits:
-        return per_submission.get(getattr(step, "submission", None), Limits()).merged(cli)
+        names = getattr(step, "submissions", None) or (getattr(step, "submission", None),)
+        own = [per_submission[n] for n in names if n in per_submission]
+        return _most_generous(own).merged(cli)
 
     return limits_for
+
+
+def runs_in_process(options: ExecutionOptions, loaded: Sequence[Any], device: str) -> bool:
+    """Whether ``score`` runs plugin code in this process (the local executor without isolation,
+    limits or several GPUs). Otherwise nothing of a plugin may run in the driver: no estimate or
+    batching calibration (a plugin that crashes must crash in its own process)."""
+    if options.executor == "ray" or options.isolate:
+        return False
+    cli = options.check()
+    limits = [cli, *submission_limits(loaded).values()]
+    if any(lim.wall_time_s is not None or lim.memory_bytes is not None for lim in limits):
+        return False
+    from .isolation import local_devices
+
+    try:
+        return len(local_devices(device)) <= 1
+    except ValueError:
+        return True  # reported as a --device error by build_executor
 
 
 @dataclass

@@ -107,15 +107,18 @@ def failed(step: Any, exc: BaseException, started: str, t0: float, device: str =
     )
 
 
-def dependency_failed(step: Any, errors: dict[str, str | None]) -> Outcome:
-    """A step not run because steps it depends on failed (``errors``: their key -> error)."""
+def dependency_failed(
+    step: Any, errors: dict[str, str | None], error_class: str | None = None
+) -> Outcome:
+    """A step not run because steps it depends on failed (``errors``: their key -> error). Its
+    class is the failed dependency's (the row says why: ``timeout``, ``crashed``, ...)."""
     stamp = now()
     why = "; ".join(f"{key}: {error}" if error else key for key, error in errors.items())
     return _outcome(
         step,
         status="failed",
         error=f"dependency failed: {why}",
-        error_class="dependency_failed",
+        error_class=error_class or "dependency_failed",
         started_at=stamp,
         finished_at=stamp,
     )
@@ -126,10 +129,12 @@ class LocalExecutor:
 
     def run(self, steps: Sequence[Any], worker: Worker) -> Iterator[Outcome]:
         bad: dict[str, str | None] = {}  # failed step key -> its error
+        bad_class: dict[str, str | None] = {}  # failed step key -> its error class
         for step in steps:
             missing = {k: bad[k] for k in getattr(step, "depends_on", ()) if k in bad}
+            upstream = next((bad_class[k] for k in missing if bad_class.get(k)), None)
             if missing:
-                outcome = dependency_failed(step, missing)
+                outcome = dependency_failed(step, missing, upstream)
             else:
                 started, t0 = now(), time.perf_counter()
                 try:
@@ -137,5 +142,5 @@ class LocalExecutor:
                 except Exception as exc:  # noqa: BLE001 - a worker bug must not stop the others
                     outcome = failed(step, exc, started, t0)
             if outcome.status != "ok":
-                bad[step.key] = outcome.error
+                bad[step.key], bad_class[step.key] = outcome.error, outcome.error_class
             yield outcome

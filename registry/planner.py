@@ -111,6 +111,8 @@ class TrainStep:
     note: str = ""  # why it trains alone, when it could not be batched
     kind: str = "train"
     depends_on: tuple[str, ...] = ()
+    #: the submissions whose jobs need it (their ``limits:`` apply to it; not part of the key)
+    submissions: tuple[str, ...] = field(default=(), compare=False)
 
     @cached_property
     def key(self) -> str:
@@ -141,6 +143,11 @@ class EvaluateStep:
     @property
     def key(self) -> str:
         return self.job.key
+
+    @property
+    def submission(self) -> str:
+        """Rows (and claims) are per submission: two may share a job's content key."""
+        return self.job.submission
 
     @property
     def label(self) -> str:
@@ -192,9 +199,16 @@ def summarize(
     declared."""
     todo = [j for j in jobs if (j.submission, j.key) not in done]
     needed: dict[str, TrainingSpec] = {}
+    users: dict[str, dict[str, None]] = {}  # training key -> the submissions that need it
     for job in todo:
         for spec in job.declare(registry):
             needed.setdefault(spec.key, spec)
+            users.setdefault(spec.key, {})[job.submission] = None
+
+    def train_step(members: tuple[TrainingSpec, ...], note: str = "") -> TrainStep:
+        subs = dict.fromkeys(n for m in members for n in users.get(m.key, ()))
+        return TrainStep(members, note=note, submissions=tuple(subs))
+
     cached = [s for s in needed.values() if is_cached(s)]
     groups: dict[Any, list[TrainingSpec]] = {}
     for spec in needed.values():
@@ -203,15 +217,15 @@ def summarize(
     steps: list[Step] = []
     for group, members in groups.items():
         if isinstance(group, tuple):  # not batchable
-            steps.append(TrainStep((members[0],), note=members[0].why_alone))
+            steps.append(train_step((members[0],), note=members[0].why_alone))
             continue
         k = max(1, batch_limit(members[0], len(members))) if len(members) > 1 else 1
         if k == 1 and len(members) > 1:
             note = "alone: batch limit 1 (batching does not pay on this device, or --batch 1)"
-            steps.extend(TrainStep((m,), note=note) for m in members)
+            steps.extend(train_step((m,), note=note) for m in members)
             continue
         for i in range(0, len(members), k):
-            steps.append(TrainStep(tuple(members[i : i + k])))
+            steps.append(train_step(tuple(members[i : i + k])))
     step_of = {m.key: s.key for s in steps if isinstance(s, TrainStep) for m in s.members}
     for job in todo:
         deps = dict.fromkeys(step_of[s.key] for s in job.declare(registry) if s.key in step_of)

@@ -49,7 +49,9 @@ def _version_file(dist: str) -> str | None:
     for folder in (spec.submodule_search_locations or []) if spec else []:
         path = Path(folder) / "version.py"
         if path.is_file():
-            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", path.read_text(), re.M)
+            found = re.search(
+                r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", path.read_text(), re.MULTILINE
+            )
             if found:
                 return found.group(1)
     return None

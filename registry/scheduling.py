@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .claims import claim_key
 from .failures import RETRYABLE
 from .worker import failed_outcome
 
@@ -79,6 +80,7 @@ def schedule(
     in_plan = {s.key for s in steps}
     status: dict[str, str] = {}
     errors: dict[str, str | None] = {}  # failed step key -> its error, for its dependents
+    classes: dict[str, str | None] = {}  # failed step key -> its error class
     attempts: dict[str, int] = {}
     pending = list(steps)
     running: dict[str, Any] = {}
@@ -92,15 +94,16 @@ def schedule(
                 if failed_dep is not None:
                     pending.remove(step)
                     status[step.key] = "failed"
-                    why = errors.get(failed_dep)
+                    why, cls = errors.get(failed_dep), classes.get(failed_dep)
+                    # the row shows why: the failed training's class (timeout, crashed, ...)
                     yield failed_outcome(
                         step,
                         f"dependency failed: {failed_dep}: {why}"
                         if why
                         else f"dependency failed: {failed_dep}",
-                        "dependency_failed",
+                        cls or "dependency_failed",
                     )
-                    errors[step.key] = why
+                    errors[step.key], classes[step.key] = why, cls
                     continue
                 if any(d in in_plan and d not in status for d in deps):
                     continue  # its training is still to run (or running)
@@ -115,30 +118,30 @@ def schedule(
                     if state == "busy":
                         continue
                 pending.remove(step)
-                attempts[step.key] = attempts.get(step.key, 0) + 1
+                attempts[claim_key(step)] = attempts.get(claim_key(step), 0) + 1
                 backend.start(step, limits_for(step))
-                running[step.key] = step
+                running[claim_key(step)] = step
             if not running:
                 if pending:
                     time.sleep(poll_s)  # everything left is claimed by another scorer
                 continue
             for step, outcome in backend.wait(poll_s if pending else None):
-                running.pop(step.key, None)
+                running.pop(claim_key(step), None)
                 limits = limits_for(step)
                 if (
                     outcome.status != "ok"
                     and _class(outcome) in RETRYABLE
-                    and attempts[step.key] <= limits.retries
+                    and attempts[claim_key(step)] <= limits.retries
                 ):
-                    attempts[step.key] += 1
+                    attempts[claim_key(step)] += 1
                     backend.start(step, limits)
-                    running[step.key] = step
+                    running[claim_key(step)] = step
                     continue
-                if attempts[step.key] > 1 and outcome.error:
-                    outcome.error = f"{outcome.error} (after {attempts[step.key]} attempts)"
+                if attempts[claim_key(step)] > 1 and outcome.error:
+                    outcome.error = f"{outcome.error} (after {attempts[claim_key(step)]} attempts)"
                 status[step.key] = outcome.status
                 if outcome.status != "ok":
-                    errors[step.key] = outcome.error
+                    errors[step.key], classes[step.key] = outcome.error, _class(outcome)
                 yield outcome
                 if claims is not None:
                     claims.finish(step)

@@ -122,11 +122,10 @@ def step_payload(step) -> dict[str, Any]:
             "key": step.key,
             "note": step.note,
             "depends_on": list(step.depends_on),
+            "submissions": list(step.submissions),
             "members": [training_payload(m) for m in step.members],
         }
-    if isinstance(
-        step, EvaluateStep
-    ):  # the planner's evaluation step: its job, and what it waits on
+    if isinstance(step, EvaluateStep):  # the planner's evaluation: its job and what it waits on
         return {**step_payload(step.job), "type": "evaluate", "depends_on": list(step.depends_on)}
     if training_spec(step) is not None:
         return {
@@ -162,6 +161,7 @@ def step_from_payload(registry, payload: dict[str, Any]):
             tuple(training_from_payload(registry, m) for m in payload["members"]),
             payload.get("note", ""),
             depends_on=tuple(payload.get("depends_on", ())),
+            submissions=tuple(payload.get("submissions", ())),
         )
         if planned.key != payload["key"]:
             raise RuntimeError(
@@ -308,7 +308,7 @@ class StepWorker:
         outcome = runner(step)
         if (
             outcome.status == "ok"
-            and outcome.score is not None
+            and getattr(outcome, "score", None) is not None
             and not math.isfinite(outcome.score)
         ):
             outcome.score = None

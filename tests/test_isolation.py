@@ -81,7 +81,7 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
     assert "failed (timeout)" in table.stdout and "failed (crashed)" in table.stdout
 
     again = run_cli("score", files[0], files[2], "--device", "cpu", "--timeout", "2")
-    assert "2 jobs: 1 already done, 1 to run" in again.stderr  # failed rows are retried
+    assert "2 jobs: 1 already done, 1 to run" in again.stdout  # failed rows are retried
     rows = {r["submission"]: r for r in json.loads(run_cli("results", "--format", "json").stdout)}
     assert "after 2 s" in rows["hang"]["error"]  # the command line's limit wins
 
@@ -245,7 +245,9 @@ def test_dependencies_failed_dependency_and_retries():
     }
     assert outcomes["eval-1"].status == "ok"
     assert outcomes["eval-2"].status == "failed"
-    assert outcomes["eval-2"].error_class == "dependency_failed"
+    # the row says why: the failed training's class, and that it was a dependency
+    assert outcomes["eval-2"].error_class == "plugin_error"
+    assert outcomes["eval-2"].error.startswith("dependency failed: train-bad: boom")
     assert "eval-2" not in calls  # never ran
     assert outcomes["eval-3"].status == "ok"
     assert outcomes["flaky"].status == "ok" and calls.count("flaky") == 3
