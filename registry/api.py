@@ -63,9 +63,13 @@ def create_model(name: str, *, dataset: str | None = None, **params: Any) -> nn.
             if key in fields and params.get(key) is None:
                 params[key] = value
     model = entry.build(params)
-    channels = params.get("in_channels") or _first_conv_channels(model)
-    if channels:
-        model.register_forward_pre_hook(_channel_check(name, channels))
+    channels = (
+        params.get("in_channels")
+        or getattr(model, "in_channels", None)  # a model that knows its input says so
+        or _first_conv_channels(model)
+    )
+    if isinstance(channels, int) and channels > 0:
+        model.register_forward_pre_hook(ChannelCheck(name, channels))
     return model
 
 
@@ -76,17 +80,22 @@ def _first_conv_channels(model: nn.Module) -> int | None:
     return conv.in_channels if conv is not None else None
 
 
-def _channel_check(name: str, channels: int):
-    def check(module, args):
-        x = args[0] if args else None
-        if getattr(x, "ndim", 0) == 4 and int(x.shape[1]) != channels:
-            raise InputMismatch(
-                f"{name} was built for {channels}-channel images but got {int(x.shape[1])}-channel "
-                f"ones (shape {tuple(x.shape)}); build it for the data, e.g. "
-                f"create_model({name!r}, dataset='digits'), or pass in_channels={int(x.shape[1])}"
-            )
+class ChannelCheck:
+    """A forward pre-hook: images of other channels than the model was built for raise
+    :class:`InputMismatch` saying how to build it (a class, so the model still pickles)."""
 
-    return check
+    def __init__(self, name: str, channels: int):
+        self.name, self.channels = name, channels
+
+    def __call__(self, module, args) -> None:
+        x = args[0] if args else None
+        if getattr(x, "ndim", 0) == 4 and int(x.shape[1]) != self.channels:
+            got = int(x.shape[1])
+            raise InputMismatch(
+                f"{self.name} was built for {self.channels}-channel images but got {got}-channel "
+                f"ones (shape {tuple(x.shape)}); build it for the data, e.g. "
+                f"create_model({self.name!r}, dataset='digits'), or pass in_channels={got}"
+            )
 
 
 def module_entry(module: nn.Module) -> PluginEntry:

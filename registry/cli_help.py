@@ -30,7 +30,9 @@ def plain(param: Any) -> None:
         param.metavar = _METAVARS.get(bare, bare.upper())
 
 
-class PlainHelpCommand(TyperCommand):
+class _PlainHelp:
+    """Plain help for a click command or group: every parameter, and the help option."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
@@ -43,17 +45,12 @@ class PlainHelpCommand(TyperCommand):
         return option
 
 
-class PlainHelpGroup(TyperGroup):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            plain(param)
+class PlainHelpCommand(_PlainHelp, TyperCommand):
+    pass
 
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            plain(option)
-        return option
+
+class PlainHelpGroup(_PlainHelp, TyperGroup):
+    pass
 
 
 class PlainHelpTyper(typer.Typer):

@@ -290,12 +290,14 @@ def check_fields(params: BaseModel, depth: int = 0) -> Iterator[tuple[tuple[Any,
                 check(kind, value)
             except FileCheckError as exc:
                 yield (name,), str(exc)
-        for loc, item in _models_in(value):
+        for loc, item in models_in(value):
             for sub, msg in check_fields(item, depth + 1):
                 yield (name, *loc, *sub), msg
 
 
-def _models_in(value: Any) -> Iterator[tuple[tuple[Any, ...], BaseModel]]:
+def models_in(value: Any) -> Iterator[tuple[tuple[Any, ...], BaseModel]]:
+    """(location, model) of the pydantic models in a field's value: itself, or the items of a
+    list, tuple or dict (one level)."""
     if isinstance(value, BaseModel):
         yield (), value
     elif isinstance(value, (list, tuple)):

@@ -180,7 +180,8 @@ class Scorer:
 
     def _announced(self, worker):
         def run(step: Step) -> Outcome:
-            self.reporter.job_started(step.label)
+            if step.kind != "train":  # a training reports itself (training_started, epochs)
+                self.reporter.job_started(step.label)
             return worker(step)
 
         return run

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import safe_yaml
 from .entries import PluginEntry
+from .filecheck import models_in
 from .plugins import Registry, UnknownPluginError
 from .safe_yaml import preview
 from .schemas import MAX_NAME, PLUGIN_KIND, PLUGIN_NAME_PATTERN, PluginRef, Submission
@@ -291,7 +292,7 @@ def _references(model: BaseModel, depth: int = 0):
             raw = getattr(model, pfield, None) if isinstance(pfield, str) else None
             yield (fname,), kind, value, raw or {}, ((pfield,) if pfield else (fname,))
             continue
-        for loc, item in _items(value):
+        for loc, item in models_in(value):
             item_kind = kind if isinstance(kind, str) else getattr(type(item), PLUGIN_KIND, None)
             if isinstance(item_kind, str) and hasattr(item, "name"):
                 raw = getattr(item, "params", None)
@@ -300,19 +301,6 @@ def _references(model: BaseModel, depth: int = 0):
             else:
                 for sub in _references(item, depth + 1):
                     yield ((fname, *loc, *sub[0]), sub[1], sub[2], sub[3], (fname, *loc, *sub[4]))
-
-
-def _items(value: Any):
-    if isinstance(value, BaseModel):
-        yield (), value
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            if isinstance(v, BaseModel):
-                yield (i,), v
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(v, BaseModel):
-                yield (k,), v
 
 
 def non_finite(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple, str]]:

@@ -29,7 +29,10 @@ def test_piped_score_prints_a_line_per_step_and_epochs(bioprior_home, write_subm
     lines = out.output.splitlines()
     plan = lines[0]
     assert plan.startswith("plan: 2 jobs") and "1 thread (--threads)" in plan
-    assert lines[1] == "[1/2] start tiny[sigma=0.6] seed=0 memorization"  # the sweep's order
+    # planned work: the trainings run first (each announced), then the jobs in the sweep's order
+    assert lines[1].strip().startswith("train small_alexnet +internal_noise(sigma=0.6")
+    first_job = next(line for line in lines if line.startswith("[1/2] start"))
+    assert first_job == "[1/2] start tiny[sigma=0.6] seed=0 memorization"
     epochs = [line for line in lines if line.strip().startswith("epoch ")]
     # every 2 epochs of 20, for 4 trainings, each with loss and accuracy
     assert len(epochs) == 4 * 10 and all("loss" in e and "accuracy" in e for e in epochs)

@@ -161,5 +161,7 @@ def test_local_executor_fails_dependents_without_running_them():
     outcomes = list(LocalExecutor().run(steps, worker))
     assert ran == ["t1", "t2"]
     assert [o.status for o in outcomes] == ["failed", "ok", "failed"]
-    assert outcomes[2].error.startswith("dependency failed") and "out of memory" in outcomes[2].error
+    assert (
+        outcomes[2].error.startswith("dependency failed") and "out of memory" in outcomes[2].error
+    )
     assert outcomes[2].error_class == outcomes[0].error_class  # the row says why

@@ -242,6 +242,7 @@ class HMAX(nn.Module):
         at_inference: bool = True,
     ):
         super().__init__()
+        self.in_channels = in_channels  # the images it takes (S1 is not an nn.Conv2d)
         self.variant = variant
         scale = filter_scale if filter_scale is not None else input_size / REFERENCE_SIZE
         s1_sizes, wavelengths, c1_sizes = hmax_sizes(bands, scale)

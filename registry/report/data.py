@@ -45,7 +45,15 @@ KNOWN_COLUMNS = {
     "spec",
     "bioprior_version",
 }
-JSON_COLUMNS = ("variant", "benchmark_params", "metrics", "plugin_versions", "weights", "spec")
+JSON_COLUMNS = (  # as the store writes them (registry/store.py)
+    "variant",
+    "benchmark_params",
+    "metrics",
+    "plugin_versions",
+    "weights",
+    "spec",
+    "provenance",
+)
 
 FAMILIES = {
     "memorization": "memorization",
