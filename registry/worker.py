@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,27 +89,9 @@ def training_from_payload(registry, payload: dict[str, Any]):
     )
 
 
-@dataclass(frozen=True)
-class TrainStep:
-    """A training step (contract: kind "train"): train ``spec`` once and cache its weights."""
-
-    key: str
-    spec: Any  # TrainingSpec
-    label: str = ""
-    depends_on: tuple[str, ...] = ()
-    kind: str = "train"
-
-
-def training_spec(step) -> Any:
-    """The TrainingSpec of a training step (kind "train", as ``spec`` or ``training``), else None."""
-    if getattr(step, "kind", None) != "train":
-        return None
-    return getattr(step, "spec", None) or getattr(step, "training", None)
-
-
 def step_payload(step) -> dict[str, Any]:
     """A JSON-able description of a step: today's Job (an evaluation with lazy training), a
-    training step (kind "train" with a TrainingSpec ``spec``), or a step with ``to_payload()``."""
+    planner's training or evaluation step, or a step with ``to_payload()``."""
     from .planner import EvaluateStep
     from .planner import TrainStep as PlannedTraining
 
@@ -127,14 +108,6 @@ def step_payload(step) -> dict[str, Any]:
         }
     if isinstance(step, EvaluateStep):  # the planner's evaluation: its job and what it waits on
         return {**step_payload(step.job), "type": "evaluate", "depends_on": list(step.depends_on)}
-    if training_spec(step) is not None:
-        return {
-            "type": "train",
-            "key": step.key,
-            "label": getattr(step, "label", ""),
-            "depends_on": list(getattr(step, "depends_on", ())),
-            "training": training_payload(training_spec(step)),
-        }
     if not (hasattr(step, "training") and hasattr(step, "benchmark")):
         raise TypeError(
             f"a {type(step).__name__} step cannot be sent to another process: "
@@ -169,19 +142,6 @@ def step_from_payload(registry, payload: dict[str, Any]):
                 "its plugins differ from the driver's"
             )
         return planned
-    if payload["type"] == "train":
-        step = TrainStep(
-            payload["key"],
-            training_from_payload(registry, payload["training"]),
-            payload.get("label", ""),
-            tuple(payload.get("depends_on", ())),
-        )
-        if step.spec.key != step.key:
-            raise RuntimeError(
-                f"training {step.key} rebuilt with key {step.spec.key} on this worker: "
-                "its plugins differ from the driver's"
-            )
-        return step
     from .planner import Job
 
     job = Job(
@@ -296,8 +256,6 @@ class StepWorker:
     def __call__(self, step):
         from .executor import now
 
-        if training_spec(step) is not None:
-            return self._train(step)
         started = now()
         try:
             runner = self.runner
@@ -313,24 +271,6 @@ class StepWorker:
         ):
             outcome.score = None
         return outcome
-
-    def _train(self, step):
-        """A training step (kind "train" with a TrainingSpec ``spec``): train once, cache."""
-        from .executor import now
-
-        started, t0 = now(), time.perf_counter()
-        try:
-            self.runner.service.trained(training_spec(step))
-        except Exception as exc:  # noqa: BLE001
-            from .executor import failed
-
-            return failed(step, exc, started, t0, self.settings.device)
-        cls = getattr(step, "outcome_class", None)
-        if cls is None:
-            from .executor import JobOutcome as cls
-        return cls(
-            step, "ok", started_at=started, finished_at=now(), duration_s=time.perf_counter() - t0
-        )
 
     def run_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
         """JSON step in, plain outcome dict out (for workers in other processes)."""

@@ -78,17 +78,18 @@ def test_spawned_children_rebuild_worker_and_step(registry, bioprior_home, tmp_p
 
 
 def test_training_steps_travel_and_run_before_their_evaluation(registry, bioprior_home):
+    from bioprior.registry.planner import TrainStep
     from bioprior.registry.scheduling import InProcessBackend, schedule
-    from bioprior.registry.worker import TrainStep
 
     (job,) = _jobs(registry, seeds=[2])
-    train = TrainStep(job.training.key, job.training, "train small_alexnet")
+    train = TrainStep((job.training,), submissions=(job.submission,))
+    assert train.key == job.training.key
     again = step_from_payload(registry, json.loads(json.dumps(step_payload(train))))
-    assert again == train
+    assert again == train and again.key == train.key
     worker = StepWorker(WorkerSettings(home=str(bioprior_home), device="cpu"), registry)
     outcomes = list(schedule([train, job], InProcessBackend(worker)))
     assert [o.status for o in outcomes] == ["ok", "ok"]
-    assert outcomes[0].job is train
+    assert outcomes[0].step is train
     assert (bioprior_home / "weights" / f"{job.training.key}.safetensors").exists()
     assert worker.runner.service.trainings_run == 2  # the shared model, then the random-data one
     assert job.training.key in outcomes[1].weights
