@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .claims import claim_key
+from .executor import dependency_failed
 from .failures import RETRYABLE
-from .worker import failed_outcome
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,7 @@ def schedule(
                     pending.remove(step)
                     status[step.key] = "failed"
                     why, cls = errors.get(failed_dep), classes.get(failed_dep)
-                    # the row shows why: the failed training's class (timeout, crashed, ...)
-                    yield failed_outcome(
-                        step,
-                        f"dependency failed: {failed_dep}: {why}"
-                        if why
-                        else f"dependency failed: {failed_dep}",
-                        cls or "dependency_failed",
-                    )
+                    yield dependency_failed(step, {failed_dep: why}, cls)  # the row says why
                     errors[step.key], classes[step.key] = why, cls
                     continue
                 if any(d in in_plan and d not in status for d in deps):
