@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from . import batched_layout
 from .objective import excluded_from_weight_decay, objectives
 from .schemas import TrainingRecipe
 from .trainer import augment_batch, lr_factor
@@ -139,7 +140,7 @@ def train_batched(
     n = len(xs[0])
     if any(len(x) != n or x.shape != xs[0].shape for x in xs):
         raise ValueError("batched members need training sets of one shape")
-    base = copy.deepcopy(modules[0])
+    base = batched_layout.prepare(copy.deepcopy(modules[0]))
     extra = _attribute_buffers(base, modules, device)
     params, buffers = stack_module_state(list(modules))
     params = {name: p.detach().requires_grad_(p.requires_grad) for name, p in params.items()}
@@ -155,7 +156,6 @@ def train_batched(
     torch.manual_seed(seeds[0])
     autocast = first.precision == "bf16" and device.type == "cuda"
     x_all = torch.stack(list(xs))
-    nhwc = x_all.dim() == 5 and any(isinstance(m, nn.Conv2d) for m in base.modules())
     y_all = torch.stack(list(ys))
     members = torch.arange(k, device=device)[:, None]
 
@@ -182,8 +182,6 @@ def train_batched(
                 xb = xb.float().div_(255.0)
             if first.augment:
                 xb = torch.stack([augment_batch(xb[j], first.augment, gens[j]) for j in range(k)])
-            if nhwc:  # each member's batch channels_last (oneDNN's fast layout)
-                xb = xb.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 losses, logits = batched_loss(params, buffers, xb, yb)
             optimizer.zero_grad()

@@ -1,0 +1,162 @@
+"""Memory layout for batched trainings: the K members' channels side by side, channels last.
+
+Under ``vmap`` a convolution whose input and weight are both batched runs as one grouped
+convolution over ``(B, K*C, H, W)``; torch's batching rule gets there by merging the member dim
+into the channel dim, which is a view only when the physical layout is ``(B, H, W, K, C)``
+("members channels last"). Any other layout is copied to NCHW first, and oneDNN's grouped NCHW
+convolution is about 3x slower than the channels-last one (measured on CPU: 18.7 ms against 5.5 ms
+for K = 8 members of a 10-channel 5x5 conv on a 64 x 16 x 16 batch). Pooling's batching rule
+instead merges the members into the batch dim, which copies that layout back to NCHW.
+
+Two custom ops with their own vmap rules keep every member's activations in the fast layout:
+``members_channels_last`` (an identity that lays out a batched 4-d activation as above, run before
+each convolution) and ``pool2d`` (max / average pooling over the merged channel dim, where the
+layout is a view). Outside ``vmap`` both are the plain ops. :func:`prepare` applies them to a
+batched training's base module; the members' own modules are never changed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@torch.library.custom_op("bioprior::members_channels_last", mutates_args=())
+def members_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Identity outside vmap (a copy: custom ops may not alias their input)."""
+    return x.clone()
+
+
+@members_channels_last.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+members_channels_last.register_autograd(lambda ctx, grad: grad)
+
+
+@members_channels_last.register_vmap
+def _(info, in_dims, x):
+    (dim,) = in_dims
+    if dim is None or x.dim() != 5:
+        return x, dim
+    x = x.movedim(dim, 0)  # (K, B, C, H, W) -> physical (B, H, W, K, C)
+    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2), 0
+
+
+def _pool(
+    x: torch.Tensor,
+    kind: str,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> torch.Tensor:
+    if kind == "max":
+        return F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+    return F.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad)
+
+
+@torch.library.custom_op("bioprior::pool2d", mutates_args=())
+def pool2d(
+    x: torch.Tensor,
+    kind: str,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> torch.Tensor:
+    """``F.max_pool2d`` (kind "max") or ``F.avg_pool2d`` (kind "avg")."""
+    return _pool(x, kind, kernel, stride, padding, ceil_mode, count_include_pad)
+
+
+@pool2d.register_fake
+def _(x, kind, kernel, stride, padding, ceil_mode, count_include_pad):
+    return _pool(x, kind, kernel, stride, padding, ceil_mode, count_include_pad)
+
+
+def _pool_backward(ctx, grad):
+    x, args = ctx.saved_tensors[0], ctx.args
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_()
+        (g,) = torch.autograd.grad(_pool(leaf, *args), leaf, grad)
+    return g, None, None, None, None, None, None
+
+
+def _pool_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.args = inputs[1:]
+
+
+pool2d.register_autograd(_pool_backward, setup_context=_pool_setup)
+
+
+@pool2d.register_vmap
+def _(info, in_dims, x, *args):
+    dim = in_dims[0]
+    if dim is None:
+        return _pool(x, *args), None
+    if x.dim() != 5:  # each member's input unbatched (C, H, W): the members are the batch
+        return _pool(x.movedim(dim, 0), *args), 0
+    x = x.movedim(dim, 1)  # (B, K, C, H, W): K and C merge into one channel dim
+    b, k, c, h, w = x.shape
+    out = _pool(x.reshape(b, k * c, h, w), *args)
+    return out.unflatten(1, (k, c)), 1
+
+
+def _pair(v) -> list[int]:
+    return list(v) if isinstance(v, tuple | list) else [int(v), int(v)]
+
+
+class MembersMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` through :func:`pool2d` (no dilation, no indices)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = _pair(self.kernel_size)
+        s = _pair(self.stride if self.stride is not None else self.kernel_size)
+        return pool2d(x, "max", k, s, _pair(self.padding), self.ceil_mode, True)
+
+
+class MembersAvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d`` through :func:`pool2d` (no divisor override)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = _pair(self.kernel_size)
+        s = _pair(self.stride if self.stride is not None else self.kernel_size)
+        return pool2d(x, "avg", k, s, _pair(self.padding), self.ceil_mode, self.count_include_pad)
+
+
+def _swappable(module: nn.Module) -> type | None:
+    if (
+        type(module) is nn.MaxPool2d
+        and module.dilation in (1, (1, 1))
+        and not module.return_indices
+    ):
+        return MembersMaxPool2d
+    if type(module) is nn.AvgPool2d and module.divisor_override is None:
+        return MembersAvgPool2d
+    return None
+
+
+def _lay_out_input(module: nn.Module, args: tuple):
+    x, *rest = args
+    return (members_channels_last(x), *rest) if x.dim() == 4 else None
+
+
+def prepare(base: nn.Module) -> nn.Module:
+    """Put ``base`` (a batched training's own copy) on the members-channels-last layout: a
+    layout step before every ``nn.Conv2d`` and the pooling layers through :func:`pool2d`."""
+    for module in list(base.modules()):
+        for name, child in list(module.named_children()):
+            cls = _swappable(child)
+            if cls is not None:
+                swapped = cls.__new__(cls)
+                swapped.__dict__.update(child.__dict__)
+                setattr(module, name, swapped)
+    for module in base.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(_lay_out_input)
+    return base
