@@ -41,8 +41,12 @@ def _(info, in_dims, x):
     (dim,) = in_dims
     if dim is None or x.dim() != 5:
         return x, dim
-    x = x.movedim(dim, 0)  # (K, B, C, H, W) -> physical (B, H, W, K, C)
-    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2), 0
+    return _members_last(x.movedim(dim, 0)), 0
+
+
+def _members_last(x: torch.Tensor) -> torch.Tensor:
+    """(K, B, C, H, W) laid out physically as (B, H, W, K, C); no copy when it already is."""
+    return x.permute(1, 3, 4, 0, 2).contiguous().permute(3, 0, 4, 1, 2)
 
 
 def _pool(
@@ -101,7 +105,7 @@ def _(info, in_dims, x, *args):
         return _pool(x, *args), None
     if x.dim() != 5:  # each member's input unbatched (C, H, W): the members are the batch
         return _pool(x.movedim(dim, 0), *args), 0
-    x = x.movedim(dim, 1)  # (B, K, C, H, W): K and C merge into one channel dim
+    x = _members_last(x.movedim(dim, 0)).movedim(0, 1)  # (B, K, C, H, W), K and C merge
     b, k, c, h, w = x.shape
     out = _pool(x.reshape(b, k * c, h, w), *args)
     return out.unflatten(1, (k, c)), 1
