@@ -29,7 +29,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from . import batched_layout
 from .objective import excluded_from_weight_decay, objectives
 from .schemas import TrainingRecipe
-from .trainer import augment_batch, lr_factor
+from .trainer import augment_batch, lr_factor, uses_bf16
 
 MemberCallback = Callable[[int, int, dict[str, float]], None]  # member, epoch, stats
 
@@ -154,7 +154,7 @@ def train_batched(
     factors = [lr_factor(r.schedule, r.epochs) for r in recipes]
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     torch.manual_seed(seeds[0])
-    autocast = first.precision == "bf16" and device.type == "cuda"
+    autocast = uses_bf16(first, device)
     x_all = torch.stack(list(xs))
     y_all = torch.stack(list(ys))
     members = torch.arange(k, device=device)[:, None]
@@ -210,4 +210,5 @@ def train_batched(
             module.eval()
     for h in histories:
         h["batched_members"] = k  # type: ignore[assignment]
+        h["autocast"] = "bf16" if autocast else "fp32"  # type: ignore[assignment]
     return histories

@@ -79,7 +79,9 @@ class TrainingRecipe(Strict):
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="L2 weight decay.")
     schedule: Schedule = Field(default_factory=Schedule, description="Learning-rate schedule.")
     precision: Literal["fp32", "bf16"] = Field(
-        default="fp32", description="bf16 autocast on CUDA (ignored on CPU, which stays fp32)."
+        default="fp32",
+        description="bf16 autocast where the device computes bf16 natively (CUDA; a CPU with "
+        "AVX-512 BF16 or AMX); fp32 elsewhere. The training's history records which ran.",
     )
     augment: list[Literal["hflip", "crop"]] = Field(
         default_factory=list,
