@@ -115,16 +115,22 @@ def augment_batch(xb: torch.Tensor, names: list[str], gen: torch.Generator) -> t
 def channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
     """Switch a conv model to channels_last (faster convolutions and pooling on CPU oneDNN and on
     GPU tensor cores) when its forward accepts it; models whose code needs contiguous NCHW
-    (``.view`` after a conv) stay as they are. The probe leaves the RNG untouched."""
+    (``.view`` after a conv) stay as they are. The probe leaves the RNG and the model's state
+    untouched: it runs in eval mode (a training-mode probe would fold its two images into
+    BatchNorm's running statistics)."""
     if sample.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False
     model.to(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             model(sample[:2].float().contiguous(memory_format=torch.channels_last))
     except RuntimeError:
         model.to(memory_format=torch.contiguous_format)
         return False
+    finally:
+        model.train(was_training)
     return True
 
 

@@ -94,3 +94,26 @@ def test_pool2d_op_matches_functional_pools():
     torch.library.opcheck(
         batched_layout.pool2d, (x.requires_grad_(), "max", [3, 3], [2, 2], [1, 1], False, True)
     )
+
+
+def test_batchnorm_members_train_as_they_train_alone():
+    """small_inception (BatchNorm everywhere): each member of a batched training ends with the
+    weights and running statistics of its solo training, up to float rounding (the solo
+    trainer's layout probe used to fold two images into the running statistics)."""
+    from bioprior.registry.batched import train_batched
+    from bioprior.registry.schemas import TrainingRecipe
+    from bioprior.registry.trainer import train_model
+
+    g = torch.Generator().manual_seed(0)
+    # one epoch of six steps: longer, BatchNorm training on random images amplifies rounding
+    # (one thread against two differs as much after two epochs of three steps)
+    x, y = torch.rand(192, 1, 16, 16, generator=g), torch.randint(0, 10, (192,), generator=g)
+    recipe = TrainingRecipe(dataset="digits", epochs=1, batch_size=32, lr=0.05)
+    solo = _members("small_inception", width=0.1)[:2]
+    batched = [copy.deepcopy(m) for m in solo]
+    histories = train_batched(batched, [x, x], [y, y], [recipe] * 2, [0, 1])
+    for seed, (a, b) in enumerate(zip(solo, batched, strict=True)):
+        h = train_model(a, x, y, recipe, seed)
+        assert histories[seed]["loss"] == pytest.approx(h["loss"], rel=1e-3)
+        for (name, want), got in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4, msg=name)
