@@ -77,7 +77,10 @@ def array_key(a: np.ndarray) -> str:
 
 
 def to_uint8(x) -> np.ndarray:
-    """Float images in [0, 1] (a tensor or array, N, C, H, W) -> uint8 array, rounded."""
+    """Float images in [0, 1] (a tensor or array, N, C, H, W) -> uint8 array, rounded; uint8
+    images as they are."""
+    if str(getattr(x, "dtype", "")) in ("torch.uint8", "uint8"):  # no torch import here
+        return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
     return np.uint8(np.clip(np.rint(np.asarray(x, dtype=np.float32) * 255.0), 0, 255))

@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import batched_layout
+from .data import to_float
 from .objective import excluded_from_weight_decay, objectives
 from .schemas import TrainingRecipe
 from .trainer import augment_batch, lr_factor, uses_bf16
@@ -155,6 +156,8 @@ def train_batched(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     torch.manual_seed(seeds[0])
     autocast = uses_bf16(first, device)
+    if len({x.dtype for x in xs}) > 1:  # uint8 and float members (e.g. digits and its noise)
+        xs = [to_float(x) for x in xs]
     x_all = torch.stack(list(xs))
     y_all = torch.stack(list(ys))
     members = torch.arange(k, device=device)[:, None]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .data import to_float
 from .planner import EvaluateStep, TrainStep
 from .spec import TrainingSpec
 
@@ -65,7 +66,7 @@ def profile(spec: TrainingSpec, service: Any) -> Profile:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(data.train_x[:1].float())
+            module(to_float(data.train_x[:1]))
     finally:
         for h in handles:
             h.remove()

@@ -16,7 +16,9 @@ def check_logits(module: nn.Module, data, num: int = 16) -> None:
     """Raise :class:`InvalidOutput` unless ``module`` maps a few of ``data``'s test images to
     finite logits of shape (batch, num_classes). The RNG is forked, so a stochastic model draws
     the same numbers afterwards as it would have without the check."""
-    x = data.test_x[:num] if len(data.test_x) else data.train_x[:num]
+    from .data import to_float
+
+    x = to_float(data.test_x[:num] if len(data.test_x) else data.train_x[:num])
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         out = module(x)

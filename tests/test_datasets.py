@@ -68,6 +68,25 @@ def test_fit_images_gray_rgb_and_resize():
     assert torch.allclose(fit_images(gray, 1, 8), gray)
 
 
+def test_uint8_data_that_fits_stays_uint8(registry):
+    """Digits at their own 8 px stay uint8 (also repeated to RGB): a quarter of the memory on the
+    device, the same floats once converted; resized ones become float."""
+    from bioprior.benchmarks.stimuli import to_uint8
+    from bioprior.registry.data import to_float
+
+    digits = _digits(registry)
+    gray, rgb, big = fit_data(digits, 1, 8), fit_data(digits, 3, 8), fit_data(digits, 1, 16)
+    assert (
+        gray.train_x.dtype == rgb.test_x.dtype == torch.uint8
+        and big.train_x.dtype.is_floating_point
+    )
+    assert torch.equal(gray.train_x, digits.train_x) and torch.equal(
+        rgb.test_x[:, 2:], digits.test_x
+    )
+    assert torch.equal(to_float(gray.test_x), fit_images(digits.test_x, 1, 8))
+    assert (to_uint8(gray.test_x) == to_uint8(to_float(gray.test_x))).all()
+
+
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist", "fashion_mnist"])
 def test_missing_torchvision_dataset_says_how_to_get_it(registry, tmp_path, name):
     with pytest.raises(DataUnavailable) as info:

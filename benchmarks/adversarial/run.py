@@ -24,6 +24,7 @@ from bioprior.benchmarks.adversarial.eot import (
 )
 from bioprior.benchmarks.adversarial.foolbox_attacks import NORMS, AttackPlugin
 from bioprior.registry.benchmark import BenchmarkResult
+from bioprior.registry.data import to_float
 from bioprior.registry.trainer import seeded
 
 
@@ -238,7 +239,7 @@ def _setup(ctx, params, module: nn.Module, data) -> Setup:
     scale = float(std.mean()) if params.epsilon_space == "normalized" and std is not None else 1.0
     curve_attacks = {label: resolve_attack(ctx, c.attack) for label, c in params.curves.items()}
     return Setup(
-        x=data.test_x[:n].float().contiguous(),
+        x=to_float(data.test_x[:n]).contiguous(),
         y=data.test_y[:n],
         scale=scale,
         curve_attacks=curve_attacks,
