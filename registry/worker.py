@@ -204,6 +204,17 @@ def outcome_from_payload(step, payload: dict[str, Any]):
     return cls(_attached(cls, step), **fields)
 
 
+def failed_payload(error: str, error_class: str, started: str = "") -> dict[str, Any]:
+    """The payload of a failed outcome, for a step that could not be rebuilt or prepared."""
+    from .executor import now
+
+    fields = {"status": "failed", "error": error, "error_class": error_class}
+    return {
+        "class": "bioprior.registry.executor:JobOutcome",
+        "fields": {**fields, "started_at": started or now(), "finished_at": now()},
+    }
+
+
 def failed_outcome(step, error: str, error_class: str, started: str = "", duration: float = 0.0):
     """A failed outcome for a step that never returned one (killed, lost, not run)."""
     from .executor import JobOutcome, now
@@ -281,14 +292,10 @@ class StepWorker:
             step = step_from_payload(self.registry, payload)
         except Exception as exc:  # noqa: BLE001 - recorded against the step by the driver
             message = " ".join(str(exc).split())
-            return {
-                "class": "bioprior.registry.executor:JobOutcome",
-                "fields": {
-                    "status": "failed",
-                    "error": f"{type(exc).__name__}: {message}",
-                    "error_class": "plugin_error",
-                    "started_at": started,
-                    "finished_at": now(),
-                },
-            }
+            return failed_payload(f"{type(exc).__name__}: {message}", "plugin_error", started)
         return outcome_payload(self(step))
+
+    @property
+    def trainings_run(self) -> int:
+        """How many trainings this worker has run (its weights were not in its store)."""
+        return self._runner.service.trainings_run if self._runner is not None else 0
