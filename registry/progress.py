@@ -67,6 +67,7 @@ class PlainReporter(Reporter):
         self.epochs = 0
         self._job_t0 = self._train_t0 = 0.0
         self._training = ""
+        self._job = ""  # the job announced by job_started (steps run elsewhere announce none)
 
     def _say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -77,11 +78,16 @@ class PlainReporter(Reporter):
 
     def job_started(self, label: str) -> None:
         self.index += 1
-        self._job_t0 = time.perf_counter()
+        self._job, self._job_t0 = label, time.perf_counter()
         self._say(f"[{self.index}/{self.total}] start {label}")
 
     def job_finished(self, label: str, status: str, score: float | None) -> None:
+        if label != self._job:  # ran in a Ray task or a child process: counted as it finishes
+            self.index += 1
+            self._say(f"[{self.index}/{self.total}] done {label}: {_outcome(status, score)}")
+            return
         seconds = time.perf_counter() - self._job_t0
+        self._job = ""
         self._say(
             f"[{self.index}/{self.total}] done {label}: {_outcome(status, score)} ({seconds:.1f}s)"
         )

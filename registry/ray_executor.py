@@ -13,6 +13,7 @@ back as plain dicts and only the driver writes the database. A task whose worker
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -143,6 +144,7 @@ class RayBackend:
         worker_class: type = StepWorker,
         weights_transport: str = "shared",
         users: Counter | None = None,
+        on_message: Callable[[str], None] | None = None,
     ):
         self.ray = _import_ray()
         self.settings, self.worker_class = settings, worker_class
@@ -152,6 +154,7 @@ class RayBackend:
         self.weights: dict[str, tuple[Any, str]] = {}
         self.users = users if users is not None else Counter()  # key -> evaluations to start
         self.moved: Counter = Counter()  # stored, sent, installed, trained (the summary line)
+        self.on_message = on_message
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         resources = self.ray.cluster_resources()
         slots = [int(resources.get("CPU", 1) // num_cpus)] if num_cpus else []
@@ -245,6 +248,8 @@ class RayBackend:
                     self.moved["trained"] += moved.get("trained", 0)
             if outcome.status == "ok" and returns:
                 self._store(returns)
+            if outcome.status == "ok" and getattr(step, "kind", None) == "train":
+                self._trained(step, outcome)
             return step, outcome
         except BadWeights as exc:  # damaged on the way: retried like a lost worker
             message = f"weights transport: {exc}"
@@ -275,6 +280,25 @@ class RayBackend:
             self.moved["stored"] += 1
             if self.users[key] > 0:
                 self.weights[key] = (file_ref, digest)
+
+    def _trained(self, step: Any, outcome: Any) -> None:
+        """One line per finished training (its epochs ran on a worker, out of the console's
+        sight): time, device, and the last epoch's numbers from the history stored with the
+        weights (of the first member of a batch, as the local progress shows)."""
+        if self.on_message is None:
+            return
+        line = f"  trained {step.label} in {outcome.duration_s:.1f}s on {outcome.device or '?'}"
+        path = weights_transport.weights_file(self.store_dir, step.members[0].key)
+        try:
+            history = json.loads(weights_transport.file_metadata(path).get("history", "{}"))
+        except ValueError:
+            history = {}
+        stats = [
+            f"{name} {values[-1]:.{digits}f}"
+            for name, digits in (("loss", 4), ("accuracy", 3))
+            if isinstance(values := history.get(name), list) and values
+        ]
+        self.on_message(line + (f": last epoch {' '.join(stats)}" if stats else ""))
 
     def summary(self) -> str | None:
         """One line on what moved through the object store (None under ``shared``)."""
@@ -384,6 +408,7 @@ class RayExecutor:
             self.worker_class,
             self.weights_transport,
             users,
+            self.on_message,
         )
         yield from schedule(
             steps, backend, self.limits_for, self.claims, self.on_skip, poll_s=self.poll_s

@@ -62,6 +62,17 @@ def header_metadata(blob: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__") or {}) if isinstance(header, dict) else {}
 
 
+def file_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` of a stored weights file, reading its header only ({} if none)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            return header_metadata(head + fh.read(min(size, 1 << 24)))
+    except (OSError, BadWeights):
+        return {}
+
+
 def checked_hash(key: str, blob: bytes, expected: str | None = None) -> str:
     """The tensors hash of a weights file given as bytes, after checking that its tensors hash
     to the hash stored in it (and to ``expected`` when given); raise :class:`BadWeights`."""

@@ -164,6 +164,10 @@ def test_ray_object_store_moves_weights_without_a_shared_path(
         f"{ray_home / 'weights'}, 0 sent from it, 4 installed by evaluations, "
         "0 trained again by an evaluation"
     ) in " ".join(res.stdout.split()), res.stdout
+    trained = [line for line in res.stdout.splitlines() if line.startswith("  trained ")]
+    assert len(trained) == 4 and all(" on cpu: last epoch loss " in t for t in trained), trained
+    done = [line.split(" ray-store")[0] for line in res.stdout.splitlines() if " done " in line]
+    assert done == ["[1/2] done", "[2/2] done"], res.stdout  # counted as they come back
     local = run_cli(
         "score", str(first), "--device", "cpu", env={**env, "BIOPRIOR_HOME": str(local_home)}
     )
