@@ -120,12 +120,12 @@ def _run_delivered(worker, weights_dir: Path, payload, delivery: Delivery, blobs
         for (key, expected), blob in zip(delivery.install, blobs, strict=True):
             weights_transport.install(weights_dir, key, blob, expected)
             installed += 1
-        before = worker.trainings_run
+        before = getattr(worker, "trainings_run", 0)
         result = worker.run_payload(payload)
     except (BadWeights, OSError) as exc:  # damaged on the way: retried like a lost worker
         result = failed_payload(f"weights transport: {exc}", "worker_lost")
-        before = worker.trainings_run
-    trained = worker.trainings_run - before
+        before = getattr(worker, "trainings_run", 0)
+    trained = getattr(worker, "trainings_run", 0) - before
     result["transport"] = {"installed": installed, "trained": trained}
     if not delivery.returns:
         return result
@@ -162,7 +162,8 @@ class RayBackend:
             slots.append(int(resources.get("GPU", 0) // num_gpus))
         self.capacity = max(1, min(slots) if slots else 1)
         self.task = self.ray.remote(run_step)
-        self.running: dict[Any, tuple[Any, float, Limits, str]] = {}
+        #: outcome ref -> (step, start time, limits, started at, its files' refs by training key)
+        self.running: dict[Any, tuple[Any, float, Limits, str, dict[str, Any]]] = {}
 
     def start(self, step: Any, limits: Limits) -> None:
         from .executor import now
@@ -237,37 +238,41 @@ class RayBackend:
     def _finish(self, ref: Any) -> tuple[Any, Any]:
         step, started, _limits, started_at, returns = self.running.pop(ref)
         elapsed = time.monotonic() - started
-        exc_types = self.ray.exceptions
         try:
             result = self.ray.get(ref)
-            outcome = outcome_from_payload(step, result)
-            if self.object_store:
-                moved = result.get("transport", {})
-                self.moved["installed"] += moved.get("installed", 0)
-                if getattr(step, "kind", None) != "train":
-                    self.moved["trained"] += moved.get("trained", 0)
-            if outcome.status == "ok" and returns:
+        except self.ray.exceptions.RayError as exc:
+            return step, self._lost(step, exc, started_at, elapsed)
+        outcome = outcome_from_payload(step, result)
+        if self.object_store:
+            moved = result.get("transport", {})
+            self.moved["installed"] += moved.get("installed", 0)
+            if getattr(step, "kind", None) != "train":
+                self.moved["trained"] += moved.get("trained", 0)
+        if outcome.status == "ok" and returns:
+            try:
                 self._store(returns)
-            if outcome.status == "ok" and getattr(step, "kind", None) == "train":
-                self._trained(step, outcome)
-            return step, outcome
-        except BadWeights as exc:  # damaged on the way: retried like a lost worker
-            message = f"weights transport: {exc}"
-            return step, failed_outcome(step, message, "worker_lost", started_at, elapsed)
-        except OSError as exc:  # the driver's weights store cannot be written
-            message = f"weights transport: cannot store the weights: {exc}"
-            return step, failed_outcome(step, message, "plugin_error", started_at, elapsed)
-        except exc_types.OutOfMemoryError as exc:
-            return step, failed_outcome(
-                step, f"out of memory: {_first_line(exc)}", "out_of_memory", started_at, elapsed
-            )
-        except (exc_types.WorkerCrashedError, exc_types.NodeDiedError) as exc:
-            message = f"worker lost mid-step: {_first_line(exc)}"
-            return step, failed_outcome(step, message, "worker_lost", started_at, elapsed)
-        except exc_types.RayError as exc:
-            return step, failed_outcome(
-                step, f"ray: {_first_line(exc)}", "worker_lost", started_at, elapsed
-            )
+            except BadWeights as exc:  # damaged on the way: retried like a lost worker
+                message = f"weights transport: {exc}"
+                return step, failed_outcome(step, message, "worker_lost", started_at, elapsed)
+            except self.ray.exceptions.RayError as exc:
+                return step, self._lost(step, exc, started_at, elapsed)
+            except OSError as exc:  # the driver's weights store cannot be written
+                message = f"weights transport: cannot store the weights: {exc}"
+                return step, failed_outcome(step, message, "plugin_error", started_at, elapsed)
+        if outcome.status == "ok" and getattr(step, "kind", None) == "train":
+            self._trained(step, outcome)
+        return step, outcome
+
+    def _lost(self, step: Any, exc: BaseException, started_at: str, elapsed: float) -> Any:
+        """The failed outcome of a task Ray could not run to its end."""
+        exc_types = self.ray.exceptions
+        if isinstance(exc, exc_types.OutOfMemoryError):
+            message, error_class = f"out of memory: {_first_line(exc)}", "out_of_memory"
+        elif isinstance(exc, (exc_types.WorkerCrashedError, exc_types.NodeDiedError)):
+            message, error_class = f"worker lost mid-step: {_first_line(exc)}", "worker_lost"
+        else:
+            message, error_class = f"ray: {_first_line(exc)}", "worker_lost"
+        return failed_outcome(step, message, error_class, started_at, elapsed)
 
     def _store(self, returns: dict[str, Any]) -> None:
         """A training's files from the object store into the driver's weights store (checked by

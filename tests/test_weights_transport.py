@@ -4,6 +4,7 @@ tensors hash stored in the safetensors file before they are written, atomically,
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,3 +62,71 @@ def test_damaged_or_foreign_weights_are_refused_and_nothing_is_written(tmp_path)
     weights_file(tmp_path / "weights", "abc").parent.mkdir(parents=True, exist_ok=True)
     weights_file(tmp_path / "weights", "abc").write_bytes(bytes(damaged))
     assert read(tmp_path / "weights", "abc") is None  # a corrupt stored file is never sent
+
+
+def test_weights_trained_by_one_worker_serve_another_without_a_shared_home(
+    registry, bioprior_home, tmp_path
+):
+    """The Ray task's body without Ray: a worker trains in its own home and returns the files;
+    another worker, with an empty home of its own, installs them and evaluates without training,
+    to the numbers of a worker that trained the model itself."""
+    from conftest import tiny_submission
+
+    from bioprior.registry.planner import plan, summarize
+    from bioprior.registry.ray_executor import _run_delivered
+    from bioprior.registry.submission import validate_submission_dict
+    from bioprior.registry.weights_transport import Delivery
+    from bioprior.registry.worker import StepWorker, WorkerSettings, step_payload
+
+    jobs = plan([validate_submission_dict(tiny_submission("moved", seeds=[3]), registry)])
+    steps = summarize(jobs, set(), registry).steps
+    *trainings, evaluation = steps
+    assert len(trainings) == 2 and evaluation.kind == "evaluate"  # natural + random labels
+
+    def worker(name: str) -> tuple[StepWorker, Path]:
+        home = tmp_path / name
+        return StepWorker(WorkerSettings(home=str(home), device="cpu"), registry), home / "weights"
+
+    trainer, trainer_store = worker("trainer")
+    files: dict[str, bytes] = {}
+    for step in trainings:
+        keys = tuple(m.key for m in step.members)
+        result, *blobs = _run_delivered(
+            trainer, trainer_store, step_payload(step), Delivery(returns=keys), ()
+        )
+        assert result["fields"]["status"] == "ok" and all(blobs)
+        files.update(zip(keys, blobs))
+    assert set(files) == evaluation.job.training_keys
+
+    evaluator, evaluator_store = worker("evaluator")
+    install = tuple((key, checked_hash(key, blob)) for key, blob in files.items())
+    result = _run_delivered(
+        evaluator,
+        evaluator_store,
+        step_payload(evaluation),
+        Delivery(install=install),
+        list(files.values()),
+    )
+    assert result["fields"]["status"] == "ok", result
+    assert result["transport"] == {"installed": 2, "trained": 0}
+    assert {p.stem for p in evaluator_store.glob("*.safetensors")} == set(files)
+
+    alone, _ = worker("alone")  # trains both models itself
+    own = alone.run_payload(step_payload(evaluation))
+    assert alone.trainings_run == 2
+    assert own["fields"]["score"] == result["fields"]["score"]
+    assert own["fields"]["weights"] == result["fields"]["weights"]
+
+    damaged = bytearray(files[install[0][0]])
+    damaged[-3] ^= 0xFF
+    refused, _ = worker("refused")
+    bad = _run_delivered(
+        refused,
+        tmp_path / "refused" / "weights",
+        step_payload(evaluation),
+        Delivery(install=install),
+        [bytes(damaged), files[install[1][0]]],
+    )
+    assert bad["fields"]["error_class"] == "worker_lost"
+    assert "do not match their stored hash" in bad["fields"]["error"]
+    assert bad["transport"] == {"installed": 0, "trained": 0}
