@@ -56,12 +56,16 @@ def local_devices(device: str = "auto", count: Callable[[], int] | None = None) 
     return [f"cuda:{i}" for i in range(n)]
 
 
-def _apply_memory_limit(limit: int | None, device: str) -> None:
+def _apply_memory_limit(limit: int | None, device: str, data_only: bool = False) -> None:
+    """The address space on CPU; the data segment (private writable memory) on CUDA, or where
+    large shared mappings are the process's own (``data_only``: a Ray worker maps the object
+    store, under an address-space limit torch's libraries could not even be loaded)."""
     if limit is None:
         return
     import resource
 
-    which = resource.RLIMIT_DATA if device.startswith("cuda") else resource.RLIMIT_AS
+    data = data_only or device.startswith("cuda")
+    which = resource.RLIMIT_DATA if data else resource.RLIMIT_AS
     resource.setrlimit(which, (limit, limit))
 
 

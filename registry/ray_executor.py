@@ -104,7 +104,7 @@ def run_step(
     if limits.memory_bytes is not None:  # a fresh worker process per task (max_calls=1)
         from .isolation import _apply_memory_limit
 
-        _apply_memory_limit(limits.memory_bytes, device)
+        _apply_memory_limit(limits.memory_bytes, device, data_only=True)
     worker = _WORKERS.get((worker_class, settings))
     if worker is None:
         worker = _WORKERS[(worker_class, settings)] = worker_class(settings)
@@ -162,6 +162,9 @@ class RayBackend:
             slots.append(int(resources.get("GPU", 0) // num_gpus))
         self.capacity = max(1, min(slots) if slots else 1)
         self.task = self.ray.remote(run_step)
+        # a memory limit is set in the worker process: a fresh one per task (max_calls is a
+        # property of the remote function; Ray refuses it in .options())
+        self.fresh_task = self.ray.remote(max_calls=1)(run_step)
         #: outcome ref -> (step, start time, limits, started at, its files' refs by training key)
         self.running: dict[Any, tuple[Any, float, Limits, str, dict[str, Any]]] = {}
 
@@ -173,9 +176,10 @@ class RayBackend:
             "num_gpus": self.num_gpus,
             "max_retries": 0,  # retries are the scheduler's, the same for every executor
         }
+        task = self.task
         if limits.memory_bytes is not None:
             options["memory"] = limits.memory_bytes
-            options["max_calls"] = 1
+            task = self.fresh_task
         payload = step_payload(step)
         args: list[Any] = [self.settings, payload, limits, self.worker_class]
         members: tuple[str, ...] = ()
@@ -186,7 +190,7 @@ class RayBackend:
         elif self.object_store:
             install, blobs = self._deliver(step)
             args += [Delivery(install=install), *blobs]  # top-level refs: Ray moves them
-        refs = self.task.options(**options).remote(*args)
+        refs = task.options(**options).remote(*args)
         ref, files = (refs[0], refs[1:]) if members else (refs, [])
         returns = dict(zip(members, files, strict=True))
         self.running[ref] = (step, time.monotonic(), limits, now(), returns)

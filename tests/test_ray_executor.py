@@ -96,12 +96,14 @@ def test_ray_rows_equal_local_rows_and_failures_are_stored(ray_cluster, tmp_path
     good = write_submission(tiny_submission("ray-tiny", seeds=[0, 1]))
     crash = write_submission(faulty_submission("ray-segfault", "segfault", limits={"retries": 1}))
     hang = write_submission(faulty_submission("ray-hang", "hang", limits={"timeout_s": 5}))
+    hog = write_submission(faulty_submission("ray-hog", "hog", limits={"memory": "1500M"}))
     ray_home, local_home = tmp_path / "ray-home", tmp_path / "local-home"
     res = run_cli(
         "score",
         str(good),
         str(crash),
         str(hang),
+        str(hog),
         "--device",
         "cpu",
         "--executor",
@@ -110,7 +112,7 @@ def test_ray_rows_equal_local_rows_and_failures_are_stored(ray_cluster, tmp_path
         ray_cluster["address"],
         env={**env, "BIOPRIOR_HOME": str(ray_home)},
     )
-    assert res.returncode == 1, res.stderr  # two failed jobs, stored
+    assert res.returncode == 1, res.stderr  # three failed jobs, stored
     local = run_cli(
         "score", str(good), "--device", "cpu", env={**env, "BIOPRIOR_HOME": str(local_home)}
     )
@@ -120,6 +122,7 @@ def test_ray_rows_equal_local_rows_and_failures_are_stored(ray_cluster, tmp_path
     assert by_sub["ray-segfault"]["error_class"] == "worker_lost"
     assert "after 2 attempts" in by_sub["ray-segfault"]["error"]
     assert by_sub["ray-hang"]["error_class"] == "timeout"
+    assert by_sub["ray-hog"]["error_class"] == "out_of_memory"  # in a fresh worker process
     tiny_rows = [r for r in ray_rows if r["submission"] == "ray-tiny"]
     assert len(tiny_rows) == 2 and all(r["status"] == "ok" for r in tiny_rows)
     assert _comparable(tiny_rows) == _comparable(_rows(local_home))
@@ -184,7 +187,8 @@ def test_ray_object_store_moves_weights_without_a_shared_path(
 
     # the same jobs for another submission: the trainings are cached in the driver's store; the
     # workers lose their own copies (files, and models in memory: a new --data-root means new
-    # workers), so an evaluation either gets the weights from the object store or trains again
+    # workers; a memory limit, a fresh process per task), so an evaluation either gets the
+    # weights from the object store or trains again
     for home in worker_homes:
         for path in (home / "weights").glob("*.safetensors"):
             path.unlink()
@@ -196,6 +200,8 @@ def test_ray_object_store_moves_weights_without_a_shared_path(
         *ray_args,
         "--data-root",
         str(tmp_path / "data"),
+        "--memory-limit",
+        "4G",
         env={**env, "BIOPRIOR_HOME": str(ray_home)},
     )
     assert res.returncode == 0, res.stderr
