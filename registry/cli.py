@@ -311,6 +311,7 @@ def score(
     weights_transport: str | None = typer.Option(
         None,
         "--weights-transport",
+        metavar="shared|object-store",
         help="Ray: how trained weights reach the workers: shared (default: $BIOPRIOR_HOME/weights "
         "on a path every node sees) | object-store (Ray's object store; no shared path).",
     ),

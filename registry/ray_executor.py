@@ -127,9 +127,13 @@ def _run_delivered(worker, weights_dir: Path, payload, delivery: Delivery, blobs
         before = getattr(worker, "trainings_run", 0)
     trained = getattr(worker, "trainings_run", 0) - before
     result["transport"] = {"installed": installed, "trained": trained}
+    files = [weights_transport.read(weights_dir, key) for key in delivery.returns]
+    # the files live on in the object store and the driver's store (and the models in this
+    # worker's memory): nothing is left on the worker's disk after its task
+    for path in weights_dir.glob("*.safetensors"):  # one task at a time in a worker process
+        path.unlink(missing_ok=True)
     if not delivery.returns:
         return result
-    files = [weights_transport.read(weights_dir, key) for key in delivery.returns]
     return (result, *[got[0] if got else None for got in files])
 
 

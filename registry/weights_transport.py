@@ -7,7 +7,9 @@
   the driver); the driver checks them by hash and writes them atomically into its own weights
   store (it stays the only writer of the home and the database); an evaluation task gets the
   files of the trainings it declared as task arguments (Ray moves them; the driver ``ray.put``\\ s
-  those it has from earlier sweeps) and installs them, checked by hash, in its own store.
+  those it has from earlier sweeps) and installs them, checked by hash, in its own store. A
+  worker's files live for one task (its models stay in its memory); the homes of workers that
+  were killed (Ray kills a job's workers when the job ends) are removed by the next to start.
 
 The files are safetensors: parsed without unpickling, their tensors hashed against the
 ``tensors_sha256`` stored with them (:mod:`atomic`).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -122,12 +125,30 @@ def _sha256(data: bytes) -> str:
 
 
 _LOCAL_HOME: list[Path] = []
+HOME_PREFIX = "bioprior-worker-"
 
 
 def local_home() -> Path:
-    """This process's own home (a temp folder, removed when the process exits normally)."""
+    """This process's own home: a temp folder named after its host and pid (a Ray worker is
+    killed when its job ends, so the homes of dead workers on this host are removed here, when
+    the next worker starts, and the weights in a home only live for one task)."""
     if not _LOCAL_HOME:
-        path = Path(tempfile.mkdtemp(prefix="bioprior-worker-"))
+        root = Path(tempfile.gettempdir())
+        remove_dead_homes(root)
+        prefix = f"{HOME_PREFIX}{atomic.host()}-{os.getpid()}-"
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         _LOCAL_HOME.append(path)
         atexit.register(shutil.rmtree, path, ignore_errors=True)
     return _LOCAL_HOME[0]
+
+
+def remove_dead_homes(root: str | Path) -> list[Path]:
+    """Remove the homes in ``root`` of worker processes on this host that are gone."""
+    removed = []
+    me = atomic.host()
+    for folder in Path(root).glob(f"{HOME_PREFIX}*"):
+        host, _, pid = folder.name[len(HOME_PREFIX) :].rpartition("-")[0].rpartition("-")
+        if host == me and pid.isdigit() and not atomic.pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

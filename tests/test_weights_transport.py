@@ -109,7 +109,7 @@ def test_weights_trained_by_one_worker_serve_another_without_a_shared_home(
     )
     assert result["fields"]["status"] == "ok", result
     assert result["transport"] == {"installed": 2, "trained": 0}
-    assert {p.stem for p in evaluator_store.glob("*.safetensors")} == set(files)
+    assert not list(evaluator_store.glob("*")) and not list(trainer_store.glob("*"))  # no leftovers
 
     alone, _ = worker("alone")  # trains both models itself
     own = alone.run_payload(step_payload(evaluation))
@@ -130,3 +130,27 @@ def test_weights_trained_by_one_worker_serve_another_without_a_shared_home(
     assert bad["fields"]["error_class"] == "worker_lost"
     assert "do not match their stored hash" in bad["fields"]["error"]
     assert bad["transport"] == {"installed": 0, "trained": 0}
+
+
+def test_homes_of_dead_workers_on_this_host_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from bioprior.registry.weights_transport import HOME_PREFIX, remove_dead_homes
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(gone.stdout)
+    me = atomic.host()
+    dead = tmp_path / f"{HOME_PREFIX}{me}-{dead_pid}-abc123"
+    alive = tmp_path / f"{HOME_PREFIX}{me}-{os.getpid()}-abc123"
+    elsewhere = tmp_path / f"{HOME_PREFIX}other-host-{dead_pid}-abc123"
+    for folder in (dead, alive, elsewhere):
+        (folder / "weights").mkdir(parents=True)
+    assert remove_dead_homes(tmp_path) == [dead]
+    assert not dead.exists() and alive.exists() and elsewhere.exists()
