@@ -235,6 +235,7 @@ def build_executor(
             claims=claims,
             on_skip=on_skip,
             worker_class=worker_class,
+            on_message=on_message,
         )
     else:
         executor = ClaimingExecutor(claims, on_skip=on_skip)

@@ -49,6 +49,15 @@ def _epoch_stats(stats: dict[str, float]) -> str:
     return " ".join(parts)
 
 
+def remote_training_line(label: str, seconds: float, device: str, history: dict) -> str:
+    """The line for a training that ran in another process (its epochs were not shown here):
+    time, device, and its last epoch from the history stored with its weights."""
+    last = {k: v[-1] for k, v in history.items() if isinstance(v, list) and v}
+    stats = _epoch_stats(last)
+    line = f"  trained {label} in {seconds:.1f}s on {device or '?'}"
+    return f"{line}: last epoch {stats}" if stats else line
+
+
 def epoch_interval(epochs: int, lines: int = 10) -> int:
     """Report every N epochs so that a training prints about ``lines`` lines."""
     return max(1, epochs // lines)

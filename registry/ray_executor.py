@@ -13,7 +13,6 @@ back as plain dicts and only the driver writes the database. A task whose worker
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -33,6 +32,7 @@ from .worker import (
     failed_outcome,
     failed_payload,
     outcome_from_payload,
+    report_training,
     step_payload,
 )
 
@@ -267,8 +267,7 @@ class RayBackend:
             except OSError as exc:  # the driver's weights store cannot be written
                 message = f"weights transport: cannot store the weights: {exc}"
                 return step, failed_outcome(step, message, "plugin_error", started_at, elapsed)
-        if outcome.status == "ok" and getattr(step, "kind", None) == "train":
-            self._trained(step, outcome)
+        report_training(self.on_message, step, outcome, self.store_dir)
         return step, outcome
 
     def _lost(self, step: Any, exc: BaseException, started_at: str, elapsed: float) -> Any:
@@ -293,25 +292,6 @@ class RayBackend:
             self.moved["stored"] += 1
             if self.users[key] > 0:
                 self.weights[key] = (file_ref, digest)
-
-    def _trained(self, step: Any, outcome: Any) -> None:
-        """One line per finished training (its epochs ran on a worker, out of the console's
-        sight): time, device, and the last epoch's numbers from the history stored with the
-        weights (of the first member of a batch, as the local progress shows)."""
-        if self.on_message is None:
-            return
-        line = f"  trained {step.label} in {outcome.duration_s:.1f}s on {outcome.device or '?'}"
-        path = weights_transport.weights_file(self.store_dir, step.members[0].key)
-        try:
-            history = json.loads(weights_transport.file_metadata(path).get("history", "{}"))
-        except ValueError:
-            history = {}
-        stats = [
-            f"{name} {values[-1]:.{digits}f}"
-            for name, digits in (("loss", 4), ("accuracy", 3))
-            if isinstance(values := history.get(name), list) and values
-        ]
-        self.on_message(line + (f": last epoch {' '.join(stats)}" if stats else ""))
 
     def summary(self) -> str | None:
         """One line on what moved through the object store (None under ``shared``)."""

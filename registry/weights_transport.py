@@ -76,6 +76,15 @@ def file_metadata(path: str | Path) -> dict[str, str]:
         return {}
 
 
+def stored_history(weights_dir: str | Path, key: str) -> dict:
+    """The training history stored with ``key``'s weights ({} if none)."""
+    try:
+        history = json.loads(file_metadata(weights_file(weights_dir, key)).get("history", "{}"))
+    except ValueError:
+        return {}
+    return history if isinstance(history, dict) else {}
+
+
 def checked_hash(key: str, blob: bytes, expected: str | None = None) -> str:
     """The tensors hash of a weights file given as bytes, after checking that its tensors hash
     to the hash stored in it (and to ``expected`` when given); raise :class:`BadWeights`."""

@@ -215,6 +215,18 @@ def failed_payload(error: str, error_class: str, started: str = "") -> dict[str,
     }
 
 
+def report_training(on_message, step, outcome, weights_dir: str | Path) -> None:
+    """One line on the driver's console for a finished training that ran in another process (a
+    Ray task, a child process), whose epoch lines that console never saw."""
+    if on_message is None or outcome.status != "ok" or getattr(step, "kind", None) != "train":
+        return
+    from .progress import remote_training_line
+    from .weights_transport import stored_history
+
+    history = stored_history(weights_dir, step.members[0].key)  # a batch: its first member's
+    on_message(remote_training_line(step.label, outcome.duration_s, outcome.device, history))
+
+
 def failed_outcome(step, error: str, error_class: str, started: str = "", duration: float = 0.0):
     """A failed outcome for a step that never returned one (killed, lost, not run)."""
     from .executor import JobOutcome, now

@@ -48,6 +48,10 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
     assert res.returncode == 1, res.stderr  # some jobs failed; the run itself finished
     assert "6 job(s) failed" in res.stderr
     assert time.monotonic() - t0 < 240
+    # the trainings ran in child processes: the console gets a line per finished training
+    trained = [line for line in res.stdout.splitlines() if line.startswith("  trained ")]
+    assert trained and all(" on cpu: last epoch loss " in line for line in trained), res.stdout
+    assert any(" on digits (seed 1) " in line for line in trained), trained  # ok-after's
     out = run_cli("results", "--format", "json")
     rows = {r["submission"]: r for r in json.loads(out.stdout)}
     assert {k: rows[k]["status"] for k in rows} == {
