@@ -188,7 +188,7 @@ class RayBackend:
         args: list[Any] = [self.settings, payload, limits, self.worker_class]
         members: tuple[str, ...] = ()
         if self.object_store and getattr(step, "kind", None) == "train":
-            members = tuple(m.key for m in step.members)
+            members = tuple(m.key for m in getattr(step, "members", ()))
             options["num_returns"] = 1 + len(members)  # the outcome, then each member's file
             args.append(Delivery(returns=members))
         elif self.object_store:

@@ -218,12 +218,18 @@ def failed_payload(error: str, error_class: str, started: str = "") -> dict[str,
 def report_training(on_message, step, outcome, weights_dir: str | Path) -> None:
     """One line on the driver's console for a finished training that ran in another process (a
     Ray task, a child process), whose epoch lines that console never saw."""
-    if on_message is None or outcome.status != "ok" or getattr(step, "kind", None) != "train":
+    members = getattr(step, "members", ())
+    if (
+        on_message is None
+        or outcome.status != "ok"
+        or getattr(step, "kind", None) != "train"
+        or not members
+    ):
         return
     from .progress import remote_training_line
     from .weights_transport import stored_history
 
-    history = stored_history(weights_dir, step.members[0].key)  # a batch: its first member's
+    history = stored_history(weights_dir, members[0].key)  # a batch: its first member's
     on_message(remote_training_line(step.label, outcome.duration_s, outcome.device, history))
 
 
