@@ -6,8 +6,8 @@
   a training task returns each member's safetensors file as bytes (task return values, owned by
   the driver); the driver checks them by hash and writes them atomically into its own weights
   store (it stays the only writer of the home and the database); an evaluation task gets the
-  files of the trainings it declared as task arguments (Ray moves them; the driver ``ray.put``\\ s
-  those it has from earlier sweeps) and installs them, checked by hash, in its own store. A
+  files of the trainings it declared as task arguments (Ray moves them; those the driver has from
+  earlier sweeps it puts with ``ray.put``) and installs them, checked by hash, in its own store. A
   worker's files live for one task (its models stay in its memory); the homes of workers that
   were killed (Ray kills a job's workers when the job ends) are removed by the next to start.
 
