@@ -308,6 +308,13 @@ def score(
     ray_timeout: float = typer.Option(
         60.0, "--ray-timeout", help="Seconds to wait for the Ray cluster to answer."
     ),
+    weights_transport: str | None = typer.Option(
+        None,
+        "--weights-transport",
+        metavar="shared|object-store",
+        help="Ray: how trained weights reach the workers: shared (default: $BIOPRIOR_HOME/weights "
+        "on a path every node sees) | object-store (Ray's object store; no shared path).",
+    ),
     cpus_per_step: float = typer.Option(1.0, "--cpus-per-step", help="Ray: CPUs per step."),
     gpus_per_step: float | None = typer.Option(
         None, "--gpus-per-step", help="Ray: GPUs per step, fractional for small models."
@@ -350,6 +357,7 @@ def score(
         gpus_per_step,
         init_timeout_s=ray_timeout,
         data_root=str(data_root) if data_root is not None else None,
+        weights_transport=weights_transport,
     )
     try:
         options.check()
@@ -433,7 +441,9 @@ def _execution(options, loaded, db_path: Path, device: str, reporter):
     def skipped(step) -> None:
         reporter.message(f"  {step.label}: done by another scorer")
 
-    return build_executor(options, loaded, db_path, home(), device, on_skip=skipped)
+    return build_executor(
+        options, loaded, db_path, home(), device, on_skip=skipped, on_message=reporter.message
+    )
 
 
 def _print_plan(console, summary, estimates) -> None:

@@ -3,7 +3,9 @@
 - ``--executor local`` (default): in this process, claiming each step in the results database so
   that scorers sharing it never compute a step twice; with ``--isolate``, a limit, or several
   GPUs, each step runs in a process of its own (one at a time per GPU).
-- ``--executor ray [--ray-address HOST:PORT]``: steps as Ray tasks (a local Ray without address).
+- ``--executor ray [--ray-address HOST:PORT]``: steps as Ray tasks (a local Ray without address);
+  ``--weights-transport object-store`` moves weights through Ray's object store where no path is
+  shared by every node (see :mod:`weights_transport`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class ExecutionOptions:
     connect_timeout_s: float = 5.0
     init_timeout_s: float = 60.0
     data_root: str | None = None  # --data-root (else $BIOPRIOR_DATA), for workers elsewhere
+    weights_transport: str | None = None  # --weights-transport (Ray only; None: shared)
 
     def check(self) -> Limits:
         """Raise :class:`ExecutionError` for a bad option; return the command line's limits."""
@@ -50,6 +53,16 @@ class ExecutionOptions:
             raise ExecutionError("--ray-address", "only with --executor ray")
         if self.ray_address is not None and not self.ray_address.strip():
             raise ExecutionError("--ray-address", "is empty")
+        if self.weights_transport is not None:
+            from .weights_transport import TRANSPORTS
+
+            if self.weights_transport not in TRANSPORTS:
+                raise ExecutionError(
+                    "--weights-transport",
+                    f"must be shared or object-store (got {self.weights_transport!r})",
+                )
+            if self.executor != "ray":
+                raise ExecutionError("--weights-transport", "only with --executor ray")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ExecutionError(
                 "--timeout", f"must be a positive number of seconds (got {self.timeout_s:g})"
@@ -146,6 +159,7 @@ def build_executor(
     on_skip: Callable[[Any], None] | None = None,
     gpu_count: Callable[[], int] | None = None,
     worker_class: type | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> Execution:
     """The executor for these options (Ray is connected here: an unreachable address raises
     :class:`ExecutionError` before anything runs). ``worker_class`` is what runs a step in another
@@ -187,6 +201,8 @@ def build_executor(
             connect_timeout_s=options.connect_timeout_s,
             init_timeout_s=options.init_timeout_s,
             worker_class=worker_class,
+            weights_transport=options.weights_transport or "shared",
+            on_message=on_message,
         )
         try:
             executor.connect()
@@ -219,6 +235,7 @@ def build_executor(
             claims=claims,
             on_skip=on_skip,
             worker_class=worker_class,
+            on_message=on_message,
         )
     else:
         executor = ClaimingExecutor(claims, on_skip=on_skip)

@@ -25,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import wait as wait_any
+from pathlib import Path
 from typing import Any
 
 from .failures import classify_exception, signal_name
@@ -35,6 +36,7 @@ from .worker import (
     failed_outcome,
     outcome_from_payload,
     outcome_payload,
+    report_training,
     step_payload,
 )
 
@@ -56,12 +58,16 @@ def local_devices(device: str = "auto", count: Callable[[], int] | None = None) 
     return [f"cuda:{i}" for i in range(n)]
 
 
-def _apply_memory_limit(limit: int | None, device: str) -> None:
+def _apply_memory_limit(limit: int | None, device: str, data_only: bool = False) -> None:
+    """The address space on CPU; the data segment (private writable memory) on CUDA, or where
+    large shared mappings are the process's own (``data_only``: a Ray worker maps the object
+    store, under an address-space limit torch's libraries could not even be loaded)."""
     if limit is None:
         return
     import resource
 
-    which = resource.RLIMIT_DATA if device.startswith("cuda") else resource.RLIMIT_AS
+    data = data_only or device.startswith("cuda")
+    which = resource.RLIMIT_DATA if data else resource.RLIMIT_AS
     resource.setrlimit(which, (limit, limit))
 
 
@@ -119,7 +125,9 @@ class SubprocessBackend:
         settings: WorkerSettings | None = None,
         start_method: str | None = None,
         worker_class: type = StepWorker,
+        on_message: Callable[[str], None] | None = None,
     ):
+        self.on_message = on_message
         if worker is None and settings is None:
             raise ValueError("an isolated executor needs a worker or worker settings")
         self.worker, self.settings, self.worker_class = worker, settings, worker_class
@@ -227,6 +235,10 @@ class SubprocessBackend:
             conn.close()
             del self.running[sentinel]
             self.free.append(device)
+            if self.settings is not None:  # a worker of its own, whose epochs were not shown
+                report_training(
+                    self.on_message, step, outcome, Path(self.settings.home) / "weights"
+                )
             done.append((step, outcome))
         return done
 
@@ -274,7 +286,9 @@ class IsolatedExecutor:
         on_skip: Callable[[Any], None] | None = None,
         poll_s: float = 0.5,
         worker_class: type = StepWorker,
+        on_message: Callable[[str], None] | None = None,
     ):
+        self.on_message = on_message
         self.limits_for = limits if callable(limits) else (lambda step, _l=limits: _l)
         self.devices, self.settings, self.start_method = list(devices), settings, start_method
         self.worker_class = worker_class
@@ -282,7 +296,12 @@ class IsolatedExecutor:
 
     def run(self, steps: Sequence[Any], worker: Callable[[Any], Any] | None) -> Iterator[Any]:
         backend = SubprocessBackend(
-            worker, self.devices, self.settings, self.start_method, self.worker_class
+            worker,
+            self.devices,
+            self.settings,
+            self.start_method,
+            self.worker_class,
+            self.on_message,
         )
         yield from schedule(
             steps, backend, self.limits_for, self.claims, self.on_skip, poll_s=self.poll_s

@@ -49,6 +49,15 @@ def _epoch_stats(stats: dict[str, float]) -> str:
     return " ".join(parts)
 
 
+def remote_training_line(label: str, seconds: float, device: str, history: dict) -> str:
+    """The line for a training that ran in another process (its epochs were not shown here):
+    time, device, and its last epoch from the history stored with its weights."""
+    last = {k: v[-1] for k, v in history.items() if isinstance(v, list) and v}
+    stats = _epoch_stats(last)
+    line = f"  trained {label} in {seconds:.1f}s on {device or '?'}"
+    return f"{line}: last epoch {stats}" if stats else line
+
+
 def epoch_interval(epochs: int, lines: int = 10) -> int:
     """Report every N epochs so that a training prints about ``lines`` lines."""
     return max(1, epochs // lines)
@@ -67,6 +76,7 @@ class PlainReporter(Reporter):
         self.epochs = 0
         self._job_t0 = self._train_t0 = 0.0
         self._training = ""
+        self._job = ""  # the job announced by job_started (steps run elsewhere announce none)
 
     def _say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -77,11 +87,16 @@ class PlainReporter(Reporter):
 
     def job_started(self, label: str) -> None:
         self.index += 1
-        self._job_t0 = time.perf_counter()
+        self._job, self._job_t0 = label, time.perf_counter()
         self._say(f"[{self.index}/{self.total}] start {label}")
 
     def job_finished(self, label: str, status: str, score: float | None) -> None:
+        if label != self._job:  # ran in a Ray task or a child process: counted as it finishes
+            self.index += 1
+            self._say(f"[{self.index}/{self.total}] done {label}: {_outcome(status, score)}")
+            return
         seconds = time.perf_counter() - self._job_t0
+        self._job = ""
         self._say(
             f"[{self.index}/{self.total}] done {label}: {_outcome(status, score)} ({seconds:.1f}s)"
         )

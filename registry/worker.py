@@ -204,6 +204,35 @@ def outcome_from_payload(step, payload: dict[str, Any]):
     return cls(_attached(cls, step), **fields)
 
 
+def failed_payload(error: str, error_class: str, started: str = "") -> dict[str, Any]:
+    """The payload of a failed outcome, for a step that could not be rebuilt or prepared."""
+    from .executor import now
+
+    fields = {"status": "failed", "error": error, "error_class": error_class}
+    return {
+        "class": "bioprior.registry.executor:JobOutcome",
+        "fields": {**fields, "started_at": started or now(), "finished_at": now()},
+    }
+
+
+def report_training(on_message, step, outcome, weights_dir: str | Path) -> None:
+    """One line on the driver's console for a finished training that ran in another process (a
+    Ray task, a child process), whose epoch lines that console never saw."""
+    members = getattr(step, "members", ())
+    if (
+        on_message is None
+        or outcome.status != "ok"
+        or getattr(step, "kind", None) != "train"
+        or not members
+    ):
+        return
+    from .progress import remote_training_line
+    from .weights_transport import stored_history
+
+    history = stored_history(weights_dir, members[0].key)  # a batch: its first member's
+    on_message(remote_training_line(step.label, outcome.duration_s, outcome.device, history))
+
+
 def failed_outcome(step, error: str, error_class: str, started: str = "", duration: float = 0.0):
     """A failed outcome for a step that never returned one (killed, lost, not run)."""
     from .executor import JobOutcome, now
@@ -281,14 +310,10 @@ class StepWorker:
             step = step_from_payload(self.registry, payload)
         except Exception as exc:  # noqa: BLE001 - recorded against the step by the driver
             message = " ".join(str(exc).split())
-            return {
-                "class": "bioprior.registry.executor:JobOutcome",
-                "fields": {
-                    "status": "failed",
-                    "error": f"{type(exc).__name__}: {message}",
-                    "error_class": "plugin_error",
-                    "started_at": started,
-                    "finished_at": now(),
-                },
-            }
+            return failed_payload(f"{type(exc).__name__}: {message}", "plugin_error", started)
         return outcome_payload(self(step))
+
+    @property
+    def trainings_run(self) -> int:
+        """How many trainings this worker has run (its weights were not in its store)."""
+        return self._runner.service.trainings_run if self._runner is not None else 0

@@ -48,6 +48,10 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
     assert res.returncode == 1, res.stderr  # some jobs failed; the run itself finished
     assert "6 job(s) failed" in res.stderr
     assert time.monotonic() - t0 < 240
+    # the trainings ran in child processes: the console gets a line per finished training
+    trained = [line for line in res.stdout.splitlines() if line.startswith("  trained ")]
+    assert trained and all(" on cpu: last epoch loss " in line for line in trained), res.stdout
+    assert any(" on digits (seed 1) " in line for line in trained), trained  # ok-after's
     out = run_cli("results", "--format", "json")
     rows = {r["submission"]: r for r in json.loads(out.stdout)}
     assert {k: rows[k]["status"] for k in rows} == {
@@ -128,6 +132,8 @@ BAD_OPTIONS = {
     ("--memory-limit", "1M"): "--memory-limit: 1M is below 64M",
     ("--retries", "-1"): "--retries: must be between 0 and 10",
     ("--ray-address", "127.0.0.1:1"): "--ray-address: only with --executor ray",
+    ("--weights-transport", "nfs"): "--weights-transport: must be shared or object-store",
+    ("--weights-transport", "object-store"): "--weights-transport: only with --executor ray",
 }
 
 
@@ -138,6 +144,7 @@ def test_bad_executor_options_are_one_line_errors(write_submission):
 
     flags = {"--executor": "executor", "--timeout": "timeout_s", "--memory-limit": "memory"}
     flags |= {"--retries": "retries", "--ray-address": "ray_address"}
+    flags |= {"--weights-transport": "weights_transport"}
     for (flag, value), message in BAD_OPTIONS.items():
         typed = {"--timeout": float, "--retries": int}.get(flag, str)(value)
         with pytest.raises(ExecutionError) as err:
@@ -148,6 +155,10 @@ def test_bad_executor_options_are_one_line_errors(write_submission):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert lines[0].startswith("error: --memory-limit: expected a size like 4G")
+    res = run_cli("score", path, "--executor", "ray", "--weights-transport", "nfs")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "error: --weights-transport: must be shared or object-store (got 'nfs')"
+    ), res.stderr
     bad = tiny_submission("bad-limits", limits={"memory": "lots"})
     res = run_cli("validate", str(write_submission(bad)))
     assert res.returncode == 2 and "limits.memory" in res.stderr

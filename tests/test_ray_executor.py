@@ -45,10 +45,12 @@ def ray_cluster(tmp_path_factory):
     short one: Ray's socket paths must fit in 107 bytes), with the faulty plugins installed."""
     root = tmp_path_factory.mktemp("ray")
     site = install(root / "site")
+    (root / "tmp").mkdir()
     env = {
         **os.environ,
         **LOOPBACK,
         "OMP_NUM_THREADS": "1",
+        "TMPDIR": str(root / "tmp"),  # where workers keep their own homes (object-store)
         "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
     }
     ray_bin = Path(sys.executable).with_name("ray")
@@ -69,7 +71,7 @@ def ray_cluster(tmp_path_factory):
         address = marker.read_text().strip()
         assert address.startswith("127.0.0.1:"), address
         time.sleep(2)  # the raylet registers just after the head's address is written
-        yield {"address": address, "site": site, "env": env}
+        yield {"address": address, "site": site, "env": env, "tmp": root / "tmp"}
     finally:
         _stop(proc)
         log.close()
@@ -94,12 +96,14 @@ def test_ray_rows_equal_local_rows_and_failures_are_stored(ray_cluster, tmp_path
     good = write_submission(tiny_submission("ray-tiny", seeds=[0, 1]))
     crash = write_submission(faulty_submission("ray-segfault", "segfault", limits={"retries": 1}))
     hang = write_submission(faulty_submission("ray-hang", "hang", limits={"timeout_s": 5}))
+    hog = write_submission(faulty_submission("ray-hog", "hog", limits={"memory": "1500M"}))
     ray_home, local_home = tmp_path / "ray-home", tmp_path / "local-home"
     res = run_cli(
         "score",
         str(good),
         str(crash),
         str(hang),
+        str(hog),
         "--device",
         "cpu",
         "--executor",
@@ -108,7 +112,7 @@ def test_ray_rows_equal_local_rows_and_failures_are_stored(ray_cluster, tmp_path
         ray_cluster["address"],
         env={**env, "BIOPRIOR_HOME": str(ray_home)},
     )
-    assert res.returncode == 1, res.stderr  # two failed jobs, stored
+    assert res.returncode == 1, res.stderr  # three failed jobs, stored
     local = run_cli(
         "score", str(good), "--device", "cpu", env={**env, "BIOPRIOR_HOME": str(local_home)}
     )
@@ -118,11 +122,92 @@ def test_ray_rows_equal_local_rows_and_failures_are_stored(ray_cluster, tmp_path
     assert by_sub["ray-segfault"]["error_class"] == "worker_lost"
     assert "after 2 attempts" in by_sub["ray-segfault"]["error"]
     assert by_sub["ray-hang"]["error_class"] == "timeout"
+    assert by_sub["ray-hog"]["error_class"] == "out_of_memory"  # in a fresh worker process
     tiny_rows = [r for r in ray_rows if r["submission"] == "ray-tiny"]
     assert len(tiny_rows) == 2 and all(r["status"] == "ok" for r in tiny_rows)
     assert _comparable(tiny_rows) == _comparable(_rows(local_home))
     weights = sorted(p.name for p in (ray_home / "weights").glob("*.safetensors"))
     assert weights == sorted(p.name for p in (local_home / "weights").glob("*.safetensors"))
+
+
+def _checked_weights(folder: Path) -> dict[str, bytes]:
+    """Every weights file in a store, each checked against the tensors hash stored in it."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from bioprior.registry.atomic import TENSORS_HASH_KEY, check_tensors
+
+    out = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as fh:
+            metadata = fh.metadata()
+        assert TENSORS_HASH_KEY in metadata, path
+        check_tensors(path, load_file(str(path)), metadata)  # raises on a mismatch
+        out[path.stem] = path.read_bytes()
+    return out
+
+
+@pytest.mark.slow
+def test_ray_object_store_moves_weights_without_a_shared_path(
+    ray_cluster, tmp_path, write_submission
+):
+    """--weights-transport object-store: trainings run in the workers' own homes (temp folders),
+    their files come back through the object store into the driver's store, and evaluations get
+    them (trained in this sweep or cached from an earlier one) as task arguments."""
+    env = {**ray_cluster["env"]}
+    ray_args = ["--device", "cpu", "--executor", "ray", "--ray-address", ray_cluster["address"]]
+    ray_args += ["--weights-transport", "object-store"]
+    first = write_submission(tiny_submission("ray-store", seeds=[0, 1]))
+    ray_home, local_home = tmp_path / "ray-home", tmp_path / "local-home"
+    res = run_cli("score", str(first), *ray_args, env={**env, "BIOPRIOR_HOME": str(ray_home)})
+    assert res.returncode == 0, res.stderr
+    # 2 seeds x (natural + random labels) trainings; each evaluation installs its 2
+    assert (
+        "weights through Ray's object store: 4 trained and stored in "
+        f"{ray_home / 'weights'}, 0 sent from it, 4 installed by evaluations, "
+        "0 trained again by an evaluation"
+    ) in " ".join(res.stdout.split()), res.stdout
+    trained = [line for line in res.stdout.splitlines() if line.startswith("  trained ")]
+    assert len(trained) == 4 and all(" on cpu: last epoch loss " in t for t in trained), trained
+    done = [line.split(" ray-store")[0] for line in res.stdout.splitlines() if " done " in line]
+    assert done == ["[1/2] done", "[2/2] done"], res.stdout  # counted as they come back
+    local = run_cli(
+        "score", str(first), "--device", "cpu", env={**env, "BIOPRIOR_HOME": str(local_home)}
+    )
+    assert local.returncode == 0, local.stderr
+    assert _comparable(_rows(ray_home)) == _comparable(_rows(local_home))
+    stored = _checked_weights(ray_home / "weights")
+    assert len(stored) == 4 and stored.keys() == _checked_weights(local_home / "weights").keys()
+    # the workers kept their own homes (temp folders), and nothing of the weights in them
+    worker_homes = sorted(ray_cluster["tmp"].glob("bioprior-worker-*"))
+    assert worker_homes and not [p for h in worker_homes for p in h.rglob("*.safetensors")]
+
+    # the same jobs for another submission: the trainings are cached in the driver's store; with a
+    # memory limit every task runs in a fresh worker process (no model in memory, an empty home),
+    # so an evaluation either gets the weights from the object store or trains again
+    second = write_submission(tiny_submission("ray-store-again", seeds=[0, 1]))
+    res = run_cli(
+        "score",
+        str(second),
+        *ray_args,
+        "--memory-limit",
+        "4G",
+        env={**env, "BIOPRIOR_HOME": str(ray_home)},
+    )
+    assert res.returncode == 0, res.stderr
+    assert (
+        "weights through Ray's object store: 0 trained and stored in "
+        f"{ray_home / 'weights'}, 4 sent from it, 4 installed by evaluations, "
+        "0 trained again by an evaluation"
+    ) in " ".join(res.stdout.split()), res.stdout
+    rows = _rows(ray_home)
+    again = [r for r in rows if r["submission"] == "ray-store-again"]
+    assert len(again) == 2 and all(r["status"] == "ok" for r in again)
+    firsts = {r["job_key"]: r for r in rows if r["submission"] == "ray-store"}
+    for row in again:
+        assert row["score"] == firsts[row["job_key"]]["score"]
+        assert row["weights_hash"] == firsts[row["job_key"]]["weights_hash"]
+    assert _checked_weights(ray_home / "weights") == stored
 
 
 def test_unreachable_ray_address_is_one_line_within_seconds(write_submission, tmp_path):
