@@ -342,7 +342,7 @@ def score(
     if data_root is not None and not data_root.is_dir():
         _fail(f"--data-root: {data_root} is not a directory")
     try:
-        device = check_device(device)
+        device = check_device(device, here=executor != "ray")
     except DeviceError as exc:
         _fail(f"--device: {exc}")
     options = ExecutionOptions(

@@ -11,12 +11,14 @@ class DeviceError(ValueError):
     """A ``--device`` that is malformed or not present on this machine (bad input, exit 2)."""
 
 
-def check_device(device: str) -> str:
-    """Return ``device`` if it is well formed and present: ``auto``, ``cpu``, ``cuda`` or
-    ``cuda:N``. Raises :class:`DeviceError` naming the device exactly as given."""
+def check_device(device: str, here: bool = True) -> str:
+    """Return ``device`` if it is well formed and (``here``) present on this machine: ``auto``,
+    ``cpu``, ``cuda`` or ``cuda:N``. Raises :class:`DeviceError` naming the device exactly as
+    given. ``here=False`` (the Ray executor: the steps run on the cluster's GPUs, which the
+    cluster checks) checks the form only."""
     if not _PATTERN.match(device):
         raise DeviceError(f"must be auto, cpu, cuda or cuda:N (got {device!r})")
-    if not device.startswith("cuda"):
+    if not device.startswith("cuda") or not here:
         return device
     import torch
 

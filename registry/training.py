@@ -25,6 +25,7 @@ from .progress import Reporter
 from .spec import TrainingSpec, dataset_label, root_dataset
 from .submission import Component
 from .trainer import Normalized, train_model
+from .weights_transport import weights_file
 
 __all__ = ["TrainedModel", "TrainingService", "TrainingSpec", "dataset_label", "weights_hash"]
 
@@ -133,7 +134,7 @@ class TrainingService:
         return Normalized(net, mean, std).to(self.device)
 
     def weights_path(self, spec: TrainingSpec) -> Path:
-        return self.weights_dir / f"{spec.key}.safetensors"
+        return weights_file(self.weights_dir, spec.key)
 
     def is_cached(self, spec: TrainingSpec) -> bool:
         return spec.key in self._models or self.weights_path(spec).exists()

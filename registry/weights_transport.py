@@ -47,7 +47,7 @@ class BadWeights(ValueError):
 
 
 def weights_file(weights_dir: str | Path, key: str) -> Path:
-    """Where a training's weights live in a store (``TrainingService.weights_path``)."""
+    """Where a training's weights live in a store (the one rule: ``TrainingService`` uses it)."""
     return Path(weights_dir) / f"{key}.safetensors"
 
 

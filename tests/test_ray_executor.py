@@ -272,3 +272,30 @@ def test_unreachable_ray_address_is_one_line_within_seconds(write_submission, tm
     )
     assert bad.returncode == 2
     assert "error: --ray-address: expected HOST:PORT or ray://HOST:PORT" in bad.stderr
+
+
+@pytest.mark.slow
+def test_cuda_with_ray_is_checked_against_the_cluster(ray_cluster, tmp_path, write_submission):
+    """``--device cuda`` with Ray asks the cluster, not the driver (which may have no GPU): on
+    this GPU-less cluster it is one line naming the cluster, exit 2, nothing stored."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the test needs a GPU-less cluster")
+    path = write_submission(tiny_submission("ray-cuda"))
+    home = tmp_path / "home"
+    res = run_cli(
+        "score",
+        str(path),
+        "--device",
+        "cuda",
+        "--executor",
+        "ray",
+        "--ray-address",
+        ray_cluster["address"],
+        env={**ray_cluster["env"], "BIOPRIOR_HOME": str(home)},
+    )
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    assert errors[0] == "error: --device: cuda: the Ray cluster has no GPU (use auto or cpu)"
+    assert not any(home.glob("weights/*.safetensors"))
