@@ -58,23 +58,15 @@ def _pool(
     ceil_mode: bool,
     count_include_pad: bool,
 ) -> torch.Tensor:
+    """``F.max_pool2d`` (kind "max") or ``F.avg_pool2d`` (kind "avg")."""
     if kind == "max":
         return F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
     return F.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad)
 
 
-@torch.library.custom_op("bioprior::pool2d", mutates_args=())
-def pool2d(
-    x: torch.Tensor,
-    kind: str,
-    kernel: list[int],
-    stride: list[int],
-    padding: list[int],
-    ceil_mode: bool,
-    count_include_pad: bool,
-) -> torch.Tensor:
-    """``F.max_pool2d`` (kind "max") or ``F.avg_pool2d`` (kind "avg")."""
-    return _pool(x, kind, kernel, stride, padding, ceil_mode, count_include_pad)
+# ``F.max_pool2d`` (kind "max") or ``F.avg_pool2d`` (kind "avg") as a custom op; ``_pool`` stays
+# the plain function its vmap rule and backward call on physical tensors
+pool2d = torch.library.custom_op("bioprior::pool2d", mutates_args=())(_pool)
 
 
 @pool2d.register_fake

@@ -103,3 +103,17 @@ def record(benchmark):
     from perfkit import recorder
 
     return recorder(benchmark)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (a scorer or worker killed without cleaning up)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, dead_pid
 from faulty_plugins import activate, faulty_submission, install
 
 from bioprior.registry.claims import BUSY, DONE, MINE, Claims
@@ -68,13 +68,7 @@ def test_expired_lease_and_dead_owner_are_taken_over(tmp_path):
     time.sleep(0.4)
     assert other.acquire(Step("k3")) == MINE  # lease expired
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    pid = int(dead.stdout)
+    pid = dead_pid()
     with sqlite3.connect(db) as conn:  # a claim of a scorer killed with SIGKILL on this host
         conn.execute(
             "INSERT INTO claims VALUES ('sub/k4', 'x', ?, ?, 'running', ?, ?, '')",

@@ -147,6 +147,15 @@ def _checked_weights(folder: Path) -> dict[str, bytes]:
     return out
 
 
+def _transport_line(home: Path, trained: int, sent: int) -> str:
+    """The run's summary of the object-store transport (four evaluations' installs, no retrain)."""
+    return (
+        f"weights through Ray's object store: {trained} trained and stored in "
+        f"{home / 'weights'}, {sent} sent from it, 4 installed by evaluations, "
+        "0 trained again by an evaluation"
+    )
+
+
 @pytest.mark.slow
 def test_ray_object_store_moves_weights_without_a_shared_path(
     ray_cluster, tmp_path, write_submission
@@ -162,11 +171,7 @@ def test_ray_object_store_moves_weights_without_a_shared_path(
     res = run_cli("score", str(first), *ray_args, env={**env, "BIOPRIOR_HOME": str(ray_home)})
     assert res.returncode == 0, res.stderr
     # 2 seeds x (natural + random labels) trainings; each evaluation installs its 2
-    assert (
-        "weights through Ray's object store: 4 trained and stored in "
-        f"{ray_home / 'weights'}, 0 sent from it, 4 installed by evaluations, "
-        "0 trained again by an evaluation"
-    ) in " ".join(res.stdout.split()), res.stdout
+    assert _transport_line(ray_home, trained=4, sent=0) in " ".join(res.stdout.split()), res.stdout
     trained = [line for line in res.stdout.splitlines() if line.startswith("  trained ")]
     assert len(trained) == 4 and all(" on cpu: last epoch loss " in t for t in trained), trained
     done = [line.split(" ray-store")[0] for line in res.stdout.splitlines() if " done " in line]
@@ -195,11 +200,7 @@ def test_ray_object_store_moves_weights_without_a_shared_path(
         env={**env, "BIOPRIOR_HOME": str(ray_home)},
     )
     assert res.returncode == 0, res.stderr
-    assert (
-        "weights through Ray's object store: 0 trained and stored in "
-        f"{ray_home / 'weights'}, 4 sent from it, 4 installed by evaluations, "
-        "0 trained again by an evaluation"
-    ) in " ".join(res.stdout.split()), res.stdout
+    assert _transport_line(ray_home, trained=0, sent=4) in " ".join(res.stdout.split()), res.stdout
     rows = _rows(ray_home)
     again = [r for r in rows if r["submission"] == "ray-store-again"]
     assert len(again) == 2 and all(r["status"] == "ok" for r in again)

@@ -12,6 +12,7 @@ from safetensors.torch import save
 
 from bioprior.registry import atomic
 from bioprior.registry.weights_transport import (
+from conftest import dead_pid
     BadWeights,
     checked_hash,
     install,
@@ -134,22 +135,14 @@ def test_weights_trained_by_one_worker_serve_another_without_a_shared_home(
 
 def test_homes_of_dead_workers_on_this_host_are_removed(tmp_path):
     import os
-    import subprocess
-    import sys
 
     from bioprior.registry.weights_transport import HOME_PREFIX, remove_dead_homes
 
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    dead_pid = int(gone.stdout)
+    pid = dead_pid()
     me = atomic.host()
-    dead = tmp_path / f"{HOME_PREFIX}{me}-{dead_pid}-abc123"
+    dead = tmp_path / f"{HOME_PREFIX}{me}-{pid}-abc123"
     alive = tmp_path / f"{HOME_PREFIX}{me}-{os.getpid()}-abc123"
-    elsewhere = tmp_path / f"{HOME_PREFIX}other-host-{dead_pid}-abc123"
+    elsewhere = tmp_path / f"{HOME_PREFIX}other-host-{pid}-abc123"
     for folder in (dead, alive, elsewhere):
         (folder / "weights").mkdir(parents=True)
     assert remove_dead_homes(tmp_path) == [dead]
