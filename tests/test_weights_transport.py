@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import dead_pid
 from safetensors.torch import save
 
 from bioprior.registry import atomic
 from bioprior.registry.weights_transport import (
-from conftest import dead_pid
     BadWeights,
     checked_hash,
     install,
