@@ -182,7 +182,7 @@ def train_batched(
             idx = perms[:, i : i + first.batch_size]
             xb, yb = x_all[members, idx], y_all[members, idx]
             if xb.dtype == torch.uint8:  # device-resident uint8 data, converted per batch
-                xb = xb.float().div_(255.0)
+                xb = to_float(xb)
             if first.augment:
                 xb = torch.stack([augment_batch(xb[j], first.augment, gens[j]) for j in range(k)])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

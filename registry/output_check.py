@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .data import to_float
 from .failures import InvalidOutput
 
 
@@ -16,8 +17,6 @@ def check_logits(module: nn.Module, data, num: int = 16) -> None:
     """Raise :class:`InvalidOutput` unless ``module`` maps a few of ``data``'s test images to
     finite logits of shape (batch, num_classes). The RNG is forked, so a stochastic model draws
     the same numbers afterwards as it would have without the check."""
-    from .data import to_float
-
     x = to_float(data.test_x[:num] if len(data.test_x) else data.train_x[:num])
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():

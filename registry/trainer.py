@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import to_float
 from .objective import Batch, ObjectiveContext, excluded_from_weight_decay, objectives
 from .schemas import Schedule, TrainingRecipe
 
@@ -180,8 +181,9 @@ def train_model(
     device, or in host memory (pinned) when it does not fit there: then each batch is gathered on
     the host and copied asynchronously. Training objectives attached by constraints
     (:mod:`.objective`) add their terms to the loss. On CUDA: cudnn.benchmark, fused optimizers;
-    bf16 autocast when the recipe asks and the device has native bf16 (:func:`uses_bf16`); ``BIOPRIOR_COMPILE=1`` compiles the forward
-    (``torch.compile``); conv models train channels_last everywhere.
+    bf16 autocast when the recipe asks and the device has native bf16 (:func:`uses_bf16`);
+    ``BIOPRIOR_COMPILE=1`` compiles the forward (``torch.compile``); conv models train
+    channels_last everywhere.
     """
     device = model_device(model, x)
     stream = x.device != device
@@ -230,7 +232,7 @@ def train_model(
                 xb = xb.to(device, non_blocking=True)
                 yb = yb.to(device, non_blocking=True)
             if xb.dtype == torch.uint8:
-                xb = xb.float().div_(255.0)
+                xb = to_float(xb)
             if recipe.augment:
                 xb = augment_batch(xb, recipe.augment, gen)
             xb = xb.contiguous(memory_format=layout)
@@ -286,7 +288,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) ->
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device, non_blocking=True)
             if xb.dtype == torch.uint8:
-                xb = xb.float().div_(255.0)
+                xb = to_float(xb)
             out.append(model(xb).float())
     return torch.cat(out)
 

@@ -211,6 +211,13 @@ def test_ray_object_store_moves_weights_without_a_shared_path(
     assert _checked_weights(ray_home / "weights") == stored
 
 
+def _one_error(res) -> str:
+    """A CLI run that exited 2 with exactly one error line on stderr: that line."""
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    return errors[0]
+
+
 def test_unreachable_ray_address_is_one_line_within_seconds(write_submission, tmp_path):
     import socket
 
@@ -231,9 +238,7 @@ def test_unreachable_ray_address_is_one_line_within_seconds(write_submission, tm
         env=LOOPBACK,
     )
     assert time.monotonic() - t0 < 60
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
-    assert res.returncode == 2 and len(errors) == 1, res.stderr
-    assert errors[0] == (
+    assert _one_error(res) == (
         f"error: --ray-address: no Ray cluster reachable at 127.0.0.1:{port} (Connection refused)"
     )
     with socket.socket() as s:  # a port that accepts connections but is no Ray head
@@ -296,7 +301,5 @@ def test_cuda_with_ray_is_checked_against_the_cluster(ray_cluster, tmp_path, wri
         ray_cluster["address"],
         env={**ray_cluster["env"], "BIOPRIOR_HOME": str(home)},
     )
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
-    assert res.returncode == 2 and len(errors) == 1, res.stderr
-    assert errors[0] == "error: --device: cuda: the Ray cluster has no GPU (use auto or cpu)"
+    assert _one_error(res) == "error: --device: cuda: the Ray cluster has no GPU (use auto or cpu)"
     assert not any(home.glob("weights/*.safetensors"))
