@@ -117,3 +117,16 @@ def test_batchnorm_members_train_as_they_train_alone():
         assert histories[seed]["loss"] == pytest.approx(h["loss"], rel=1e-3)
         for (name, want), got in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_batchnorm_shared_by_the_members_falls_back_to_one_call_each():
+    """Under a plain vmap over inputs only (one BatchNorm shared by all members) the prepared
+    BatchNorm gives torch's numbers and updates the shared running statistics as torch does."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    prepared = batched_layout.prepare(copy.deepcopy(plain))
+    x = torch.rand(K, 6, 1, 8, 8)
+    got = vmap(prepared)(x)
+    want = torch.stack([plain(x[j]) for j in range(K)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(prepared[1].running_mean, plain[1].running_mean)
