@@ -377,44 +377,32 @@ def adversarial_curves(sub: Submission, col: Column) -> Figure | None:
                 ("stochastic", ":", "s", "white box, EOT"),
             ):
                 curves = [get_path(r["metrics"], f"modes.{mode}.curves.{label}") for r in rows]
-                curves = [c for c in curves if c]
-                stat = _curve([c.get("accuracy") for c in curves])
-                if stat:
-                    _line(
-                        ax,
-                        curves[0]["epsilons"],
-                        *stat,
-                        i,
-                        f"series-{label}-{mode}-v{i}",
-                        f"{v.label} · {name}",
-                        style,
-                        marker,
-                    )
+                series = (f"series-{label}-{mode}-v{i}", f"{v.label} · {name}", style, marker)
+                _accuracy_curve(ax, curves, i, *series)
             if label == score_curve:
-                mode = (
-                    "stochastic"
-                    if any(get_path(r["metrics"], "modes.stochastic") for r in rows)
-                    else "deterministic"
-                )
+                mode = _attack_mode(rows)
                 tr = [get_path(r["metrics"], f"modes.{mode}.transfer") for r in rows]
-                tr = [t for t in tr if t]
-                stat = _curve([t.get("accuracy") for t in tr])
-                if stat:
-                    _line(
-                        ax,
-                        tr[0]["epsilons"],
-                        *stat,
-                        i,
-                        f"series-{label}-transfer-v{i}",
-                        f"{v.label} · black box",
-                        "--",
-                        "^",
-                    )
+                series = (f"series-{label}-transfer-v{i}", f"{v.label} · black box", "--", "^")
+                _accuracy_curve(ax, tr, i, *series)
         unit = params.get("epsilon_space", "pixel")
         ax.set(xlabel=f"epsilon ({unit})", ylabel="accuracy", ylim=(0, 1.02))
         ax.set_title(label)
     _legend(fig, axes)
     return fig
+
+
+def _attack_mode(rows) -> str:
+    """The attack mode a variant's rows report on: stochastic (EOT) where they have it."""
+    stochastic = any(get_path(r["metrics"], "modes.stochastic") for r in rows)
+    return "stochastic" if stochastic else "deterministic"
+
+
+def _accuracy_curve(ax, curves, i, series, label, style, marker) -> None:
+    """Mean ± std over seeds of the accuracy-vs-epsilon ``curves`` found (one per seed)."""
+    curves = [c for c in curves if c]
+    stat = _curve([c.get("accuracy") for c in curves])
+    if stat:
+        _line(ax, curves[0]["epsilons"], *stat, i, series, label, style, marker)
 
 
 def adversarial_minimal(sub: Submission, col: Column) -> Figure | None:
@@ -423,19 +411,15 @@ def adversarial_minimal(sub: Submission, col: Column) -> Figure | None:
     per-image distances as histograms when the store has them."""
     norms = ["linf", "l2", "l1", "l0"]
 
-    def mode_of(rows):
-        stochastic = any(get_path(r["metrics"], "modes.stochastic") for r in rows)
-        return "stochastic" if stochastic else "deterministic"
-
     def medians(v, norm):
         rows = _ok(v, col)
-        m = mode_of(rows)
+        m = _attack_mode(rows)
         out = [get_path(r["metrics"], f"modes.{m}.minimal.norms.{norm}.median") for r in rows]
         return [x for x in map(number, out) if x is not None]
 
     def per_image(v, norm):
         rows = _ok(v, col)
-        m = mode_of(rows)
+        m = _attack_mode(rows)
         vals = [get_path(r["metrics"], f"modes.{m}.minimal.norms.{norm}.values") for r in rows]
         return [x for p in vals if isinstance(p, list) for x in map(number, p) if x is not None]
 
