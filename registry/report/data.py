@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..store import JSON_COLUMNS  # the columns the store writes as JSON
+
 # Columns of the results table the report knows; any other column is shown as provenance.
 KNOWN_COLUMNS = {
     "id",
@@ -45,15 +47,6 @@ KNOWN_COLUMNS = {
     "spec",
     "bioprior_version",
 }
-JSON_COLUMNS = (  # as the store writes them (registry/store.py)
-    "variant",
-    "benchmark_params",
-    "metrics",
-    "plugin_versions",
-    "weights",
-    "spec",
-    "provenance",
-)
 
 FAMILIES = {
     "memorization": "memorization",
