@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,13 @@ def score(
         help="CPU threads for torch (default: the usable cores not already busy; also "
         "$BIOPRIOR_THREADS). 'auto' chooses.",
     ),
+    workers: str | None = typer.Option(
+        None,
+        "--workers",
+        metavar="N",
+        help="CPU: steps run at once, each in a process with its share of the threads "
+        "(default auto: one per thread for the trainings that can run side by side).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan and print, run nothing."),
     verify: int | None = typer.Option(
         None,
@@ -323,8 +331,8 @@ def score(
         None,
         "--batch",
         min=1,
-        help="Most trainings batched into one model (default: what fits in memory, when a "
-        "calibration shows batching pays on this device; 1 trains one at a time).",
+        help="Most trainings batched into one model (default: what fits in memory, where "
+        "batching pays: on a GPU, or on a CPU for launch-bound models; 1 trains one at a time).",
     ),
 ) -> None:
     """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
@@ -337,6 +345,7 @@ def score(
 
     try:
         choice = thread_choice.choose(threads)
+        requested_workers = thread_choice.parse_workers(workers)
     except thread_choice.ThreadsError as exc:
         _fail(str(exc))
     if data_root is not None and not data_root.is_dir():
@@ -358,6 +367,7 @@ def score(
         init_timeout_s=ray_timeout,
         data_root=str(data_root) if data_root is not None else None,
         weights_transport=weights_transport,
+        workers=requested_workers,
     )
     try:
         options.check()
@@ -391,17 +401,32 @@ def score(
             if not in_process and batch is None:
                 scorer.max_batch = 1  # no batching calibration in the driver: steps are isolated
             _, summary = scorer.plan(loaded)
-            reporter.console.print(f"plan: {summary.describe()}; {choice.describe()}", markup=False)
+            n_workers = _cpu_workers(options, summary, device, choice.threads)
+            per_worker = max(1, choice.threads // n_workers)
+            described = choice.describe()
+            if n_workers > 1:
+                described += (
+                    f"; {n_workers} CPU workers x {per_worker} thread{'s' * (per_worker > 1)}"
+                )
+            reporter.console.print(f"plan: {summary.describe()}; {described}", markup=False)
             # estimates run a forward of every model: only where plugin code runs in this process
-            estimates = scorer.estimate(summary) if summary.todo and in_process else {}
+            estimates = {}
+            if summary.todo and in_process:
+                each = thread_choice.ThreadChoice(per_worker, "--workers", choice.cores)
+                with thread_choice.using(each):  # what each worker will have
+                    estimates = scorer.estimate(summary)
             if dry_run:
-                _print_plan(reporter.console, summary, estimates)
+                _print_plan(reporter.console, summary, estimates, n_workers)
                 return
             if summary.todo:
                 _check_writable(db_path, scorer.home)
-                execution = _execution(options, loaded, db_path, device, reporter)
+                execution = _execution(
+                    options, loaded, db_path, device, reporter, n_workers, per_worker
+                )
                 scorer.executor = execution.executor
+            started = time.perf_counter()
             report = scorer.run(summary, estimates)
+            wall_s = time.perf_counter() - started
         except ExecutionError as exc:  # e.g. an unreachable --ray-address
             _fail(str(exc))
         except PreflightError as exc:  # e.g. a dataset that is not under the data root
@@ -409,7 +434,7 @@ def score(
         finally:
             if execution is not None:
                 execution.close()
-        _print_estimate_vs_actual(reporter.console, report)
+        _print_estimate_vs_actual(reporter.console, report, n_workers, wall_s)
         rows = [r for r in store.rows() if r["submission"] in {s.submission.name for s in loaded}]
         _print_results(_console(), rows)
         typer.echo(f"results in {db_path}")
@@ -433,7 +458,25 @@ def _check_writable(db_path: Path, home: Path) -> None:
             _fail(f"{option}: {problem} (nothing was run)")
 
 
-def _execution(options, loaded, db_path: Path, device: str, reporter):
+def _cpu_workers(options, summary, device: str, threads: int) -> int:
+    """Steps run at once (:func:`threads.cpu_workers`): CPU workers only with the local
+    executor on a CPU; ``--workers N`` elsewhere is an error (a GPU runs one step at a time)."""
+    from .isolation import local_devices
+    from .threads import cpu_workers
+
+    if options.executor != "local":
+        return 1
+    if local_devices(device) != ["cpu"]:
+        if options.workers is not None and options.workers > 1:
+            _fail(f"--workers: CPU workers only (--device {device} runs one step per GPU)")
+        return 1
+    trains = [s for s in summary.steps if s.kind == "train"]
+    return cpu_workers(options.workers, threads, len(trains) or len(summary.steps))
+
+
+def _execution(
+    options, loaded, db_path: Path, device: str, reporter, workers: int = 1, threads: int = 1
+):
     """The executor of ``score`` (claims in the results database; see execution.py)."""
     from .execution import build_executor
     from .paths import home
@@ -442,11 +485,19 @@ def _execution(options, loaded, db_path: Path, device: str, reporter):
         reporter.message(f"  {step.label}: done by another scorer")
 
     return build_executor(
-        options, loaded, db_path, home(), device, on_skip=skipped, on_message=reporter.message
+        options,
+        loaded,
+        db_path,
+        home(),
+        device,
+        on_skip=skipped,
+        on_message=reporter.message,
+        cpu_workers=workers,
+        worker_threads=threads,
     )
 
 
-def _print_plan(console, summary, estimates) -> None:
+def _print_plan(console, summary, estimates, workers: int = 1) -> None:
     """The plan's steps (trainings, then evaluations), what is cached, estimates per step."""
     from rich.markup import escape
 
@@ -470,10 +521,11 @@ def _print_plan(console, summary, estimates) -> None:
             for spec in step.members:
                 console.print(f"             - {escape(spec.label)}  \\[{spec.key}]")
     if estimates:
-        console.print(f"estimate: ~{human_seconds(total_s)}, {human_flops(total_f)} in total")
+        side = f" (the steps' sum; {workers} CPU workers run them side by side)" * (workers > 1)
+        console.print(f"estimate: ~{human_seconds(total_s)}, {human_flops(total_f)} in total{side}")
 
 
-def _print_estimate_vs_actual(console, report) -> None:
+def _print_estimate_vs_actual(console, report, workers: int = 1, wall_s: float = 0.0) -> None:
     from rich.markup import escape
 
     from .estimate import human_seconds
@@ -495,6 +547,8 @@ def _print_estimate_vs_actual(console, report) -> None:
         )
     te, ta = sum(e for _, e, _ in lines), sum(a for _, _, a in lines)
     console.print(f"  total: ~{human_seconds(te)} estimated, {human_seconds(ta)} actual")
+    if workers > 1:
+        console.print(f"  {human_seconds(wall_s)} of wall time with {workers} workers side by side")
 
 
 def _verify(loaded, store, registry, count, device, reporter, choice) -> None:

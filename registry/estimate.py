@@ -1,6 +1,6 @@
 """Work estimates for the plan: FLOPs from one measured forward (``torch.utils.flop_counter``),
 seconds from a short calibration of the real training step on the chosen device, and the
-automatic number of members per batched training (what fits in memory).
+automatic number of members per batched training (what fits in memory, where batching pays).
 
 Estimates are per step: a training step costs ``steps_per_epoch x epochs`` calibrated steps of
 its K members together; an evaluation step is counted as one forward pass over the train and
@@ -25,6 +25,14 @@ from .spec import TrainingSpec
 #: most members per batched training when memory would allow more (CPU / GPU)
 CAP = {"cpu": 16, "cuda": 64}
 
+#: On a CPU, batching pays only for launch-bound members: under this many training FLOPs per
+#: step per convolution or linear layer. Measured with 2 threads on an AVX-512 CPU (digits):
+#: small_inception width 0.1 at 16 px, 13 MFLOP per layer, trains 2.3x faster batched (K = 8);
+#: small_alexnet width 0.1 at 8 px, 30 MFLOP, 1.0x (K = 4); at 16 px, 60 MFLOP, 0.8x (K = 8);
+#: the quickstart's width-0.5 AlexNet, 700 MFLOP, 0.9x (K = 4). A rule of the spec and the
+#: device, not a timing, so that a plan (and its numbers) is the same on every run of a machine.
+CPU_BATCHING_FLOPS_PER_LAYER = 20e6
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -33,6 +41,7 @@ class Profile:
     forward_flops: int  # per image
     params: int
     activations: int  # output elements of every leaf module, per image
+    layer_calls: int  # convolution and linear layer calls in one forward
     train_images: int
     test_images: int
     image_bytes: int  # one training image on the device
@@ -56,9 +65,10 @@ def profile(spec: TrainingSpec, service: Any) -> Profile:
     data = service.data(spec)
     module = service.build(spec, data)
     module.eval()
-    counts = [0]
+    counts = [0, 0]  # output elements, convolution / linear calls
 
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+    def hook(m: nn.Module, _i: Any, out: Any) -> None:
+        counts[1] += isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
         if isinstance(out, torch.Tensor):
             counts[0] += out.numel()
 
@@ -75,6 +85,7 @@ def profile(spec: TrainingSpec, service: Any) -> Profile:
         forward_flops=int(counter.get_total_flops()),
         params=sum(p.numel() for p in module.parameters()),
         activations=counts[0],
+        layer_calls=counts[1],
         train_images=len(data.train_x),
         test_images=len(data.test_x),
         image_bytes=x[:1].numel() * x.element_size(),
@@ -109,9 +120,8 @@ _limits: dict[str, int] = {}
 
 def auto_batch_limit(spec: TrainingSpec, service: Any, size: int = 1 << 30) -> int:
     """Members per batched training: as many as fit in half the free memory (80% of a GPU's),
-    at most ``CAP``; and 1 when a short calibration on this device shows batching does not pay
-    (a compute-bound model on a CPU: a batched step must cost under 0.8x K solo steps); never
-    more than ``size``, the members there are."""
+    at most ``CAP``; 1 where batching does not pay (:func:`batching_pays`); never more than
+    ``size``, the members there are."""
     group = f"{spec.batch_group or spec.key}:{size}"
     if group in _limits:
         return _limits[group]
@@ -119,13 +129,21 @@ def auto_batch_limit(spec: TrainingSpec, service: Any, size: int = 1 << 30) -> i
     device = service.device
     fits = available_bytes(device) // max(1, member_bytes(p, spec))
     k = int(max(1, min(CAP.get(device.type, 16), fits, size)))
-    if k > 1:
-        solo = calibrate(TrainStep((spec,)), service)
-        batched = calibrate(TrainStep((spec,) * k), service)
-        if batched > 0.8 * k * solo:
-            k = 1
+    if not batching_pays(p, spec, device):
+        k = 1
     _limits[group] = k
     return k
+
+
+def batching_pays(p: Profile, spec: TrainingSpec, device: torch.device) -> bool:
+    """Whether K members trained as one model beat K solo trainings on ``device``: always on a
+    GPU (small models are launch-bound there); on a CPU only when a member's step is
+    launch-bound, under ``CPU_BATCHING_FLOPS_PER_LAYER`` training FLOPs per convolution or
+    linear layer (a compute-bound step runs its convolutions as fast alone as grouped)."""
+    if device.type != "cpu":
+        return True
+    step_flops = 3 * p.forward_flops * spec.recipe.batch_size  # forward + backward
+    return step_flops / max(1, p.layer_calls) < CPU_BATCHING_FLOPS_PER_LAYER
 
 
 def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:

@@ -1,8 +1,9 @@
 """How ``bioprior score`` runs its steps: the executor options, checked, turned into an executor.
 
 - ``--executor local`` (default): in this process, claiming each step in the results database so
-  that scorers sharing it never compute a step twice; with ``--isolate``, a limit, or several
-  GPUs, each step runs in a process of its own (one at a time per GPU).
+  that scorers sharing it never compute a step twice; with ``--isolate``, a limit, several GPUs
+  or several CPU workers (``--workers``), each step runs in a process of its own (one at a time
+  per GPU, per CPU worker).
 - ``--executor ray [--ray-address HOST:PORT]``: steps as Ray tasks (a local Ray without address);
   ``--weights-transport object-store`` moves weights through Ray's object store where no path is
   shared by every node (see :mod:`weights_transport`).
@@ -44,6 +45,7 @@ class ExecutionOptions:
     init_timeout_s: float = 60.0
     data_root: str | None = None  # --data-root (else $BIOPRIOR_DATA), for workers elsewhere
     weights_transport: str | None = None  # --weights-transport (Ray only; None: shared)
+    workers: int | None = None  # --workers (local CPU only; None: auto)
 
     def check(self) -> Limits:
         """Raise :class:`ExecutionError` for a bad option; return the command line's limits."""
@@ -63,6 +65,10 @@ class ExecutionOptions:
                 )
             if self.executor != "ray":
                 raise ExecutionError("--weights-transport", "only with --executor ray")
+        if self.workers is not None and self.workers > 1 and self.executor == "ray":
+            raise ExecutionError(
+                "--workers", "only with --executor local (Ray runs --cpus-per-step per task)"
+            )
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ExecutionError(
                 "--timeout", f"must be a positive number of seconds (got {self.timeout_s:g})"
@@ -160,10 +166,13 @@ def build_executor(
     gpu_count: Callable[[], int] | None = None,
     worker_class: type | None = None,
     on_message: Callable[[str], None] | None = None,
+    cpu_workers: int = 1,
+    worker_threads: int | None = None,
 ) -> Execution:
     """The executor for these options (Ray is connected here: an unreachable address raises
     :class:`ExecutionError` before anything runs). ``worker_class`` is what runs a step in another
-    process: built there from :class:`WorkerSettings` (default :class:`StepWorker`)."""
+    process: built there from :class:`WorkerSettings` (default :class:`StepWorker`). On a CPU,
+    ``cpu_workers`` steps run at once, each in a process with ``worker_threads`` threads."""
     from .claims import Claims
     from .isolation import IsolatedExecutor, local_devices
     from .scheduling import ClaimingExecutor
@@ -239,6 +248,13 @@ def build_executor(
     except ValueError as exc:
         claims.close()
         raise ExecutionError("--device", str(exc).removeprefix("--device cuda: ")) from None
+    threads, start_method = None, None
+    if devices == ["cpu"] and cpu_workers > 1:
+        devices, threads = ["cpu"] * cpu_workers, worker_threads
+        if threads is not None and threads > 1:
+            # a child forked from this process, which has run OpenMP threads, hangs in its first
+            # parallel region (GNU libgomp is not fork-safe): fork from a clean server instead
+            start_method = "forkserver"
     if options.isolate or any_limit or len(devices) > 1:
         executor = IsolatedExecutor(
             limits_for,
@@ -248,6 +264,8 @@ def build_executor(
             on_skip=on_skip,
             worker_class=worker_class,
             on_message=on_message,
+            threads=threads,
+            start_method=start_method,
         )
     else:
         executor = ClaimingExecutor(claims, on_skip=on_skip)

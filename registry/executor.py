@@ -46,6 +46,7 @@ class JobOutcome:
     weights_hash: str | None = None
     weights: dict[str, str] = field(default_factory=dict)  # every training key used -> its hash
     kind: str = "evaluate"
+    threads: int | None = None  # torch's CPU threads where the step ran (a worker's, not ours)
 
     @property
     def key(self) -> str:

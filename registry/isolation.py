@@ -8,7 +8,9 @@ the sweep: the driver classifies what happened (see :mod:`failures`), stores it,
   on CUDA, whose driver reserves huge address ranges, ``RLIMIT_DATA`` (heap and private memory);
 - wall time: the child is killed (SIGKILL) when it runs past its limit;
 - devices: one slot per device (``cuda:0``, ``cuda:1``, ...), so a machine with several GPUs runs
-  one step per GPU at once, each in its own process, without Ray.
+  one step per GPU at once, each in its own process, without Ray; a CPU has one slot per worker
+  (``--workers``, :func:`bioprior.registry.threads.cpu_workers`), each child with its share of
+  the threads.
 
 On Linux children are forked from the driver (they inherit its registry and the step; nothing is
 pickled on the way in). With ``start_method="spawn"`` (or on CUDA, which cannot be forked once
@@ -39,6 +41,16 @@ from .worker import (
     report_training,
     step_payload,
 )
+
+#: what a fork server imports once for all its children (torch's optimizers import torch._dynamo
+#: on their first step; scikit-learn holds the digits)
+FORKSERVER_PRELOAD = [
+    "torch",
+    "torch._dynamo",
+    "sklearn.datasets",
+    "bioprior.registry.worker",
+    "bioprior.registry.runner",
+]
 
 
 def local_devices(device: str = "auto", count: Callable[[], int] | None = None) -> list[str]:
@@ -77,8 +89,9 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split()) or type(exc).__name__}{where}"
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """A step must not outlive a scorer killed with SIGKILL (its rerun takes the step over)."""
+def _die_with_parent(parent_pid: int | None) -> None:
+    """A step must not outlive a scorer killed with SIGKILL (its rerun takes the step over).
+    ``parent_pid`` None: the parent is a fork server, which itself exits with the scorer."""
     try:
         import ctypes
 
@@ -86,18 +99,30 @@ def _die_with_parent(parent_pid: int) -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent_pid:  # the parent died before the line above
+    if parent_pid is not None and os.getppid() != parent_pid:  # it died before the line above
         os._exit(1)
 
 
 def _child(
-    conn, runner: Any, step: Any, payload: Any, limits: Limits, device: str, parent_pid: int
+    conn,
+    runner: Any,
+    step: Any,
+    payload: Any,
+    limits: Limits,
+    device: str,
+    parent_pid: int | None,
+    threads: int | None = None,
 ) -> None:
-    """In the child: limits, then the step; the outcome (or why there is none) to the pipe."""
+    """In the child: limits and threads, then the step; the outcome (or why there is none) to
+    the pipe."""
     try:
         _die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
         _apply_memory_limit(limits.memory_bytes, device)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         if payload is not None:  # spawned: rebuild worker and step here
             result = runner.run_payload(payload)
         else:
@@ -126,8 +151,9 @@ class SubprocessBackend:
         start_method: str | None = None,
         worker_class: type = StepWorker,
         on_message: Callable[[str], None] | None = None,
+        threads: int | None = None,
     ):
-        self.on_message = on_message
+        self.on_message, self.threads = on_message, threads
         if worker is None and settings is None:
             raise ValueError("an isolated executor needs a worker or worker settings")
         self.worker, self.settings, self.worker_class = worker, settings, worker_class
@@ -139,6 +165,8 @@ class SubprocessBackend:
         if start_method != "fork" and settings is None:
             raise ValueError(f"start method {start_method!r} needs worker settings")
         self.ctx = mp.get_context(start_method)
+        if start_method == "forkserver":  # the server imports torch once; each child forks
+            self.ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         self.forked = start_method == "fork"
         self.free = list(self.devices)
         self.running: dict[Any, tuple[Any, Any, Any, float, Limits, str, str]] = {}
@@ -166,13 +194,16 @@ class SubprocessBackend:
                 payload,
                 limits,
                 device,
-                os.getpid(),
+                None if self.ctx.get_start_method() == "forkserver" else os.getpid(),
+                self.threads,
             ),
             name=f"bioprior-step-{step.key[:8]}",
             daemon=True,
         )
         proc.start()
         child.close()
+        if self.on_message is not None and getattr(step, "kind", None) == "train":
+            self.on_message(f"  training {step.label} in process {proc.pid} on {device}")
         self.running[proc.sentinel] = (proc, parent, step, time.monotonic(), limits, device, now())
 
     def wait(self, timeout: float | None) -> list[tuple[Any, Any]]:
@@ -287,8 +318,9 @@ class IsolatedExecutor:
         poll_s: float = 0.5,
         worker_class: type = StepWorker,
         on_message: Callable[[str], None] | None = None,
+        threads: int | None = None,
     ):
-        self.on_message = on_message
+        self.on_message, self.threads = on_message, threads
         self.limits_for = limits if callable(limits) else (lambda step, _l=limits: _l)
         self.devices, self.settings, self.start_method = list(devices), settings, start_method
         self.worker_class = worker_class
@@ -302,6 +334,7 @@ class IsolatedExecutor:
             self.start_method,
             self.worker_class,
             self.on_message,
+            self.threads,
         )
         yield from schedule(
             steps, backend, self.limits_for, self.claims, self.on_skip, poll_s=self.poll_s

@@ -98,12 +98,13 @@ def _software() -> dict[str, Any]:
     return out
 
 
-def capture(device: str = "") -> dict[str, Any]:
-    """The provenance of a job that ran on ``device`` ("cpu", "cuda:0", ...), now."""
+def capture(device: str = "", threads: int | None = None) -> dict[str, Any]:
+    """The provenance of a job that ran on ``device`` ("cpu", "cuda:0", ...) with torch's
+    ``threads`` (default: this process's), now."""
     out = dict(_software())
     torch = sys.modules.get("torch")
     if torch is not None:
-        out["torch_num_threads"] = torch.get_num_threads()
+        out["torch_num_threads"] = threads or torch.get_num_threads()
         if device.startswith("cuda"):
             out["cuda"] = torch.version.cuda
             out["cudnn"] = torch.backends.cudnn.version()

@@ -5,6 +5,7 @@ evaluation step runs the job's benchmark on the models its trainings produced.""
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,13 @@ class StepRunner:
             device=device,
             weights_hash=ctx.weights_hash,
             weights=dict(ctx.used),
+            threads=torch_threads(),
         )
+
+
+def torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 JobRunner = StepRunner  # the name before steps

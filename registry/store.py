@@ -174,7 +174,11 @@ class ResultStore:
             "weights": json.dumps(outcome.weights, sort_keys=True),
             "spec": json.dumps(job.identity(), sort_keys=True, default=str),
             "bioprior_version": __version__,
-            "provenance": json.dumps(capture(outcome.device), sort_keys=True, default=str),
+            "provenance": json.dumps(
+                capture(outcome.device, getattr(outcome, "threads", None)),
+                sort_keys=True,
+                default=str,
+            ),
         }
         cols = ", ".join(row)
         marks = ", ".join(f":{c}" for c in row)

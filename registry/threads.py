@@ -98,6 +98,20 @@ def parse(value: str | int | None, where: str) -> int | None:
     return n
 
 
+def parse_workers(value: str | int | None) -> int | None:
+    """``--workers``: a positive integer, or None for ``auto`` / ``0`` / empty."""
+    return parse(value, "--workers")
+
+
+def cpu_workers(requested: int | None, threads: int, side_by_side: int) -> int:
+    """How many steps run at once on a CPU: ``requested`` (``--workers N``), else one per thread
+    for as many steps as can run side by side (the plan's trainings, or its evaluations when
+    every training is cached). Each gets ``threads // workers`` threads (at least one)."""
+    if requested is not None:
+        return requested
+    return max(1, min(threads, side_by_side))
+
+
 def auto_threads(cores: int, load: float | None, ceiling: int | None = None) -> int:
     """The default: the cores not already busy (at least one), at most ``ceiling``."""
     free = cores if load is None else math.floor(cores - load + 0.5)

@@ -165,3 +165,34 @@ def test_local_executor_fails_dependents_without_running_them():
         outcomes[2].error.startswith("dependency failed") and "out of memory" in outcomes[2].error
     )
     assert outcomes[2].error_class == outcomes[0].error_class  # the row says why
+
+
+def test_cpu_batches_launch_bound_members_only_and_the_same_way_every_run(bioprior_home):
+    """The automatic K is a rule of the specs and the device, not a timing: the quickstart's
+    compute-bound AlexNet trains one at a time on a CPU, a sweep of a small Inception (many
+    small layers) batches, and planning again gives the same steps."""
+    from bioprior.registry.estimate import _limits
+    from bioprior.registry.scorer import Scorer
+    from bioprior.registry.store import ResultStore
+
+    registry = get_registry()
+    quickstart = load_submission(ROOT / "submissions" / "quickstart.yaml", registry)
+    inception = validate_submission_dict(
+        tiny_submission(
+            "inc",
+            model={"name": "small_inception", "params": {"width": 0.1, "input_size": 8}},
+            training={"dataset": "digits", "epochs": 1, "batch_size": 64, "lr": 0.05},
+            sweep={"constraints.0.params.sigma": [0.0, 0.3, 0.6]},
+        ),
+        registry,
+    )
+    plans = []
+    with ResultStore(bioprior_home / "r.sqlite") as store:
+        for _ in range(2):
+            _limits.clear()
+            _, summary = Scorer(store, registry, device="cpu").plan([quickstart, inception])
+            steps = summary.train_steps
+            plans.append(sorted((s.members[0].model.entry.name, len(s.members)) for s in steps))
+    assert plans[0] == plans[1]
+    assert plans[0].count(("small_alexnet", 1)) == 4  # digits and random data, sigma 0 and 0.6
+    assert ("small_inception", 6) in plans[0]  # three sigmas x (digits, random), one model

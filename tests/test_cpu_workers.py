@@ -1,0 +1,84 @@
+"""CPU workers (``bioprior score --workers``, registry/threads.py ``cpu_workers``): steps that can
+run side by side run at once in forked processes, each with its share of the threads, and give
+exactly the numbers of one-thread trainings run one after another."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_cli, tiny_submission
+from typer.testing import CliRunner
+
+from bioprior.registry import threads
+from bioprior.registry.cli import app
+from bioprior.registry.store import ResultStore
+
+
+def _rows(home) -> dict:
+    with ResultStore(home / "results.sqlite") as store:
+        return {r["job_key"]: r for r in store.rows()}
+
+
+def test_two_workers_give_the_numbers_of_one_thread_trainings_in_turn(tmp_path, write_submission):
+    path = write_submission(tiny_submission(sweep={"constraints.0.params.sigma": [0.0, 0.5]}))
+    runs = {}
+    for name, args in {
+        "workers": ["--threads", "2"],
+        "in-turn": ["--threads", "1", "--workers", "1"],
+    }.items():
+        home = tmp_path / name
+        out = run_cli(
+            "score", str(path), "--device", "cpu", "--batch", "1", *args,
+            env={"BIOPRIOR_HOME": str(home)},
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        runs[name] = (out.stdout, _rows(home))
+    text, parallel = runs["workers"]
+    assert "2 CPU workers x 1 thread" in text
+    assert text.count("in process") == 4  # natural and random data for each sigma
+    _, in_turn = runs["in-turn"]
+    assert parallel.keys() == in_turn.keys() and len(parallel) == 2
+    for key, row in parallel.items():
+        assert row["status"] == "ok"
+        assert row["provenance"]["torch_num_threads"] == 1
+        assert row["metrics"] == in_turn[key]["metrics"]  # exactly: same seeds, same threads
+
+
+def test_workers_of_two_threads_fork_from_a_clean_server(tmp_path, write_submission):
+    """A child forked from a driver that has run OpenMP threads hangs in its first parallel
+    region (GNU libgomp is not fork-safe): workers of more than one thread come from a fork
+    server (here 2 x 2 threads on CI's 2 cores: oversubscribed, but it must finish)."""
+    path = write_submission(tiny_submission())
+    home = tmp_path / "home"
+    out = run_cli(
+        "score", str(path), "--device", "cpu", "--batch", "1", "--threads", "4", "--workers", "2",
+        env={"BIOPRIOR_HOME": str(home)}, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "2 CPU workers x 2 threads" in out.stdout
+    ((row),) = _rows(home).values()
+    assert row["status"] == "ok" and row["provenance"]["torch_num_threads"] == 2
+
+
+def test_auto_workers_share_the_threads_among_the_steps_there_are():
+    assert threads.cpu_workers(None, threads=2, side_by_side=4) == 2
+    assert threads.cpu_workers(None, threads=8, side_by_side=3) == 3  # 3 steps: 3 workers
+    assert threads.cpu_workers(None, threads=1, side_by_side=4) == 1  # a busy machine: one
+    assert threads.cpu_workers(None, threads=2, side_by_side=0) == 1
+    assert threads.cpu_workers(3, threads=2, side_by_side=1) == 3  # asked for
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "many"], "--workers: must be a positive integer or 'auto' (got 'many')"),
+        (["--workers", "-2"], "--workers: must be a positive integer or 'auto' (got '-2')"),
+        (["--workers", "2", "--executor", "ray"], "--workers: only with --executor local"),
+    ],
+)
+def test_bad_workers_is_one_line(tmp_path, write_submission, args, message):
+    path = write_submission(tiny_submission())
+    result = CliRunner().invoke(app, ["score", str(path), "--db", str(tmp_path / "r.db"), *args])
+    assert result.exit_code == 2
+    (line,) = [ln for ln in result.stderr.splitlines() if not ln.startswith("warning:")]
+    assert message in line
+    assert not (tmp_path / "r.db").exists()
