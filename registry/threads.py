@@ -4,10 +4,12 @@ Torch's default (one thread per physical core) oversubscribes a CPU that other w
 loads: on 2 shared cores a small model trains several times slower than with one thread. The
 default here (``auto``) is
 
-    threads = max(1, min(torch's default, usable cores, round(usable cores - 1-minute load)))
+    threads = max(1, min(torch's default, usable cores, round(usable cores - load)))
 
 with the usable cores from ``os.sched_getaffinity`` (and a cgroup CPU quota, as in a container)
-and the load from ``os.getloadavg``. ``--threads N`` on ``bioprior score``, then
+and the load the smaller of ``os.getloadavg``'s 1-minute average and the cores that other
+processes use right now (``/proc/stat`` over 0.2 s): the average alone still counts a job that
+ended a minute ago. ``--threads N`` on ``bioprior score``, then
 ``$BIOPRIOR_THREADS``, then ``$OMP_NUM_THREADS`` override it (``auto`` or ``0`` mean the default).
 
 Training numbers on CPU depend on the thread count: oneDNN splits a convolution's weight and
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,10 +79,53 @@ def _cgroup_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
 
 
 def load_average() -> float | None:
+    """The busy cores: the 1-minute load average, or what other processes use right now when
+    that is less (the average lags a finished job by minutes: right after the ``pip install``
+    of a first run it still counts the install)."""
     try:
-        return os.getloadavg()[0]
+        load = os.getloadavg()[0]
     except (AttributeError, OSError):
+        load = None
+    now = busy_cores_now()
+    if load is None or now is None:
+        return load if now is None else now
+    return min(load, now)
+
+
+def busy_cores_now(interval_s: float = 0.2, stat: Path = Path("/proc/stat")) -> float | None:
+    """Cores of this process's CPUs that others keep busy, from ``/proc/stat`` over
+    ``interval_s`` (this process's own use taken out); None where there is no ``/proc/stat``."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        cpus = None
+
+    def sample() -> tuple[int, int, int]:
+        busy = total = counted = 0
+        for line in stat.read_text().splitlines():
+            name, *values = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            if cpus is not None and int(name[3:]) not in cpus:
+                continue
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+            counted += 1
+        return busy, total, counted
+
+    try:
+        busy0, total0, _ = sample()
+        own0, t0 = time.process_time(), time.monotonic()
+        time.sleep(interval_s)
+        busy1, total1, counted = sample()
+        own1, t1 = time.process_time(), time.monotonic()
+    except (OSError, ValueError, IndexError):
         return None
+    if total1 <= total0 or counted == 0:
+        return None
+    busy = (busy1 - busy0) / (total1 - total0) * counted
+    return max(0.0, busy - (own1 - own0) / max(t1 - t0, 1e-9))
 
 
 def parse(value: str | int | None, where: str) -> int | None:

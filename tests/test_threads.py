@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -68,3 +70,32 @@ def test_api_score_records_and_restores_threads(bioprior_home, write_submission)
     assert rows[0]["status"] == "ok"
     assert {n for _, n in seen} == {1}  # the whole run used the chosen count
     assert torch.get_num_threads() == before  # and the caller's setting is back
+
+
+def test_the_load_is_what_runs_now_when_the_average_still_counts_a_finished_job(monkeypatch):
+    """Right after a `pip install` the 1-minute load average still says 1-2 busy cores: the
+    cores busy right now (none) decide, so a first run on an idle machine gets every core."""
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.8, 1.0, 0.5))
+    monkeypatch.setattr(threads, "busy_cores_now", lambda: 0.05)
+    assert threads.load_average() == 0.05
+    monkeypatch.setattr(threads, "busy_cores_now", lambda: 3.0)  # a burst: the average decides
+    assert threads.load_average() == 1.8
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="no /proc/stat (not Linux)")
+def test_a_busy_process_shows_as_a_busy_core_now():
+    import subprocess
+    import sys
+
+    idle = threads.busy_cores_now(0.3)
+    assert idle is not None
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)  # its start-up
+        busy = threads.busy_cores_now(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy >= idle + 0.6  # one core spinning (ours, sleeping, is not counted)
