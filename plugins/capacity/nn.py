@@ -32,10 +32,13 @@ class GaussianNoise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batched = isinstance(self.sigma, torch.Tensor)
-        if (batched or self.sigma > 0) and (self.training or self.at_inference):
-            # contiguous: the fast sampler, and the same draws whatever x's layout (channels_last)
-            return x + self.sigma * torch.randn_like(x, memory_format=torch.contiguous_format)
-        return x
+        if not (batched or self.sigma > 0) or not (self.training or self.at_inference):
+            return x
+        # contiguous: the fast sampler, and the same draws whatever x's layout (channels_last)
+        noise = torch.randn_like(x, memory_format=torch.contiguous_format)
+        if batched:  # a member's sigma under vmap
+            return x + self.sigma * noise
+        return x + noise.mul_(self.sigma)  # in place: the same numbers, one tensor less
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, at_inference={self.at_inference}"
