@@ -46,3 +46,36 @@ def test_sweep(benchmark, record, max_batch):
     assert trainings == 12
     role = "engine" if max_batch > 1 else "reference"
     record("sweep-12-trainings", role, 12 * 1797)
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU workers: a GPU runs one step at a time")
+@pytest.mark.parametrize("workers", ["2", "1"], ids=["two-workers", "in-turn"])
+@pytest.mark.benchmark(group="sweep-cpu-workers")
+def test_sweep_cpu_workers(benchmark, record, tmp_path_factory, workers):
+    """Pair "sweep-cpu-workers": the sweep (10 epochs) scored by ``bioprior score`` with two threads,
+    as two one-thread CPU workers side by side (``--workers 2``) against its trainings in turn
+    (``--workers 1``); a fresh home per round, the command's start-up included."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path_factory.mktemp("sweep") / "sweep.yaml"
+    sweep = {**SWEEP, "training": {**SWEEP["training"], "epochs": 10}}  # the trainings dominate
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+
+    def score() -> None:
+        home = tempfile.mkdtemp(prefix="bioprior-perf-")
+        out = subprocess.run(
+            [sys.executable, "-m", "bioprior.registry.cli", "score", str(path), "--device", "cpu"]
+            + ["--threads", "2", "--workers", workers, "--batch", "1"],
+            env={**os.environ, "BIOPRIOR_HOME": home},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+
+    benchmark.pedantic(score, rounds=2, iterations=1)
+    record("sweep-cpu-workers", "engine" if workers != "1" else "reference", 12 * 1797)
