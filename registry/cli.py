@@ -345,7 +345,7 @@ def score(
 
     try:
         choice = thread_choice.choose(threads)
-        requested_workers = thread_choice.parse_workers(workers)
+        requested_workers = thread_choice.parse(workers, "--workers")
     except thread_choice.ThreadsError as exc:
         _fail(str(exc))
     if data_root is not None and not data_root.is_dir():

@@ -248,13 +248,9 @@ def build_executor(
     except ValueError as exc:
         claims.close()
         raise ExecutionError("--device", str(exc).removeprefix("--device cuda: ")) from None
-    threads, start_method = None, None
+    threads = None
     if devices == ["cpu"] and cpu_workers > 1:
         devices, threads = ["cpu"] * cpu_workers, worker_threads
-        if threads is not None and threads > 1:
-            # a child forked from this process, which has run OpenMP threads, hangs in its first
-            # parallel region (GNU libgomp is not fork-safe): fork from a clean server instead
-            start_method = "forkserver"
     if options.isolate or any_limit or len(devices) > 1:
         executor = IsolatedExecutor(
             limits_for,
@@ -265,7 +261,6 @@ def build_executor(
             worker_class=worker_class,
             on_message=on_message,
             threads=threads,
-            start_method=start_method,
         )
     else:
         executor = ClaimingExecutor(claims, on_skip=on_skip)

@@ -159,17 +159,29 @@ class SubprocessBackend:
         self.worker, self.settings, self.worker_class = worker, settings, worker_class
         self.devices = list(devices)
         self.capacity = len(self.devices)
-        gpu = any(d.startswith("cuda") for d in self.devices)
         if start_method is None:
-            start_method = "spawn" if gpu or "fork" not in mp.get_all_start_methods() else "fork"
+            start_method = self._default_start_method(threads)
         if start_method != "fork" and settings is None:
             raise ValueError(f"start method {start_method!r} needs worker settings")
         self.ctx = mp.get_context(start_method)
         if start_method == "forkserver":  # the server imports torch once; each child forks
             self.ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         self.forked = start_method == "fork"
+        # a fork server's children have it as their parent; it exits with this process
+        self.parent_pid = None if start_method == "forkserver" else os.getpid()
         self.free = list(self.devices)
         self.running: dict[Any, tuple[Any, Any, Any, float, Limits, str, str]] = {}
+
+    def _default_start_method(self, threads: int | None) -> str:
+        """spawn on CUDA (it cannot be forked once initialised) or where there is no fork;
+        a fork server for children of more than one thread: a child forked from this process,
+        once it has run OpenMP threads, hangs in its first parallel region (GNU libgomp is not
+        fork-safe); else fork (nothing to rebuild)."""
+        if any(d.startswith("cuda") for d in self.devices):
+            return "spawn"
+        if "fork" not in mp.get_all_start_methods():
+            return "spawn"
+        return "forkserver" if threads is not None and threads > 1 else "fork"
 
     def _runner_for(self, device: str) -> Any:
         """A worker rebuilt from settings for this device (it loads its own registry, or the
@@ -194,7 +206,7 @@ class SubprocessBackend:
                 payload,
                 limits,
                 device,
-                None if self.ctx.get_start_method() == "forkserver" else os.getpid(),
+                self.parent_pid,
                 self.threads,
             ),
             name=f"bioprior-step-{step.key[:8]}",

@@ -144,11 +144,6 @@ def parse(value: str | int | None, where: str) -> int | None:
     return n
 
 
-def parse_workers(value: str | int | None) -> int | None:
-    """``--workers``: a positive integer, or None for ``auto`` / ``0`` / empty."""
-    return parse(value, "--workers")
-
-
 def cpu_workers(requested: int | None, threads: int, side_by_side: int) -> int:
     """How many steps run at once on a CPU: ``requested`` (``--workers N``), else one per thread
     for as many steps as can run side by side (the plan's trainings, or its evaluations when
