@@ -221,27 +221,25 @@ def build_executor(
             if not option.startswith("--"):
                 option, message = "--executor", str(exc)
             raise ExecutionError(option, message) from None
+
+        def close() -> None:
+            claims.close()
+            executor.shutdown()
+
         gpus = executor.cluster_gpus()
         if device.startswith("cuda") and not gpus:  # the driver itself may have none
-            executor.shutdown()
-            claims.close()
+            close()
             raise ExecutionError(
                 "--device", f"{device}: the Ray cluster has no GPU (use auto or cpu)"
             )
         if options.gpus_per_step is None and device != "cpu":  # a GPU per step where there are
             executor.num_gpus = 1.0 if gpus else 0.0
         if device.startswith("cuda") and not executor.num_gpus:
-            executor.shutdown()
-            claims.close()
+            close()
             raise ExecutionError("--gpus-per-step", f"0 with --device {device}: no task gets a GPU")
         if device != "cpu":
             # what the tasks get: Ray sets CUDA_VISIBLE_DEVICES per task, so a task's GPU is cuda
             executor.settings = settings.replace(device="cuda" if executor.num_gpus else "cpu")
-
-        def close() -> None:
-            claims.close()
-            executor.shutdown()
-
         return Execution(executor, claims, close)
     try:
         devices = local_devices(device, gpu_count)
