@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import atomic
+from .allocator import keep_freed_memory
 from .constraint import InputGeometry
 from .data import ImageData, fit_data
 from .hashing import content_hash
@@ -60,6 +61,7 @@ class TrainingService:
         reporter: Reporter | None = None,
         keep_in_memory: int = 4,
     ) -> None:
+        keep_freed_memory()  # steps reuse their buffers' pages instead of faulting them in again
         self.weights_dir = Path(home) / "weights"
         atomic.remove_orphans(self.weights_dir)  # temp files of writers that were killed
         self.device = device
