@@ -2,7 +2,9 @@
 
 Reads pytest-benchmark JSON (``--benchmark-autosave`` writes ``.benchmarks/<machine>/NNNN_*.json``;
 default: the newest one under ``.benchmarks``) and prints, per pair (``extra_info["pair"]``), the
-reference's mean time over the engine's (``> 1``: the engine is faster), with images/s and device.
+reference's mean time over the engine's (``> 1``: the engine is faster), with images/s, the device
+and, where the pair counts its FLOPs, the fraction of the device's matmul rate (bf16 on a GPU,
+fp32 on a CPU) that the engine and the reference reach.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def report(path: Path) -> list[str]:
         e = engine["stats"]["mean"]
         info = engine["extra_info"]
         rate = f"{info['images_per_s']:,.0f} images/s" if "images_per_s" in info else ""
-        peak = info.get("bf16_peak_fraction")
-        extra = f", {peak:.1%} of bf16 matmul peak" if peak is not None else ""
+        extra = _peak(info)
+        if ref is not None and _peak(ref["extra_info"]):
+            extra += f" (reference{_peak(ref['extra_info'])[1:]})"
         if ref is not None:
             ratio = ref["stats"]["mean"] / e
             lines.append(f"  {pair:<32} {ratio:5.2f}x  engine {e:.4f} s, {rate}{extra}")
@@ -47,6 +50,15 @@ def report(path: Path) -> list[str]:
             lines.append(f"  {pair:<32}    --   engine {e:.4f} s, {rate}{extra}")
         lines[-1] += f"  [{info.get('device', '')}]"
     return lines
+
+
+def _peak(info: dict) -> str:
+    """ ", X% of bf16 matmul peak" (GPU) or ", X% of fp32 matmul peak" (CPU), where measured."""
+    for precision in ("bf16", "fp32"):
+        fraction = info.get(f"{precision}_peak_fraction")
+        if fraction is not None:
+            return f", {fraction:.1%} of {precision} matmul peak"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,32 +25,51 @@ def device_name() -> str:
 
 
 @functools.cache
-def bf16_matmul_rate() -> float:
-    """FLOP/s of a large bf16 matmul on this GPU (the device's practical peak)."""
-    a = torch.randn(8192, 8192, device=DEVICE, dtype=torch.bfloat16)
+def matmul_rate(precision: str) -> float:
+    """FLOP/s of a large matmul in ``precision`` ("bf16" or "fp32") on this device, at this
+    process's thread count on a CPU: the device's practical peak. A step that runs near it cannot
+    be made much faster by batching."""
+    import time
+
+    n, reps = (8192, 10) if DEVICE.type == "cuda" else (2048, 10)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=DEVICE, dtype=dtype)
     for _ in range(3):
         a @ a
     sync()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(10):
+    start = time.perf_counter()
+    for _ in range(reps):
         a @ a
-    end.record()
     sync()
-    return 10 * 2 * 8192**3 / (start.elapsed_time(end) / 1000)
+    return reps * 2 * n**3 / (time.perf_counter() - start)
+
+
+def train_flops(model, x) -> float:
+    """Training FLOPs of one pass over ``x``: three times one measured forward per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model(x[:1].float())
+    return 3.0 * counter.get_total_flops() * len(x)
 
 
 def recorder(benchmark):
-    """``record(pair, role, images, flops=None)`` after ``benchmark(...)``: fills extra_info."""
+    """``record(pair, role, images, flops=None, precision="fp32")`` after ``benchmark(...)``:
+    fills extra_info; with ``flops``, the fraction of the device's matmul rate reached: on a GPU
+    of its bf16 rate (``bf16_peak_fraction``), on a CPU of the rate in the precision the role
+    trained in (``fp32_peak_fraction`` or ``bf16_peak_fraction``)."""
 
-    def rec(pair: str, role: str, images: int, flops: float | None = None) -> None:
+    def rec(
+        pair: str, role: str, images: int, flops: float | None = None, precision: str = "fp32"
+    ) -> None:
         info = benchmark.extra_info
         info.update(pair=pair, role=role, images=images, device=device_name())
         stats = getattr(benchmark, "stats", None)
         mean = stats.stats.mean if stats is not None else None
         if mean:
             info["images_per_s"] = images / mean
-            if flops and DEVICE.type == "cuda":
-                info["bf16_peak_fraction"] = flops / mean / bf16_matmul_rate()
+            if flops:
+                precision = "bf16" if DEVICE.type == "cuda" else precision
+                info[f"{precision}_peak_fraction"] = flops / mean / matmul_rate(precision)
 
     return rec

@@ -5,7 +5,7 @@ reduced width on digits (one epoch each)."""
 from __future__ import annotations
 
 import pytest
-from perfkit import DEVICE, sync
+from perfkit import DEVICE, sync, train_flops
 
 from bioprior.registry.batched import train_batched
 from bioprior.registry.data import fit_data
@@ -57,7 +57,8 @@ def test_batched_members(benchmark, record, digits, name):
         sync()
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    record(f"batched-{name}-K{K}", "engine", K * len(digits.train_x))
+    flops = K * train_flops(modules[0], digits.train_x)
+    record(f"batched-{name}-K{K}", "engine", K * len(digits.train_x), flops)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -71,4 +72,5 @@ def test_sequential_members(benchmark, record, digits, name):
         sync()
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    record(f"batched-{name}-K{K}", "reference", K * len(digits.train_x))
+    flops = K * train_flops(modules[0], digits.train_x)
+    record(f"batched-{name}-K{K}", "reference", K * len(digits.train_x), flops)

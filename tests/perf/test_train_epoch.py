@@ -9,9 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from perfkit import DEVICE, sync
+from perfkit import DEVICE, sync, train_flops
 from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.flop_counter import FlopCounterMode
 
 from bioprior import create_model
 from bioprior.registry.data import fit_data
@@ -37,12 +36,6 @@ def _model():
     ).to(DEVICE)
 
 
-def train_flops(model, x) -> float:
-    with FlopCounterMode(display=False) as counter:
-        model(x[:1].float())
-    return 3.0 * counter.get_total_flops() * len(x)
-
-
 RECIPE = TrainingRecipe(
     dataset={"name": "digits"}, epochs=1, batch_size=64, lr=0.01, precision=PRECISION
 )
@@ -58,7 +51,8 @@ def test_engine_epoch(benchmark, record, digits):
         return history
 
     history = benchmark(epoch)
-    record("train-epoch", "engine", len(digits.train_x), train_flops(model, digits.train_x))
+    flops = train_flops(model, digits.train_x)
+    record("train-epoch", "engine", len(digits.train_x), flops, history["autocast"])
     assert history["loss"][0] > 0
 
 
