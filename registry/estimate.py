@@ -115,6 +115,25 @@ def available_bytes(device: torch.device) -> int:
         return 4 << 30
 
 
+#: what a CPU worker process holds beyond its training: its allocator's kept free memory
+#: (:mod:`.allocator`), the pages of the driver it copies on write, its evaluation's batches
+WORKER_BYTES = 512 << 20
+
+
+def workers_that_fit(steps: list, service: Any) -> int:
+    """How many of these training steps fit in memory at once on a CPU: half the free memory
+    (:func:`available_bytes`) over the largest step's need, its members (:func:`member_bytes`)
+    and a worker's own ``WORKER_BYTES``; at least one."""
+    need = max(
+        (
+            WORKER_BYTES + sum(member_bytes(profile(m, service), m) for m in step.members)
+            for step in steps
+        ),
+        default=WORKER_BYTES,
+    )
+    return max(1, available_bytes(service.device) // need)
+
+
 _limits: dict[str, int] = {}
 
 

@@ -144,13 +144,16 @@ def parse(value: str | int | None, where: str) -> int | None:
     return n
 
 
-def cpu_workers(requested: int | None, threads: int, side_by_side: int) -> int:
+def cpu_workers(
+    requested: int | None, threads: int, side_by_side: int, fit: int | None = None
+) -> int:
     """How many steps run at once on a CPU: ``requested`` (``--workers N``), else one per thread
     for as many steps as can run side by side (the plan's trainings, or its evaluations when
-    every training is cached). Each gets ``threads // workers`` threads (at least one)."""
+    every training is cached) and as many as ``fit`` in memory at once. Each gets
+    ``threads // workers`` threads (at least one)."""
     if requested is not None:
         return requested
-    return max(1, min(threads, side_by_side))
+    return max(1, min(threads, side_by_side, fit or side_by_side))
 
 
 def auto_threads(cores: int, load: float | None, ceiling: int | None = None) -> int:

@@ -67,6 +67,23 @@ def test_auto_workers_share_the_threads_among_the_steps_there_are():
     assert threads.cpu_workers(3, threads=2, side_by_side=1) == 3  # asked for
 
 
+@pytest.mark.parametrize("free_gb, plan", [(64, "2 CPU workers x 1 thread"), (0.1, "memory for 1")])
+def test_auto_workers_are_as_many_as_fit_in_memory(
+    tmp_path, write_submission, monkeypatch, free_gb, plan
+):
+    """A machine with room for one training at a time runs its trainings in turn, and says so."""
+    from bioprior.registry import estimate
+
+    monkeypatch.setattr(estimate, "available_bytes", lambda device: int(free_gb * 2**30))
+    monkeypatch.setenv("BIOPRIOR_HOME", str(tmp_path / "home"))
+    path = write_submission(tiny_submission())  # natural and random data: two trainings
+    result = CliRunner().invoke(app, ["score", str(path), "--dry-run", "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    (line,) = [ln for ln in result.stdout.splitlines() if ln.startswith("plan:")]
+    assert plan in line
+    assert ("CPU workers" in line) == (free_gb > 1)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
