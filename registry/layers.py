@@ -9,6 +9,7 @@
   model's input channels, classes and input size, defaults filled) are the sizing helpers of
   every built-in model.
 - :func:`gabor_kernel` is the Gabor filter of the V1-like front ends (vonenet's convention).
+- :class:`LocalResponseNorm` is ``nn.LocalResponseNorm`` with the same numbers, faster on a CPU.
 
 This module imports torch: import it from a plugin's torch body (``nn.py``), not from the
 module its entry point names.
@@ -162,3 +163,47 @@ __all__ = [
     "model_geometry",
     "scaled",
 ]
+
+
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """``nn.LocalResponseNorm`` (Krizhevsky et al. 2012; the LRN of Zhang et al.'s small AlexNet)
+    with the same numbers, about 2.5x faster forward and backward on a CPU.
+
+    Torch sums each channel window with ``avg_pool3d`` over a 5-d view, whose CPU kernel is slow
+    (40% of a width-0.25 small AlexNet's training epoch on digits). Here the window sum is
+    ``size`` shifted channel slices added in the order ``avg_pool3d`` adds them, then divided by
+    ``size`` as it does (sums and quotients are correctly rounded whatever the order of the
+    elements; ``pow``, which is not, runs on the same NCHW tensor as torch's): bit-identical
+    forward and backward on a CPU in fp32 / fp64 and under
+    bf16 autocast (where autocast runs ``avg_pool3d`` in fp32, so do the slices), in either memory
+    layout (tests/test_local_response_norm.py). Anywhere else (CUDA, other dtypes, inputs that
+    are not 4-d) it is torch's own forward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        upcast = _lrn_upcast(x)
+        if upcast is None:
+            return super().forward(x)
+        c, size = x.shape[1], self.size
+        squares = x.mul(x)
+        padded = nn.functional.pad(squares, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        if upcast:
+            padded = padded.float()
+        window = padded[:, 0:c]
+        for i in range(1, size):
+            window = window + padded[:, i : i + c]
+        base = (window / size).mul(self.alpha).add(self.k)
+        # pow is not correctly rounded: its vectorized and scalar paths may differ in the last
+        # bit, so it runs over the layout torch's runs over (avg_pool3d's output, NCHW)
+        return x / base.contiguous().pow(self.beta)
+
+
+def _lrn_upcast(x: torch.Tensor) -> bool | None:
+    """Whether the fast LRN sums in fp32 (a bf16 input under CPU bf16 autocast); None where it
+    does not apply (torch's own forward then)."""
+    if x.dim() != 4 or x.device.type != "cpu":
+        return None
+    if x.dtype in (torch.float32, torch.float64):
+        return False
+    autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == x.dtype
+    return True if x.dtype == torch.bfloat16 and autocast else None

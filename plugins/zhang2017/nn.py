@@ -9,7 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioprior.registry.layers import CIFAR10_GEOMETRY, model_geometry, scaled
+from bioprior.registry.layers import (
+    CIFAR10_GEOMETRY,
+    LocalResponseNorm,
+    model_geometry,
+    scaled,
+)
 
 # A model built without a dataset (``create_model``) gets CIFAR-10's geometry.
 DEFAULT_GEOMETRY = CIFAR10_GEOMETRY
@@ -36,7 +41,7 @@ class SmallAlexNet(nn.Module):
         c1 = first_conv_width or scaled(200, width)
         c2 = scaled(200, width)
         norm = (
-            (lambda: nn.LocalResponseNorm(4, alpha=0.001 / 9.0, beta=0.75, k=1.0))
+            (lambda: LocalResponseNorm(4, alpha=0.001 / 9.0, beta=0.75, k=1.0))
             if local_response_norm
             else nn.Identity
         )
