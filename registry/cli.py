@@ -338,7 +338,7 @@ def score(
     """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
     from . import threads as thread_choice
     from .devices import DeviceError, check_device
-    from .execution import ExecutionError, ExecutionOptions, runs_in_process
+    from .execution import ExecutionError, ExecutionOptions, cpu_worker_count, runs_in_process
     from .paths import default_db, using_data_root
     from .plugins import get_registry
     from .submission import InvalidSubmission
@@ -400,9 +400,9 @@ def score(
             in_process = runs_in_process(options, loaded, device)
             if not in_process and batch is None:
                 scorer.max_batch = 1  # no batching calibration in the driver: steps are isolated
-            _, summary = scorer.plan(loaded)
-            n_workers, fit = _cpu_workers(
-                options, summary, device, choice.threads, scorer if in_process else None
+            jobs, summary = scorer.plan(loaded)
+            n_workers, fit = cpu_worker_count(
+                options, scorer.fresh(jobs), device, choice.threads, scorer if in_process else None
             )
             per_worker = max(1, choice.threads // n_workers)
             described = choice.describe()
@@ -460,35 +460,6 @@ def _check_writable(db_path: Path, home: Path) -> None:
         problem = writable_problem(folder)
         if problem:
             _fail(f"{option}: {problem} (nothing was run)")
-
-
-def _cpu_workers(
-    options, summary, device: str, threads: int, scorer=None
-) -> tuple[int, int | None]:
-    """Steps run at once (:func:`threads.cpu_workers`) and how many trainings fit in memory at
-    once where that was measured (``scorer``: plugin code may run in this process). CPU workers
-    only with the local executor on a CPU; ``--workers N`` elsewhere is an error (a GPU runs
-    one step at a time)."""
-    from .isolation import local_devices
-    from .threads import cpu_workers
-
-    if options.executor != "local":
-        return 1, None
-    if local_devices(device) != ["cpu"]:
-        if options.workers is not None and options.workers > 1:
-            _fail(f"--workers: CPU workers only (--device {device} runs one step per GPU)")
-        return 1, None
-    trains = [s for s in summary.steps if s.kind == "train"]
-    side_by_side = len(trains) or len(summary.steps)
-    fit = None
-    if options.workers is None and scorer is not None and trains and min(threads, side_by_side) > 1:
-        from .estimate import workers_that_fit
-
-        try:
-            fit = workers_that_fit(trains, scorer.service())
-        except Exception:  # noqa: BLE001 - a step that cannot be built fails when it runs
-            fit = None
-    return cpu_workers(options.workers, threads, side_by_side, fit), fit
 
 
 def _execution(

@@ -156,6 +156,41 @@ class Execution:
     close: Callable[[], None]
 
 
+def cpu_worker_count(
+    options: ExecutionOptions, fresh: Any, device: str, threads: int, scorer: Any = None
+) -> tuple[int, int | None]:
+    """Steps run at once (:func:`.threads.cpu_workers`) and how many trainings fit in memory at
+    once where that was measured (``scorer``: plugin code may run in this process). CPU workers
+    only with the local executor on a CPU; ``--workers N`` elsewhere is an
+    :class:`ExecutionError` (a GPU runs one step at a time).
+
+    The count comes from ``fresh``, the plan from scratch (:meth:`.Scorer.fresh`), not from what
+    is left to do: a step's thread count, and so its numbers on a CPU, must not depend on how far
+    an earlier run got (a resumed run trains its last step as the whole run would have)."""
+    from .isolation import local_devices
+    from .threads import cpu_workers
+
+    if options.executor != "local":
+        return 1, None
+    if local_devices(device) != ["cpu"]:
+        if options.workers is not None and options.workers > 1:
+            raise ExecutionError(
+                "--workers", f"CPU workers only (--device {device} runs one step per GPU)"
+            )
+        return 1, None
+    trains = [s for s in fresh.steps if s.kind == "train"]
+    side_by_side = len(trains) or len(fresh.steps)
+    fit = None
+    if options.workers is None and scorer is not None and trains and min(threads, side_by_side) > 1:
+        from .estimate import workers_that_fit
+
+        try:
+            fit = workers_that_fit(trains, scorer.service())
+        except Exception:  # noqa: BLE001 - a step that cannot be built fails when it runs
+            fit = None
+    return cpu_workers(options.workers, threads, side_by_side, fit), fit
+
+
 def build_executor(
     options: ExecutionOptions,
     loaded: Sequence[Any],

@@ -74,6 +74,11 @@ class Scorer:
         )
         return jobs, summary
 
+    def fresh(self, jobs: list[Job]) -> PlanSummary:
+        """The plan of these jobs from scratch (nothing done, nothing cached): the shape of the
+        work, the same before a run and when it resumes (the CPU workers are counted on it)."""
+        return summarize(jobs, set(), self.registry, batch_limit=self._batch_limit)
+
     def _batch_limit(self, spec, size: int) -> int:
         if self.max_batch is not None:
             return self.max_batch

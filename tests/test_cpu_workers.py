@@ -43,6 +43,31 @@ def test_two_workers_give_the_numbers_of_one_thread_trainings_in_turn(tmp_path, 
         assert row["metrics"] == in_turn[key]["metrics"]  # exactly: same seeds, same threads
 
 
+def test_a_resumed_run_trains_its_last_step_as_the_whole_run_would_have(tmp_path, write_submission):
+    """Workers are counted on the plan from scratch, not on what is left: after an interruption
+    that left one of two trainings to do, it still trains on one thread, so its weights and the
+    job's numbers are those of the uninterrupted run (not those of a two-thread training)."""
+    import sqlite3
+
+    path = write_submission(tiny_submission())  # natural and random data: two trainings
+    home = tmp_path / "home"
+    args = ("score", str(path), "--device", "cpu", "--batch", "1", "--threads", "2")
+    first = run_cli(*args, env={"BIOPRIOR_HOME": str(home)})
+    assert first.returncode == 0, first.stderr
+    (whole,) = _rows(home).values()
+    with sqlite3.connect(home / "results.sqlite") as db:  # as if stopped before the evaluation
+        db.execute("DELETE FROM results")
+    min((home / "weights").glob("*.safetensors")).unlink()  # and before one training
+    resumed = run_cli(*args, env={"BIOPRIOR_HOME": str(home)})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 trainings to run" in resumed.stdout and "1 cached" in resumed.stdout
+    assert "2 CPU workers x 1 thread" in resumed.stdout
+    (again,) = _rows(home).values()
+    assert again["provenance"]["torch_num_threads"] == 1
+    assert again["weights_hash"] == whole["weights_hash"]
+    assert again["metrics"] == whole["metrics"]
+
+
 def test_workers_of_two_threads_fork_from_a_clean_server(tmp_path, write_submission):
     """A child forked from a driver that has run OpenMP threads hangs in its first parallel
     region (GNU libgomp is not fork-safe): workers of more than one thread come from a fork
