@@ -174,10 +174,10 @@ def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
 
     first = step.members[0]
     k = len(step.members)
-    key = (first.key if k == 1 else first.batch_group or first.key, k)  # solo: its own cost
+    data = service.data(first)
+    key = (cost_key(first, data) if k == 1 else first.batch_group or first.key, k)
     if key in _calibrated:
         return _calibrated[key]
-    data = service.data(first)
     bs = first.recipe.batch_size
     gen = torch.Generator().manual_seed(0)
     n = bs * steps
@@ -200,6 +200,18 @@ def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
     per_step = timings[1] / steps  # after a warm-up step; the setup is amortized, not subtracted
     _calibrated[key] = per_step
     return per_step
+
+
+def cost_key(spec: TrainingSpec, data: Any) -> str:
+    """What a solo training step costs depends on: the model, the constraints with their
+    parameters (sigma 0 skips the noise), the recipe, and the shape of the training images
+    (the calibration trains on random images of that shape); not on the images themselves or the
+    seed: natural and random data of one shape cost the same, and are calibrated once."""
+    from .hashing import content_hash
+
+    identity = spec.identity()
+    parts = [identity["model"], identity["constraints"], identity["recipe"]]
+    return content_hash([*parts, list(data.train_x.shape)])
 
 
 def sync(device: torch.device) -> None:

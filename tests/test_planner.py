@@ -196,3 +196,33 @@ def test_cpu_batches_launch_bound_members_only_and_the_same_way_every_run(biopri
     assert plans[0] == plans[1]
     assert plans[0].count(("small_alexnet", 1)) == 4  # digits and random data, sigma 0 and 0.6
     assert ("small_inception", 6) in plans[0]  # three sigmas x (digits, random), one model
+
+
+def test_trainings_of_one_cost_are_calibrated_once(bioprior_home, monkeypatch):
+    """Natural and random data of one shape cost the same: the estimate calibrates each cost
+    (model, constraints, recipe, image shape) once and gives both the same seconds; a noise
+    level that changes the work (sigma 0 skips the noise) is calibrated on its own."""
+    from bioprior.registry import estimate, trainer
+    from bioprior.registry.scorer import Scorer
+    from bioprior.registry.store import ResultStore
+
+    calls = []
+    train = trainer.train_model
+    monkeypatch.setattr(trainer, "train_model", lambda *a, **k: calls.append(1) or train(*a, **k))
+    monkeypatch.setattr(estimate, "_calibrated", {})
+    registry = get_registry()
+    sub = validate_submission_dict(
+        tiny_submission(sweep={"constraints.0.params.sigma": [0.0, 0.5]}), registry
+    )
+    with ResultStore(bioprior_home / "r.sqlite") as store:
+        scorer = Scorer(store, registry, device="cpu", max_batch=1)
+        _, summary = scorer.plan([sub])
+        estimates = scorer.estimate(summary)
+    trains = summary.train_steps
+    assert len(trains) == 4  # natural and random data for each sigma
+    assert len(calls) == 2 * 2  # a warm-up and a timed training per cost: sigma 0 and 0.5
+    by_sigma: dict[float, set[float]] = {}
+    for step in trains:
+        sigma = step.members[0].constraints[0].params.sigma
+        by_sigma.setdefault(sigma, set()).add(estimates[step.key].seconds)
+    assert all(len(s) == 1 for s in by_sigma.values()) and len(by_sigma) == 2
