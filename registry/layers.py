@@ -153,18 +153,6 @@ def gabor_kernel(
     return envelope * np.cos(2 * np.pi * frequency * rot_x + phase)
 
 
-__all__ = [
-    "ACTIVATION_TYPES",
-    "CIFAR10_GEOMETRY",
-    "HiddenActivation",
-    "capture",
-    "gabor_kernel",
-    "hidden_activations",
-    "model_geometry",
-    "scaled",
-]
-
-
 class LocalResponseNorm(nn.LocalResponseNorm):
     """``nn.LocalResponseNorm`` (Krizhevsky et al. 2012; the LRN of Zhang et al.'s small AlexNet)
     with the same numbers, about 2.5x faster forward and backward on a CPU.
@@ -174,10 +162,10 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     ``size`` shifted channel slices added in the order ``avg_pool3d`` adds them, then divided by
     ``size`` as it does (sums and quotients are correctly rounded whatever the order of the
     elements; ``pow``, which is not, runs on the same NCHW tensor as torch's): bit-identical
-    forward and backward on a CPU in fp32 / fp64 and under
-    bf16 autocast (where autocast runs ``avg_pool3d`` in fp32, so do the slices), in either memory
-    layout (tests/test_local_response_norm.py). Anywhere else (CUDA, other dtypes, inputs that
-    are not 4-d) it is torch's own forward.
+    forward and backward on a CPU in fp32 / fp64 and under bf16 autocast (where autocast runs
+    ``avg_pool3d`` in fp32, so do the slices), in either memory layout
+    (tests/test_local_response_norm.py). Anywhere else (CUDA, other dtypes, inputs that are not
+    4-d) it is torch's own forward.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,3 +195,16 @@ def _lrn_upcast(x: torch.Tensor) -> bool | None:
         return False
     autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == x.dtype
     return True if x.dtype == torch.bfloat16 and autocast else None
+
+
+__all__ = [
+    "ACTIVATION_TYPES",
+    "CIFAR10_GEOMETRY",
+    "HiddenActivation",
+    "LocalResponseNorm",
+    "capture",
+    "gabor_kernel",
+    "hidden_activations",
+    "model_geometry",
+    "scaled",
+]
