@@ -41,8 +41,9 @@ def report(path: Path) -> list[str]:
         info = engine["extra_info"]
         rate = f"{info['images_per_s']:,.0f} images/s" if "images_per_s" in info else ""
         extra = _peak(info)
-        if ref is not None and _peak(ref["extra_info"]):
-            extra += f" (reference{_peak(ref['extra_info'])[1:]})"
+        ref_peak = _peak(ref["extra_info"]) if ref is not None else ""
+        if ref_peak:
+            extra += f" (reference{ref_peak[1:]})"
         if ref is not None:
             ratio = ref["stats"]["mean"] / e
             lines.append(f"  {pair:<32} {ratio:5.2f}x  engine {e:.4f} s, {rate}{extra}")

@@ -402,7 +402,11 @@ def score(
                 scorer.max_batch = 1  # no batching calibration in the driver: steps are isolated
             jobs, summary = scorer.plan(loaded)
             n_workers, fit = cpu_worker_count(
-                options, scorer.fresh(jobs), device, choice.threads, scorer if in_process else None
+                options,
+                lambda: scorer.fresh(jobs),
+                device,
+                choice.threads,
+                scorer if in_process else None,
             )
             per_worker = max(1, choice.threads // n_workers)
             described = choice.describe()

@@ -157,15 +157,19 @@ class Execution:
 
 
 def cpu_worker_count(
-    options: ExecutionOptions, fresh: Any, device: str, threads: int, scorer: Any = None
+    options: ExecutionOptions,
+    fresh: Callable[[], Any],
+    device: str,
+    threads: int,
+    scorer: Any = None,
 ) -> tuple[int, int | None]:
     """Steps run at once (:func:`.threads.cpu_workers`) and how many trainings fit in memory at
     once where that was measured (``scorer``: plugin code may run in this process). CPU workers
     only with the local executor on a CPU; ``--workers N`` elsewhere is an
     :class:`ExecutionError` (a GPU runs one step at a time).
 
-    The count comes from ``fresh``, the plan from scratch (:meth:`.Scorer.fresh`), not from what
-    is left to do: a step's thread count, and so its numbers on a CPU, must not depend on how far
+    The count comes from ``fresh()``, the plan from scratch (:meth:`.Scorer.fresh`; planned only
+    here, on a local CPU), not from what is left to do: a step's thread count, and so its numbers on a CPU, must not depend on how far
     an earlier run got (a resumed run trains its last step as the whole run would have)."""
     from .isolation import local_devices
     from .threads import cpu_workers
@@ -178,8 +182,9 @@ def cpu_worker_count(
                 "--workers", f"CPU workers only (--device {device} runs one step per GPU)"
             )
         return 1, None
-    trains = [s for s in fresh.steps if s.kind == "train"]
-    side_by_side = len(trains) or len(fresh.steps)
+    steps = fresh().steps
+    trains = [s for s in steps if s.kind == "train"]
+    side_by_side = len(trains) or len(steps)
     fit = None
     if options.workers is None and scorer is not None and trains and min(threads, side_by_side) > 1:
         from .estimate import workers_that_fit

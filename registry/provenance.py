@@ -98,13 +98,19 @@ def _software() -> dict[str, Any]:
     return out
 
 
+def torch_threads() -> int | None:
+    """torch's CPU thread count in this process; None where torch was never imported."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 def capture(device: str = "", threads: int | None = None) -> dict[str, Any]:
     """The provenance of a job that ran on ``device`` ("cpu", "cuda:0", ...) with torch's
     ``threads`` (default: this process's), now."""
     out = dict(_software())
     torch = sys.modules.get("torch")
     if torch is not None:
-        out["torch_num_threads"] = threads or torch.get_num_threads()
+        out["torch_num_threads"] = threads or torch_threads()
         if device.startswith("cuda"):
             out["cuda"] = torch.version.cuda
             out["cudnn"] = torch.backends.cudnn.version()

@@ -5,7 +5,6 @@ evaluation step runs the job's benchmark on the models its trainings produced.""
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from .context import BenchmarkContext
 from .executor import JobOutcome, Outcome, TrainOutcome, failed, now
 from .planner import EvaluateStep, Job, TrainStep
 from .plugins import Registry
+from .provenance import torch_threads
 from .training import TrainingService
 
 
@@ -82,11 +82,6 @@ class StepRunner:
             weights=dict(ctx.used),
             threads=torch_threads(),
         )
-
-
-def torch_threads() -> int | None:
-    torch = sys.modules.get("torch")
-    return torch.get_num_threads() if torch is not None else None
 
 
 JobRunner = StepRunner  # the name before steps

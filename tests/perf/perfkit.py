@@ -31,7 +31,7 @@ def matmul_rate(precision: str) -> float:
     be made much faster by batching."""
     import time
 
-    n, reps = (8192, 10) if DEVICE.type == "cuda" else (2048, 10)
+    n, reps = 8192 if DEVICE.type == "cuda" else 2048, 10
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a = torch.randn(n, n, device=DEVICE, dtype=dtype)
     for _ in range(3):
