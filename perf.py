@@ -1,23 +1,38 @@
-"""``python -m bioprior.perf [FILE.json ...]``: the ratio of each performance pair of tests/perf.
+"""``python -m bioprior.perf [PATH ...]``: the ratio of each performance pair of tests/perf.
 
 Reads pytest-benchmark JSON (``--benchmark-autosave`` writes ``.benchmarks/<machine>/NNNN_*.json``;
-default: the newest one under ``.benchmarks``) and prints, per pair (``extra_info["pair"]``), the
-reference's mean time over the engine's (``> 1``: the engine is faster), with images/s, the device
-and, where the pair counts its FLOPs, the fraction of the device's matmul rate (bf16 on a GPU,
-fp32 on a CPU) that the engine and the reference reach.
+a PATH is such a file or a folder, whose newest one is read; default: the newest under
+``.benchmarks``) and prints, per pair (``extra_info["pair"]``), the reference's mean time over the
+engine's (``> 1``: the engine is faster), with images/s, the device and, where the pair counts its
+FLOPs, the fraction of the device's matmul rate (bf16 on a GPU; on a CPU the precision each side
+trained in) that the engine and the reference reach, and the pair's ceiling: the ratio the engine
+would reach at that rate (the reference's time over the pair's FLOPs at the device's peak). A
+target above the ceiling cannot be met on that device in that precision.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+
+PROG = "python -m bioprior.perf"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints the usage too)
+        self.exit(2, f"{PROG}: {message} (see --help)\n")
+
+
+class ReportError(Exception):
+    """A PATH that is not pytest-benchmark JSON: one line, exit 2."""
 
 
 def newest(root: Path = Path(".benchmarks")) -> Path:
     files = sorted(root.glob("**/*.json"), key=lambda p: p.stat().st_mtime)
     if not files:
-        raise SystemExit(f"no pytest-benchmark JSON under {root}/ (run with --benchmark-autosave)")
+        raise ReportError(f"{root}: no pytest-benchmark JSON here (run with --benchmark-autosave)")
     return files[-1]
 
 
@@ -30,9 +45,26 @@ def pairs(data: dict) -> dict[str, dict[str, dict]]:
     return out
 
 
+def load(path: Path) -> dict:
+    if path.is_dir():
+        path = newest(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ReportError(f"{path}: benchmarks: missing; not a pytest-benchmark JSON file")
+    data["_path"] = str(path)
+    return data
+
+
 def report(path: Path) -> list[str]:
-    data = json.loads(path.read_text())
-    lines = [f"{path}  ({data.get('datetime', '')})"]
+    data = load(path)
+    lines = [f"{data['_path']}  ({data.get('datetime', '')})"]
     for pair, roles in sorted(pairs(data).items()):
         engine, ref = roles.get("engine"), roles.get("reference")
         if engine is None:
@@ -46,11 +78,22 @@ def report(path: Path) -> list[str]:
             extra += f" (reference{ref_peak[1:]})"
         if ref is not None:
             ratio = ref["stats"]["mean"] / e
+            fraction = _fraction(info)
+            if fraction:
+                extra += f"; ceiling {ratio / fraction:.1f}x"
             lines.append(f"  {pair:<32} {ratio:5.2f}x  engine {e:.4f} s, {rate}{extra}")
         else:
             lines.append(f"  {pair:<32}    --   engine {e:.4f} s, {rate}{extra}")
         lines[-1] += f"  [{info.get('device', '')}]"
     return lines
+
+
+def _fraction(info: dict) -> float | None:
+    for precision in ("bf16", "fp32"):
+        fraction = info.get(f"{precision}_peak_fraction")
+        if fraction:
+            return float(fraction)
+    return None
 
 
 def _peak(info: dict) -> str:
@@ -63,9 +106,22 @@ def _peak(info: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    for path in [Path(a) for a in args] or [newest()]:
-        print("\n".join(report(path)))
+    about = __doc__.split("\n\n", 1)[1].replace("``", "'")
+    parser = _Parser(prog=PROG, description=about)
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="pytest-benchmark JSON files or folders (default: the newest under .benchmarks)",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        for path in args.paths or [newest()]:
+            print("\n".join(report(path)))
+    except ReportError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -62,3 +62,65 @@ def test_the_report_gives_each_pairs_ratio_and_how_near_the_matmul_peak_it_runs(
     assert "0.90x" in lines["eval-harness"] and "peak" not in lines["eval-harness"]
     assert "--" in lines["resnet18-cifar-epoch"]
     assert "23.0% of bf16 matmul peak" in lines["resnet18-cifar-epoch"]
+    assert "ceiling" not in lines["eval-harness"] and "ceiling" not in lines["resnet18-cifar-epoch"]
+
+
+def _save(path, *benchmarks):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"datetime": "2026-12-01T18:00:00", "benchmarks": list(benchmarks)}))
+
+
+def _perf(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "bioprior.perf", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_ceiling_is_the_ratio_the_engine_would_reach_at_the_devices_peak(tmp_path):
+    """A reference of 1.0 s against an engine of 0.5 s at 25% of the peak: the pair's FLOPs take
+    0.125 s at the peak, so no engine can be more than 8x the reference there."""
+    saved = tmp_path / "run.json"
+    _save(
+        saved,
+        _bench("batched-small_alexnet-K8", "engine", 0.5, fp32_peak_fraction=0.25),
+        _bench("batched-small_alexnet-K8", "reference", 1.0, fp32_peak_fraction=0.125),
+    )
+    out = _perf(saved, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "2.00x" in out.stdout and "ceiling 8.0x" in out.stdout
+
+
+def test_a_folder_is_read_by_its_newest_run(tmp_path):
+    import os
+
+    old, new = tmp_path / "runs" / "m" / "0001_a.json", tmp_path / "runs" / "m" / "0002_b.json"
+    _save(old, _bench("evaluation", "engine", 1.0), _bench("evaluation", "reference", 1.0))
+    _save(new, _bench("evaluation", "engine", 0.5), _bench("evaluation", "reference", 1.0))
+    os.utime(old, (1, 1))
+    out = _perf(tmp_path / "runs", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "0002_b.json" in out.stdout and "2.00x" in out.stdout
+
+
+def test_a_path_that_is_not_a_benchmark_run_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        tmp_path / "missing.json": "no such file",
+        tmp_path / "broken.json": "not JSON",
+        tmp_path / "list.json": "benchmarks: missing",
+        tmp_path / "empty": "no pytest-benchmark JSON",
+    }
+    for path, why in cases.items():
+        out = _perf(path, cwd=tmp_path)
+        assert out.returncode == 2 and out.stdout == ""
+        assert out.stderr.count("\n") == 1 and str(path) in out.stderr and why in out.stderr
+    out = _perf("--no-such-option", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--no-such-option" in out.stderr
+    out = _perf(cwd=tmp_path)  # no .benchmarks here
+    assert out.returncode == 2 and ".benchmarks" in out.stderr
