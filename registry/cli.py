@@ -338,7 +338,13 @@ def score(
     """Train and evaluate submissions x benchmarks; resumes where a previous run stopped."""
     from . import threads as thread_choice
     from .devices import DeviceError, check_device
-    from .execution import ExecutionError, ExecutionOptions, cpu_worker_count, runs_in_process
+    from .execution import (
+        ExecutionError,
+        ExecutionOptions,
+        check_workers,
+        cpu_worker_count,
+        runs_in_process,
+    )
     from .paths import default_db, using_data_root
     from .plugins import get_registry
     from .submission import InvalidSubmission
@@ -371,6 +377,7 @@ def score(
     )
     try:
         options.check()
+        check_workers(options, device)
     except ExecutionError as exc:
         _fail(str(exc))
     from .progress import for_output

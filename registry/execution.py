@@ -156,6 +156,19 @@ class Execution:
     close: Callable[[], None]
 
 
+def check_workers(options: ExecutionOptions, device: str) -> None:
+    """Raise :class:`ExecutionError` for ``--workers N`` (N > 1) where the steps run on GPUs:
+    a GPU runs one step at a time (checked before anything is opened or planned)."""
+    from .isolation import local_devices
+
+    if options.executor != "local" or options.workers is None or options.workers < 2:
+        return
+    if local_devices(device) != ["cpu"]:
+        raise ExecutionError(
+            "--workers", f"CPU workers only (--device {device} runs one step per GPU)"
+        )
+
+
 def cpu_worker_count(
     options: ExecutionOptions,
     fresh: Callable[[], Any],
@@ -176,11 +189,8 @@ def cpu_worker_count(
 
     if options.executor != "local":
         return 1, None
+    check_workers(options, device)
     if local_devices(device) != ["cpu"]:
-        if options.workers is not None and options.workers > 1:
-            raise ExecutionError(
-                "--workers", f"CPU workers only (--device {device} runs one step per GPU)"
-            )
         return 1, None
     steps = fresh().steps
     trains = [s for s in steps if s.kind == "train"]

@@ -124,3 +124,20 @@ def test_bad_workers_is_one_line(tmp_path, write_submission, args, message):
     (line,) = [ln for ln in result.stderr.splitlines() if not ln.startswith("warning:")]
     assert message in line
     assert not (tmp_path / "r.db").exists()
+
+
+def test_workers_where_the_steps_run_on_a_gpu_is_one_line_before_anything_opens(
+    tmp_path, write_submission, monkeypatch
+):
+    """``--workers 2`` on a machine whose steps run on its GPU: refused before the results
+    database is created (a GPU runs one step at a time)."""
+    from bioprior.registry import isolation
+
+    monkeypatch.setattr(isolation, "local_devices", lambda device="auto", count=None: ["cuda:0"])
+    path = write_submission(tiny_submission())
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(app, ["score", str(path), "--db", str(db), "--workers", "2"])
+    assert result.exit_code == 2
+    (line,) = [ln for ln in result.stderr.splitlines() if not ln.startswith("warning:")]
+    assert "--workers: CPU workers only (--device auto runs one step per GPU)" in line
+    assert not db.exists()
