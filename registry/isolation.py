@@ -275,6 +275,8 @@ class SubprocessBackend:
                     proc.join()
                 outcome = self._outcome(step, result, proc.exitcode, limits, started_at, elapsed)
             outcome.device = outcome.device or device
+            if hasattr(outcome, "threads") and outcome.threads is None and self.threads:
+                outcome.threads = self.threads  # a failed step's: the worker's, not ours
             conn.close()
             del self.running[sentinel]
             self.free.append(device)

@@ -141,3 +141,30 @@ def test_workers_where_the_steps_run_on_a_gpu_is_one_line_before_anything_opens(
     (line,) = [ln for ln in result.stderr.splitlines() if not ln.startswith("warning:")]
     assert "--workers: CPU workers only (--device auto runs one step per GPU)" in line
     assert not db.exists()
+
+
+def test_a_step_that_fails_in_a_worker_records_the_workers_threads(
+    tmp_path, write_submission, monkeypatch
+):
+    """A failed evaluation's row says what it ran on, as an ok one does: one thread in a worker
+    of a two-thread run, not the driver's two (here an evaluation killed at its time limit)."""
+    from faulty_plugins import activate, faulty_submission, install
+
+    activate(install(tmp_path / "site"), monkeypatch)
+    home = tmp_path / "home"
+    slow = faulty_submission(
+        "slow",
+        benchmarks=[{"name": "counted", "params": {"sleep_s": 120}}],
+        limits={"timeout_s": 8},
+    )
+    files = [str(write_submission(s)) for s in (faulty_submission("ok"), slow)]
+    out = run_cli(
+        "score", *files, "--device", "cpu", "--threads", "2", "--workers", "2",
+        env={"BIOPRIOR_HOME": str(home)},
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr  # the slow job failed; the run finished
+    assert "2 CPU workers x 1 thread" in out.stdout
+    with ResultStore(home / "results.sqlite") as store:
+        rows = {r["submission"]: r for r in store.rows()}
+    assert rows["ok"]["status"] == "ok" and rows["slow"]["error_class"] == "timeout"
+    assert [rows[s]["provenance"]["torch_num_threads"] for s in ("ok", "slow")] == [1, 1]
