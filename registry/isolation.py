@@ -123,6 +123,11 @@ def _child(
             import torch
 
             torch.set_num_threads(threads)
+        use_reporter = getattr(runner, "use_reporter", None)
+        if use_reporter is not None:  # the step's notices reach the driver's console
+            from .progress import ForwardingReporter
+
+            use_reporter(ForwardingReporter(conn.send))
         if payload is not None:  # spawned: rebuild worker and step here
             result = runner.run_payload(payload)
         else:
@@ -250,12 +255,7 @@ class SubprocessBackend:
             self.running.items()
         ):
             elapsed = time.monotonic() - started
-            result = None
-            if conn.poll():
-                try:
-                    result = conn.recv()
-                except (EOFError, OSError):
-                    result = None
+            result = self._receive(conn)
             if result is None and proc.is_alive():
                 if limits.wall_time_s is None or elapsed < limits.wall_time_s:
                     continue
@@ -286,6 +286,21 @@ class SubprocessBackend:
                 )
             done.append((step, outcome))
         return done
+
+    def _receive(self, conn) -> Any:
+        """The child's outcome if it has sent it, else None; its notices on the way are shown."""
+        from .progress import is_forwarded_message
+
+        while conn.poll():
+            try:
+                item = conn.recv()
+            except (EOFError, OSError):
+                return None
+            if not is_forwarded_message(item):
+                return item
+            if self.on_message is not None:
+                self.on_message(item[1])
+        return None
 
     @staticmethod
     def _outcome(step, result, exitcode, limits, started_at, elapsed):

@@ -36,6 +36,22 @@ class Reporter:
     def close(self) -> None: ...
 
 
+class ForwardingReporter(Reporter):
+    """A step's reporter in a child process: its notices (``message``: e.g. unreadable cached
+    weights, retrained) go to ``send`` as ``("message", text)`` for the driver to show; the
+    driver announces the child's trainings itself, so their epochs stay in the child."""
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        self.send = send
+
+    def message(self, text: str) -> None:
+        self.send(("message", text))
+
+
+def is_forwarded_message(item: Any) -> bool:
+    return isinstance(item, tuple) and len(item) == 2 and item[0] == "message"
+
+
 def _outcome(status: str, score: float | None) -> str:
     if status != "ok":
         return "failed"

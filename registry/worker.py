@@ -260,6 +260,12 @@ class StepWorker:
         self._reporter = reporter
         self._runner = None
 
+    def use_reporter(self, reporter) -> None:
+        """Report to ``reporter`` (a child's :class:`.progress.ForwardingReporter`); before the
+        first step, which builds the training service with it."""
+        if self._runner is None:
+            self._reporter = reporter
+
     @property
     def registry(self):
         if self._registry is None:

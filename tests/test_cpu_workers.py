@@ -168,3 +168,27 @@ def test_a_step_that_fails_in_a_worker_records_the_workers_threads(
         rows = {r["submission"]: r for r in store.rows()}
     assert rows["ok"]["status"] == "ok" and rows["slow"]["error_class"] == "timeout"
     assert [rows[s]["provenance"]["torch_num_threads"] for s in ("ok", "slow")] == [1, 1]
+
+
+def test_a_workers_notices_reach_the_console(tmp_path, write_submission):
+    """A step in a worker that finds its cached weights unreadable says so on the driver's
+    console, as it does in turn, and retrains them to the same numbers."""
+    path = write_submission(tiny_submission())
+    home = tmp_path / "home"
+    args = ("score", str(path), "--device", "cpu", "--threads", "2", "--workers", "2")
+    first = run_cli(*args, env={"BIOPRIOR_HOME": str(home)})
+    assert first.returncode == 0, first.stderr
+    files = sorted((home / "weights").glob("*.safetensors"))
+    assert len(files) == 2  # natural and random data
+    for f in files:
+        f.write_bytes(b"garbage")
+    before = _rows(home)
+    with ResultStore(home / "results.sqlite") as store:
+        store.conn.execute("DELETE FROM results")
+    again = run_cli(*args, env={"BIOPRIOR_HOME": str(home)})
+    assert again.returncode == 0, again.stderr
+    assert "2 CPU workers x 1 thread" in again.stdout
+    noticed = [ln for ln in again.stdout.splitlines() if "unreadable cached weights" in ln]
+    assert len(noticed) == 2 and all(any(f.name in ln for ln in noticed) for f in files)
+    after = _rows(home)
+    assert [r["metrics"] for r in after.values()] == [r["metrics"] for r in before.values()]
