@@ -129,6 +129,7 @@ def score(
     data_root: str | Path | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     reporter: Reporter | None = None,
+    workers: int | str | None = None,
 ) -> list[dict[str, Any]]:
     """Score a submission file, a submission dict, or an in-memory ``nn.Module``; return its rows.
 
@@ -139,15 +140,34 @@ def score(
     and, if given, to ``progress`` (called with each :class:`ProgressEvent`; ``print`` works).
     ``threads`` as ``--threads`` (default: chosen from the usable cores and the load; the
     caller's torch thread count is restored after); ``data_root`` as ``--data-root``.
+
+    ``workers`` as ``--workers`` (default: as many as pay): on a CPU, steps that can run side by
+    side run at once in child processes, each with its share of the threads, to the numbers
+    ``bioprior score`` gives. A child's trainings are announced when they start and end
+    (``message`` events), not epoch by epoch; ``workers=1`` trains in this process, with every
+    epoch reported. An in-memory ``nn.Module`` always trains in this process.
     """
     from . import threads as thread_choice
     from .devices import check_device
-    from .paths import using_data_root
+    from .execution import (
+        ExecutionOptions,
+        build_executor,
+        check_workers,
+        cpu_worker_count,
+        describe_workers,
+    )
+    from .paths import home, using_data_root
     from .scorer import Scorer
     from .store import ResultStore
 
     device = check_device(device)
     choice = thread_choice.choose(threads)
+    requested = thread_choice.parse(workers, "workers")
+    in_memory = not isinstance(submission, (str, Path, dict))
+    if in_memory and requested is not None and requested > 1:
+        raise ValueError(f"workers={workers!r}: an in-memory nn.Module trains in this process")
+    db_path = Path(db) if db is not None else default_db()
+    side_by_side = not in_memory and str(db_path) != ":memory:"
 
     registry = get_registry()
     if isinstance(submission, (str, Path)):
@@ -169,12 +189,41 @@ def score(
         }
         loaded = validate_submission_dict(raw, registry)
     reporter = reporter or EventReporter(progress)
-    with ResultStore(db or default_db()) as store, thread_choice.using(choice):
+    options = ExecutionOptions(
+        workers=requested if side_by_side else 1,
+        data_root=str(data_root) if data_root is not None else None,
+    )
+    check_workers(options, device)
+    with ResultStore(db_path) as store, thread_choice.using(choice):
         with using_data_root(data_root):
             scorer = Scorer(store, registry, device=device, reporter=reporter)
-            _, summary = scorer.plan([loaded])
-            reporter.message(f"plan: {summary.describe()}; {choice.describe()}")
-            scorer.run(summary)
+            jobs, summary = scorer.plan([loaded])
+            n_workers, fit = 1, None
+            if side_by_side:
+                n_workers, fit = cpu_worker_count(
+                    options, lambda: scorer.fresh(jobs), device, choice.threads, scorer
+                )
+            per_worker = max(1, choice.threads // n_workers)
+            described = describe_workers(choice, n_workers, per_worker, fit)
+            reporter.message(f"plan: {summary.describe()}; {described}")
+            execution = None
+            try:
+                if n_workers > 1 and summary.todo:
+                    execution = build_executor(
+                        options,
+                        [loaded],
+                        db_path,
+                        home(),
+                        device,
+                        on_message=reporter.message,
+                        cpu_workers=n_workers,
+                        worker_threads=per_worker,
+                    )
+                    scorer.executor = execution.executor
+                scorer.run(summary)
+            finally:
+                if execution is not None:
+                    execution.close()
         return store.rows(submission=loaded.submission.name)
 
 

@@ -343,6 +343,7 @@ def score(
         ExecutionOptions,
         check_workers,
         cpu_worker_count,
+        describe_workers,
         runs_in_process,
     )
     from .paths import default_db, using_data_root
@@ -416,13 +417,7 @@ def score(
                 scorer if in_process else None,
             )
             per_worker = max(1, choice.threads // n_workers)
-            described = choice.describe()
-            if n_workers > 1:
-                described += (
-                    f"; {n_workers} CPU workers x {per_worker} thread{'s' * (per_worker > 1)}"
-                )
-            if fit is not None and n_workers == fit < choice.threads:
-                described += f" (memory for {fit} training{'s' * (fit > 1)} at once)"
+            described = describe_workers(choice, n_workers, per_worker, fit)
             reporter.console.print(f"plan: {summary.describe()}; {described}", markup=False)
             # estimates run a forward of every model: only where plugin code runs in this process
             estimates = {}

@@ -169,6 +169,17 @@ def check_workers(options: ExecutionOptions, device: str) -> None:
         )
 
 
+def describe_workers(choice: Any, workers: int, per_worker: int, fit: int | None) -> str:
+    """The threads part of the plan line: the thread choice, then the CPU workers where there
+    are several, and why there are not more where memory decided."""
+    described = choice.describe()
+    if workers > 1:
+        described += f"; {workers} CPU workers x {per_worker} thread{'s' * (per_worker > 1)}"
+    if fit is not None and workers == fit < choice.threads:
+        described += f" (memory for {fit} training{'s' * (fit > 1)} at once)"
+    return described
+
+
 def cpu_worker_count(
     options: ExecutionOptions,
     fresh: Callable[[], Any],

@@ -240,7 +240,7 @@ class EventReporter(Reporter):
         self.callback = callback
         self.total = self.index = 0
         self.epochs = 0
-        self.training = ""
+        self.training = self.job = ""
 
     def _emit(self, event: ProgressEvent, level: int = logging.INFO) -> None:
         logger.log(level, "%s", event)
@@ -253,9 +253,13 @@ class EventReporter(Reporter):
 
     def job_started(self, label: str) -> None:
         self.index += 1
+        self.job = label
         self._emit(ProgressEvent("job_started", label, self.index, self.total))
 
     def job_finished(self, label: str, status: str, score: float | None) -> None:
+        if label != self.job:  # ran in a child process: counted as it finishes
+            self.index += 1
+        self.job = ""
         self._emit(ProgressEvent("job_finished", label, self.index, self.total, status, score))
 
     def training_started(self, label: str, epochs: int) -> None:

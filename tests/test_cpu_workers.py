@@ -192,3 +192,44 @@ def test_a_workers_notices_reach_the_console(tmp_path, write_submission):
     assert len(noticed) == 2 and all(any(f.name in ln for ln in noticed) for f in files)
     after = _rows(home)
     assert [r["metrics"] for r in after.values()] == [r["metrics"] for r in before.values()]
+
+
+def test_the_api_trains_side_by_side_to_the_numbers_of_trainings_in_turn(
+    tmp_path, write_submission, monkeypatch
+):
+    """``bioprior.score`` runs a sweep's trainings in two one-thread workers as the CLI does:
+    the rows are those of one-thread trainings in turn, and every job is counted as it ends."""
+    import bioprior
+
+    path = write_submission(tiny_submission(sweep={"constraints.0.params.sigma": [0.0, 0.5]}))
+    runs, events = {}, []
+    for name, kwargs in {
+        "workers": {"threads": 2, "progress": events.append},
+        "in-turn": {"threads": 1, "workers": 1},
+    }.items():
+        monkeypatch.setenv("BIOPRIOR_HOME", str(tmp_path / name))  # weights trained anew
+        rows = bioprior.score(path, device="cpu", **kwargs)
+        runs[name] = {r["job_key"]: r for r in rows}
+    plan = next(e.text for e in events if e.text.startswith("plan:"))
+    assert "2 CPU workers x 1 thread" in plan
+    assert sum(" in process " in e.text for e in events if e.kind == "message") == 4
+    finished = [e for e in events if e.kind == "job_finished"]
+    assert [(e.index, e.total) for e in finished] == [(1, 2), (2, 2)]
+    assert runs["workers"].keys() == runs["in-turn"].keys() and len(runs["workers"]) == 2
+    for key, row in runs["workers"].items():
+        assert row["status"] == "ok" and row["provenance"]["torch_num_threads"] == 1
+        assert row["metrics"] == runs["in-turn"][key]["metrics"]
+
+
+def test_the_api_trains_an_in_memory_module_in_this_process():
+    from torch import nn
+
+    import bioprior
+
+    with pytest.raises(ValueError, match="workers=2: an in-memory nn.Module trains in this"):
+        bioprior.score(
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),
+            benchmarks=["memorization"],
+            training={"dataset": "digits"},
+            workers=2,
+        )
