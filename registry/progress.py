@@ -48,6 +48,21 @@ class ForwardingReporter(Reporter):
         self.send(("message", text))
 
 
+class CollectingReporter(Reporter):
+    """A step's reporter in a Ray task: its notices kept for the task's outcome, which carries
+    them to the driver (``drain``)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def drain(self) -> list[str]:
+        out, self.messages = self.messages, []
+        return out
+
+
 def is_forwarded_message(item: Any) -> bool:
     return isinstance(item, tuple) and len(item) == 2 and item[0] == "message"
 

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import weights_transport
+from .progress import CollectingReporter
 from .scheduling import Limits, schedule
 from .weights_transport import BadWeights, Delivery
 from .worker import (
@@ -75,6 +76,7 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
 
 
 _WORKERS: dict[tuple[type, WorkerSettings], Any] = {}
+_NOTICES: dict[tuple[type, WorkerSettings], CollectingReporter] = {}
 
 
 def run_step(
@@ -108,9 +110,17 @@ def run_step(
     worker = _WORKERS.get((worker_class, settings))
     if worker is None:
         worker = _WORKERS[(worker_class, settings)] = worker_class(settings)
+        if hasattr(worker, "use_reporter"):
+            worker.use_reporter(_NOTICES.setdefault((worker_class, settings), CollectingReporter()))
+    notices = _NOTICES.get((worker_class, settings))
     if delivery is None:
-        return worker.run_payload(payload)
-    return _run_delivered(worker, Path(settings.home) / "weights", payload, delivery, blobs)
+        out = worker.run_payload(payload)
+    else:
+        out = _run_delivered(worker, Path(settings.home) / "weights", payload, delivery, blobs)
+    result = out[0] if isinstance(out, tuple) else out
+    if notices is not None and isinstance(result, dict):
+        result["messages"] = notices.drain()  # shown by the driver (e.g. unreadable weights)
+    return out
 
 
 def _run_delivered(worker, weights_dir: Path, payload, delivery: Delivery, blobs) -> Any:
@@ -251,6 +261,8 @@ class RayBackend:
         except self.ray.exceptions.RayError as exc:
             return step, self._lost(step, exc, started_at, elapsed)
         outcome = outcome_from_payload(step, result)
+        for text in result.get("messages", ()) if self.on_message is not None else ():
+            self.on_message(text)
         if self.object_store:
             moved = result.get("transport", {})
             self.moved["installed"] += moved.get("installed", 0)

@@ -15,6 +15,8 @@ import pytest
 from conftest import run_cli, tiny_submission
 from faulty_plugins import faulty_submission, install
 
+from bioprior.registry.store import ResultStore
+
 pytest.importorskip("ray", reason='ray is not installed (pip install "bioprior[ray]")')
 
 # Ray resolves 127.0.0.1 to the machine's outward address unless told it is not a cluster:
@@ -303,3 +305,24 @@ def test_cuda_with_ray_is_checked_against_the_cluster(ray_cluster, tmp_path, wri
     )
     assert _one_error(res) == "error: --device: cuda: the Ray cluster has no GPU (use auto or cpu)"
     assert not any(home.glob("weights/*.safetensors"))
+
+
+@pytest.mark.slow
+def test_a_ray_tasks_notices_reach_the_console(ray_cluster, tmp_path, write_submission):
+    """A Ray task that finds its cached weights unreadable says so on the driver's console
+    (carried with its outcome), and retrains them."""
+    path = write_submission(tiny_submission("ray-notices"))
+    env = {**ray_cluster["env"], "BIOPRIOR_HOME": str(tmp_path / "home")}
+    args = ("score", str(path), "--device", "cpu", "--executor", "ray")
+    args += ("--ray-address", ray_cluster["address"])
+    assert run_cli(*args, env=env).returncode == 0
+    files = sorted((tmp_path / "home" / "weights").glob("*.safetensors"))
+    assert len(files) == 2
+    for f in files:
+        f.write_bytes(b"garbage")
+    with ResultStore(tmp_path / "home" / "results.sqlite") as store:
+        store.conn.execute("DELETE FROM results")
+    again = run_cli(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    noticed = [ln for ln in again.stdout.splitlines() if "unreadable cached weights" in ln]
+    assert len(noticed) == 2 and all(any(f.name in ln for ln in noticed) for f in files)
