@@ -155,7 +155,7 @@ def test_a_step_that_fails_in_a_worker_records_the_workers_threads(
     slow = faulty_submission(
         "slow",
         benchmarks=[{"name": "counted", "params": {"sleep_s": 120}}],
-        limits={"timeout_s": 8},
+        limits={"timeout_s": 5},
     )
     files = [str(write_submission(s)) for s in (faulty_submission("ok"), slow)]
     out = run_cli(
