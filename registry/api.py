@@ -150,6 +150,7 @@ def score(
     from . import threads as thread_choice
     from .devices import check_device
     from .execution import (
+        ExecutionError,
         ExecutionOptions,
         build_executor,
         check_workers,
@@ -193,7 +194,12 @@ def score(
         workers=requested if side_by_side else 1,
         data_root=str(data_root) if data_root is not None else None,
     )
-    check_workers(options, device)
+    try:
+        check_workers(options, device)
+    except ExecutionError:
+        raise ValueError(
+            f"workers={workers!r}: CPU workers only (device={device!r} runs one step per GPU)"
+        ) from None
     with ResultStore(db_path) as store, thread_choice.using(choice):
         with using_data_root(data_root):
             scorer = Scorer(store, registry, device=device, reporter=reporter)

@@ -233,3 +233,12 @@ def test_the_api_trains_an_in_memory_module_in_this_process():
             training={"dataset": "digits"},
             workers=2,
         )
+
+
+def test_the_api_refuses_workers_where_the_steps_run_on_a_gpu(monkeypatch, write_submission):
+    import bioprior
+    from bioprior.registry import isolation
+
+    monkeypatch.setattr(isolation, "local_devices", lambda device="auto", count=None: ["cuda:0"])
+    with pytest.raises(ValueError, match="workers=2: CPU workers only .device='auto' runs one"):
+        bioprior.score(write_submission(tiny_submission()), workers=2)
