@@ -195,7 +195,12 @@ def test_expected_failures_and_ids():
 @pytest.mark.gpu
 def test_speed_fixtures_on_gpu(plugin_forward_benchmark, plugin_train_step_benchmark):
     """The pytest11 fixtures time a CUDA model with the device synchronized in the timed call."""
+    import torch
+
     import bioprior
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
 
     net = bioprior.create_model("small_alexnet", width=0.25, in_channels=1, num_classes=10)
     out = plugin_forward_benchmark(net, (64, 1, 32, 32), device="cuda")
