@@ -46,8 +46,6 @@ def pairs(data: dict) -> dict[str, dict[str, dict]]:
 
 
 def load(path: Path) -> dict:
-    if path.is_dir():
-        path = newest(path)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -58,13 +56,14 @@ def load(path: Path) -> dict:
         raise ReportError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ReportError(f"{path}: benchmarks: missing; not a pytest-benchmark JSON file")
-    data["_path"] = str(path)
     return data
 
 
 def report(path: Path) -> list[str]:
+    if path.is_dir():
+        path = newest(path)
     data = load(path)
-    lines = [f"{data['_path']}  ({data.get('datetime', '')})"]
+    lines = [f"{path}  ({data.get('datetime', '')})"]
     for pair, roles in sorted(pairs(data).items()):
         engine, ref = roles.get("engine"), roles.get("reference")
         if engine is None:
@@ -78,9 +77,9 @@ def report(path: Path) -> list[str]:
             extra += f" (reference{ref_peak[1:]})"
         if ref is not None:
             ratio = ref["stats"]["mean"] / e
-            fraction = _fraction(info)
-            if fraction:
-                extra += f"; ceiling {ratio / fraction:.1f}x"
+            measured = _measured_peak(info)
+            if measured is not None and measured[1] > 0:
+                extra += f"; ceiling {ratio / measured[1]:.1f}x"
             lines.append(f"  {pair:<32} {ratio:5.2f}x  engine {e:.4f} s, {rate}{extra}")
         else:
             lines.append(f"  {pair:<32}    --   engine {e:.4f} s, {rate}{extra}")
@@ -88,21 +87,19 @@ def report(path: Path) -> list[str]:
     return lines
 
 
-def _fraction(info: dict) -> float | None:
+def _measured_peak(info: dict) -> tuple[str, float] | None:
+    """``(precision, fraction)`` of the device's matmul rate a side reached, where measured."""
     for precision in ("bf16", "fp32"):
         fraction = info.get(f"{precision}_peak_fraction")
-        if fraction:
-            return float(fraction)
+        if fraction is not None:
+            return precision, float(fraction)
     return None
 
 
 def _peak(info: dict) -> str:
     """ ", X% of bf16 matmul peak" (GPU) or ", X% of fp32 matmul peak" (CPU), where measured."""
-    for precision in ("bf16", "fp32"):
-        fraction = info.get(f"{precision}_peak_fraction")
-        if fraction is not None:
-            return f", {fraction:.1%} of {precision} matmul peak"
-    return ""
+    measured = _measured_peak(info)
+    return f", {measured[1]:.1%} of {measured[0]} matmul peak" if measured is not None else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,8 +189,8 @@ def cpu_worker_count(
 ) -> tuple[int, int | None]:
     """Steps run at once (:func:`.threads.cpu_workers`) and how many trainings fit in memory at
     once where that was measured (``scorer``: plugin code may run in this process). CPU workers
-    only with the local executor on a CPU; ``--workers N`` elsewhere is an
-    :class:`ExecutionError` (a GPU runs one step at a time).
+    only with the local executor on a CPU (callers refuse ``--workers N`` elsewhere first, with
+    :func:`check_workers`: a GPU runs one step at a time).
 
     The count comes from ``fresh()``, the plan from scratch (:meth:`.Scorer.fresh`; planned only
     here, on a local CPU), not from what is left to do: a step's thread count, and so its numbers on a CPU, must not depend on how far
@@ -200,7 +200,6 @@ def cpu_worker_count(
 
     if options.executor != "local":
         return 1, None
-    check_workers(options, device)
     if local_devices(device) != ["cpu"]:
         return 1, None
     steps = fresh().steps

@@ -75,8 +75,8 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-_WORKERS: dict[tuple[type, WorkerSettings], Any] = {}
-_NOTICES: dict[tuple[type, WorkerSettings], CollectingReporter] = {}
+#: per Ray worker process: one worker per settings, with the reporter that keeps its notices
+_WORKERS: dict[tuple[type, WorkerSettings], tuple[Any, CollectingReporter]] = {}
 
 
 def run_step(
@@ -107,18 +107,18 @@ def run_step(
         from .isolation import _apply_memory_limit
 
         _apply_memory_limit(limits.memory_bytes, device, data_only=True)
-    worker = _WORKERS.get((worker_class, settings))
-    if worker is None:
-        worker = _WORKERS[(worker_class, settings)] = worker_class(settings)
-        if hasattr(worker, "use_reporter"):
-            worker.use_reporter(_NOTICES.setdefault((worker_class, settings), CollectingReporter()))
-    notices = _NOTICES.get((worker_class, settings))
+    cached = _WORKERS.get((worker_class, settings))
+    if cached is None:
+        cached = _WORKERS[(worker_class, settings)] = (worker_class(settings), CollectingReporter())
+        if hasattr(cached[0], "use_reporter"):
+            cached[0].use_reporter(cached[1])
+    worker, notices = cached
     if delivery is None:
         out = worker.run_payload(payload)
     else:
         out = _run_delivered(worker, Path(settings.home) / "weights", payload, delivery, blobs)
     result = out[0] if isinstance(out, tuple) else out
-    if notices is not None and isinstance(result, dict):
+    if isinstance(result, dict):
         result["messages"] = notices.drain()  # shown by the driver (e.g. unreadable weights)
     return out
 
