@@ -9,9 +9,11 @@ augmentation draws and its own learning rate, momentum, weight decay and schedul
 
 Per-member values that live in Python attributes rather than tensors (e.g. internal noise's sigma)
 are declared by the module as ``batch_attributes``; they become per-member buffers of the batched
-model, so the module's ``forward`` must accept a 0-d tensor for them. What differs from a solo
-training: the noise stream (one generator for the batch, split per member by ``vmap``) and the
-float rounding of batched kernels; ``tests/test_batched.py`` states the tolerances.
+model, so the module's ``forward`` must accept a 0-d tensor for them. Under a bf16 recipe the
+members' convolutions are cast by :class:`~.batched_autocast.ConvAutocast` (vmap would leave
+them fp32), so a member trains in the precision its solo training would. What differs from a
+solo training: the noise stream (one generator for the batch, split per member by ``vmap``) and
+the float rounding of batched kernels; ``tests/test_batched.py`` states the tolerances.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import batched_layout
+from .batched_autocast import ConvAutocast
 from .data import to_float
 from .objective import excluded_from_weight_decay, objectives
 from .schemas import TrainingRecipe
@@ -163,7 +166,8 @@ def train_batched(
     members = torch.arange(k, device=device)[:, None]
 
     def member_loss(p, b, xb, yb):
-        logits = functional_call(base, (p, b), (xb,))
+        with ConvAutocast():
+            logits = functional_call(base, (p, b), (xb,))
         return F.cross_entropy(logits.float(), yb), logits
 
     batched_loss = vmap(member_loss, randomness="different")

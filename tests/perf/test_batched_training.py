@@ -1,6 +1,7 @@
 """Pair "batched-K": K trainings as one batched model (registry.batched) against the same K
 trained one after another; K = 8 on CPU, 16 on GPU; small_alexnet and small_inception at
-reduced width on digits (one epoch each)."""
+reduced width on digits (one epoch each), both sides in the engine's precision (bf16 autocast where
+the device computes bf16 natively, as in the train-epoch pair; fp32 elsewhere)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from perfkit import DEVICE, sync, train_flops
 from bioprior.registry.batched import train_batched
 from bioprior.registry.data import fit_data
 from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import Normalized, train_model
+from bioprior.registry.trainer import Normalized, train_model, uses_bf16
 
 pytestmark = pytest.mark.perf
 K = 16 if DEVICE.type == "cuda" else 8
+RECIPE = TrainingRecipe(
+    dataset={"name": "digits"}, epochs=1, batch_size=64, lr=0.01, precision="bf16"
+)
+PRECISION = "bf16" if uses_bf16(RECIPE, DEVICE) else "fp32"  # what both sides train in
 MODELS = {
     "small_alexnet": {"width": 0.1, "local_response_norm": False},
     "small_inception": {"width": 0.1},
@@ -42,9 +47,6 @@ def _members(name, data):
     return out
 
 
-RECIPE = TrainingRecipe(dataset={"name": "digits"}, epochs=1, batch_size=64, lr=0.01)
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.benchmark(group="batched-training")
 def test_batched_members(benchmark, record, digits, name):
@@ -58,7 +60,7 @@ def test_batched_members(benchmark, record, digits, name):
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     flops = K * train_flops(modules[0], digits.train_x)
-    record(f"batched-{name}-K{K}", "engine", K * len(digits.train_x), flops)
+    record(f"batched-{name}-K{K}", "engine", K * len(digits.train_x), flops, PRECISION)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -73,4 +75,4 @@ def test_sequential_members(benchmark, record, digits, name):
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     flops = K * train_flops(modules[0], digits.train_x)
-    record(f"batched-{name}-K{K}", "reference", K * len(digits.train_x), flops)
+    record(f"batched-{name}-K{K}", "reference", K * len(digits.train_x), flops, PRECISION)
