@@ -18,6 +18,7 @@ the float rounding of batched kernels; ``tests/test_batched.py`` states the tole
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -166,7 +167,7 @@ def train_batched(
     members = torch.arange(k, device=device)[:, None]
 
     def member_loss(p, b, xb, yb):
-        with ConvAutocast():
+        with ConvAutocast() if autocast else contextlib.nullcontext():
             logits = functional_call(base, (p, b), (xb,))
         return F.cross_entropy(logits.float(), yb), logits
 
