@@ -3,11 +3,13 @@
 Reads pytest-benchmark JSON (``--benchmark-autosave`` writes ``.benchmarks/<machine>/NNNN_*.json``;
 a PATH is such a file or a folder, whose newest one is read; default: the newest under
 ``.benchmarks``) and prints, per pair (``extra_info["pair"]``), the reference's mean time over the
-engine's (``> 1``: the engine is faster), with images/s, the device and, where the pair counts its
-FLOPs, the fraction of the device's matmul rate (bf16 on a GPU; on a CPU the precision each side
-trained in) that the engine and the reference reach, and the pair's ceiling: the ratio the engine
-would reach at that rate (the reference's time over the pair's FLOPs at the device's peak). A
-target above the ceiling cannot be met on that device in that precision.
+engine's (``> 1``: the engine is faster); where the engine's test also timed the reference between
+its rounds, the same ratio from those times (``interleaved``: both sides in the same minutes of a
+machine whose speed drifts); images/s, the device and, where the pair counts its FLOPs, the
+fraction of the device's matmul rate (bf16 on a GPU; on a CPU the precision each side trained in)
+that the engine and the reference reach, and the pair's ceiling: the ratio the engine would reach
+at that rate (the reference's time over the pair's FLOPs at the device's peak). A target above
+the ceiling cannot be met on that device in that precision.
 """
 
 from __future__ import annotations
@@ -75,16 +77,28 @@ def report(path: Path) -> list[str]:
         ref_peak = _peak(ref["extra_info"]) if ref is not None else ""
         if ref_peak:
             extra += f" (reference{ref_peak[1:]})"
+        interleaved = _interleaved(info, e)
         if ref is not None:
             ratio = ref["stats"]["mean"] / e
             measured = _measured_peak(info)
             if measured is not None and measured[1] > 0:
                 extra += f"; ceiling {ratio / measured[1]:.1f}x"
-            lines.append(f"  {pair:<32} {ratio:5.2f}x  engine {e:.4f} s, {rate}{extra}")
+            lines.append(
+                f"  {pair:<32} {ratio:5.2f}x{interleaved}  engine {e:.4f} s, {rate}{extra}"
+            )
         else:
-            lines.append(f"  {pair:<32}    --   engine {e:.4f} s, {rate}{extra}")
+            lines.append(f"  {pair:<32}    --  {interleaved}  engine {e:.4f} s, {rate}{extra}")
         lines[-1] += f"  [{info.get('device', '')}]"
     return lines
+
+
+def _interleaved(info: dict, engine_mean: float) -> str:
+    """ " (interleaved R.RRx)": the reference's mean time over the engine's where the engine's
+    test also timed the reference between its rounds (``perfkit.interleave``); blank elsewhere."""
+    times = info.get("interleaved_reference_s")
+    if not times or engine_mean <= 0:
+        return ""
+    return f" (interleaved {sum(times) / len(times) / engine_mean:.2f}x)"
 
 
 def _measured_peak(info: dict) -> tuple[str, float] | None:

@@ -4,8 +4,10 @@ fraction of the device's matmul rate the engine and the reference reach where it
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _bench(pair, role, mean, **info):
@@ -124,3 +126,62 @@ def test_a_path_that_is_not_a_benchmark_run_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--no-such-option" in out.stderr
     out = _perf(cwd=tmp_path)  # no .benchmarks here
     assert out.returncode == 2 and ".benchmarks" in out.stderr
+
+
+def test_the_interleaved_ratio_comes_from_the_reference_timed_between_the_engines_rounds(tmp_path):
+    """The reference's own test ran while the machine was slow (2.0 s); timed between the
+    engine's rounds it took 0.75 s on average: 1.50x in the same minutes, 4.00x one after the
+    other."""
+    saved = tmp_path / "run.json"
+    _save(
+        saved,
+        _bench("train-epoch", "engine", 0.5, interleaved_reference_s=[0.7, 0.8, 0.75]),
+        _bench("train-epoch", "reference", 2.0),
+        _bench("evaluation", "engine", 0.5),
+        _bench("evaluation", "reference", 1.0),
+    )
+    out = _perf(saved, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    assert "4.00x (interleaved 1.50x)" in lines["train-epoch"]
+    assert "2.00x" in lines["evaluation"] and "interleaved" not in lines["evaluation"]
+
+
+def test_interleave_times_the_reference_before_each_round_of_the_engine(tmp_path):
+    """``perfkit.interleave`` under pytest-benchmark: the sides alternate (a reference run, then
+    an engine round, warm-up included) and the reference's timed runs land in extra_info."""
+    test = tmp_path / "test_interleave.py"
+    test.write_text(
+        "import json, time\n"
+        "from perfkit import interleave\n"
+        "calls = []\n"
+        "def test_pair(benchmark, tmp_path):\n"
+        "    ref = lambda: (calls.append('r'), time.sleep(0.02))\n"
+        "    eng = lambda: calls.append('e')\n"
+        "    interleave(benchmark, eng, ref, rounds=3)\n"
+        "    assert calls == ['r', 'e'] * 4\n"
+        "    times = benchmark.extra_info['interleaved_reference_s']\n"
+        "    assert len(times) == 3 and all(t >= 0.02 for t in times)\n"
+    )
+    perf = Path(__file__).parent / "perf"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(test),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-enable",
+            "-o",
+            "addopts=",
+            f"--rootdir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": f"{perf}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

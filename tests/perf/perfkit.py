@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -73,3 +76,27 @@ def recorder(benchmark):
                 info[f"{precision}_peak_fraction"] = flops / mean / matmul_rate(precision)
 
     return rec
+
+
+def interleave(
+    benchmark, engine: Callable[[], Any], reference: Callable[[], Any], rounds: int, warmup: int = 1
+) -> Any:
+    """Time ``engine`` with pytest-benchmark and one ``reference`` run before each of its rounds
+    (pedantic's setup, timed here, synchronized): both sides then share the same minutes of a
+    machine whose speed drifts. On a shared 2-core VM it drifts 20-30% within minutes, which
+    moves a ratio of two tests run one after the other as much. The reference's times go to
+    ``extra_info["interleaved_reference_s"]``; ``python -m bioprior.perf`` prints the pair's
+    ratio from them beside the one from the reference's own test."""
+    times: list[float] = []
+
+    def timed_reference() -> None:
+        start = time.perf_counter()
+        reference()
+        sync()
+        times.append(time.perf_counter() - start)
+
+    result = benchmark.pedantic(
+        engine, setup=timed_reference, rounds=rounds, iterations=1, warmup_rounds=warmup
+    )
+    benchmark.extra_info["interleaved_reference_s"] = times[-rounds:]
+    return result

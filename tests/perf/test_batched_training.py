@@ -6,7 +6,7 @@ the device computes bf16 natively, as in the train-epoch pair; fp32 elsewhere)."
 from __future__ import annotations
 
 import pytest
-from perfkit import DEVICE, sync, train_flops
+from perfkit import DEVICE, interleave, sync, train_flops
 
 from bioprior.registry.batched import train_batched
 from bioprior.registry.data import fit_data
@@ -47,6 +47,17 @@ def _members(name, data):
     return out
 
 
+def _in_turn(modules, data):
+    """The reference: the K members trained one after another."""
+
+    def run():
+        for seed, m in enumerate(modules):
+            train_model(m, data.train_x, data.train_y, RECIPE, seed)
+        sync()
+
+    return run
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.benchmark(group="batched-training")
 def test_batched_members(benchmark, record, digits, name):
@@ -58,7 +69,7 @@ def test_batched_members(benchmark, record, digits, name):
         )
         sync()
 
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    interleave(benchmark, run, _in_turn(_members(name, digits), digits), rounds=3)
     flops = K * train_flops(modules[0], digits.train_x)
     record(f"batched-{name}-K{K}", "engine", K * len(digits.train_x), flops, PRECISION)
 
@@ -67,12 +78,6 @@ def test_batched_members(benchmark, record, digits, name):
 @pytest.mark.benchmark(group="batched-training")
 def test_sequential_members(benchmark, record, digits, name):
     modules = _members(name, digits)
-
-    def run():
-        for seed, m in enumerate(modules):
-            train_model(m, digits.train_x, digits.train_y, RECIPE, seed)
-        sync()
-
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(_in_turn(modules, digits), rounds=3, iterations=1, warmup_rounds=1)
     flops = K * train_flops(modules[0], digits.train_x)
     record(f"batched-{name}-K{K}", "reference", K * len(digits.train_x), flops, PRECISION)
