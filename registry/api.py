@@ -154,8 +154,7 @@ def score(
         ExecutionOptions,
         build_executor,
         check_workers,
-        cpu_worker_count,
-        describe_workers,
+        plan_workers,
     )
     from .paths import home, using_data_root
     from .scorer import Scorer
@@ -204,17 +203,11 @@ def score(
         with using_data_root(data_root):
             scorer = Scorer(store, registry, device=device, reporter=reporter)
             jobs, summary = scorer.plan([loaded])
-            n_workers, fit = 1, None
-            if side_by_side:
-                n_workers, fit = cpu_worker_count(
-                    options, lambda: scorer.fresh(jobs), device, choice.threads, scorer
-                )
-            per_worker = max(1, choice.threads // n_workers)
-            described = describe_workers(choice, n_workers, per_worker, fit)
-            reporter.message(f"plan: {summary.describe()}; {described}")
+            sharing = plan_workers(options, lambda: scorer.fresh(jobs), device, choice, scorer)
+            reporter.message(f"plan: {summary.describe()}; {sharing.described}")
             execution = None
             try:
-                if n_workers > 1 and summary.todo:
+                if sharing.workers > 1 and summary.todo:
                     execution = build_executor(
                         options,
                         [loaded],
@@ -222,8 +215,8 @@ def score(
                         home(),
                         device,
                         on_message=reporter.message,
-                        cpu_workers=n_workers,
-                        worker_threads=per_worker,
+                        cpu_workers=sharing.workers,
+                        worker_threads=sharing.per_worker,
                     )
                     scorer.executor = execution.executor
                 scorer.run(summary)

@@ -342,8 +342,7 @@ def score(
         ExecutionError,
         ExecutionOptions,
         check_workers,
-        cpu_worker_count,
-        describe_workers,
+        plan_workers,
         runs_in_process,
     )
     from .paths import default_db, using_data_root
@@ -409,16 +408,11 @@ def score(
             if not in_process and batch is None:
                 scorer.max_batch = 1  # no batching calibration in the driver: steps are isolated
             jobs, summary = scorer.plan(loaded)
-            n_workers, fit = cpu_worker_count(
-                options,
-                lambda: scorer.fresh(jobs),
-                device,
-                choice.threads,
-                scorer if in_process else None,
+            sharing = plan_workers(
+                options, lambda: scorer.fresh(jobs), device, choice, scorer if in_process else None
             )
-            per_worker = max(1, choice.threads // n_workers)
-            described = describe_workers(choice, n_workers, per_worker, fit)
-            reporter.console.print(f"plan: {summary.describe()}; {described}", markup=False)
+            n_workers, per_worker = sharing.workers, sharing.per_worker
+            reporter.console.print(f"plan: {summary.describe()}; {sharing.described}", markup=False)
             # estimates run a forward of every model: only where plugin code runs in this process
             estimates = {}
             if summary.todo and in_process:

@@ -193,8 +193,9 @@ def cpu_worker_count(
     :func:`check_workers`: a GPU runs one step at a time).
 
     The count comes from ``fresh()``, the plan from scratch (:meth:`.Scorer.fresh`; planned only
-    here, on a local CPU), not from what is left to do: a step's thread count, and so its numbers on a CPU, must not depend on how far
-    an earlier run got (a resumed run trains its last step as the whole run would have)."""
+    here, on a local CPU and without ``--workers N``), not from what is left to do: a step's
+    thread count, and so its numbers on a CPU, must not depend on how far an earlier run got (a
+    resumed run trains its last step as the whole run would have)."""
     from .isolation import local_devices
     from .threads import cpu_workers
 
@@ -202,18 +203,44 @@ def cpu_worker_count(
         return 1, None
     if local_devices(device) != ["cpu"]:
         return 1, None
+    if options.workers is not None:
+        return options.workers, None
     steps = fresh().steps
     trains = [s for s in steps if s.kind == "train"]
     side_by_side = len(trains) or len(steps)
     fit = None
-    if options.workers is None and scorer is not None and trains and min(threads, side_by_side) > 1:
+    if scorer is not None and trains and min(threads, side_by_side) > 1:
         from .estimate import workers_that_fit
 
         try:
             fit = workers_that_fit(trains, scorer.service())
         except Exception:  # noqa: BLE001 - a step that cannot be built fails when it runs
             fit = None
-    return cpu_workers(options.workers, threads, side_by_side, fit), fit
+    return cpu_workers(None, threads, side_by_side, fit), fit
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How a run's steps share the threads: ``workers`` at once, ``per_worker`` threads each, and
+    the threads part of the plan line (``described``)."""
+
+    workers: int
+    per_worker: int
+    described: str
+
+
+def plan_workers(
+    options: ExecutionOptions,
+    fresh: Callable[[], Any],
+    device: str,
+    choice: Any,
+    scorer: Any = None,
+) -> WorkerPlan:
+    """:func:`cpu_worker_count` for ``choice`` (a :class:`.threads.ThreadChoice`), with each
+    worker's share of its threads and the line that describes them (the CLI's and the API's)."""
+    workers, fit = cpu_worker_count(options, fresh, device, choice.threads, scorer)
+    per_worker = max(1, choice.threads // workers)
+    return WorkerPlan(workers, per_worker, describe_workers(choice, workers, per_worker, fit))
 
 
 def build_executor(
