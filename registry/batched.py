@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import batched_layout
+from . import batched_layout, streaming
 from .batched_autocast import ConvAutocast
 from .data import to_float
 from .objective import excluded_from_weight_decay, objectives
 from .schemas import TrainingRecipe
-from .trainer import augment_batch, lr_factor, uses_bf16
+from .trainer import augment_batch, lr_factor, model_device, uses_bf16
 
 MemberCallback = Callable[[int, int, dict[str, float]], None]  # member, epoch, stats
 
@@ -140,7 +140,7 @@ def train_batched(
     """Train ``modules`` (same :func:`structure`, on one device) in place, member k on
     ``(xs[k], ys[k])`` with ``recipes[k]`` and ``seeds[k]``; returns each member's history."""
     k = len(modules)
-    device = xs[0].device
+    device = model_device(modules[0], xs[0])
     first = recipes[0]
     n = len(xs[0])
     if any(len(x) != n or x.shape != xs[0].shape for x in xs):
@@ -162,9 +162,7 @@ def train_batched(
     autocast = uses_bf16(first, device)
     if len({x.dtype for x in xs}) > 1:  # uint8 and float members (e.g. digits and its noise)
         xs = [to_float(x) for x in xs]
-    x_all = torch.stack(list(xs))
-    y_all = torch.stack(list(ys))
-    members = torch.arange(k, device=device)[:, None]
+    batches = streaming.member_batches(xs, ys, device, first.batch_size)
 
     def member_loss(p, b, xb, yb):
         with ConvAutocast() if autocast else contextlib.nullcontext():
@@ -180,13 +178,13 @@ def train_batched(
         start = time.perf_counter()
         lrs = [r.lr * f(epoch) for r, f in zip(recipes, factors, strict=True)]
         optimizer.lr = torch.tensor(lrs, device=device)
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(batches.index_device)
         loss_sum = torch.zeros(k, device=device)
         correct = torch.zeros(k, device=device, dtype=torch.long)
         for i in range(0, n, first.batch_size):
             idx = perms[:, i : i + first.batch_size]
-            xb, yb = x_all[members, idx], y_all[members, idx]
-            if xb.dtype == torch.uint8:  # device-resident uint8 data, converted per batch
+            xb, yb = batches.batch(idx)
+            if xb.dtype == torch.uint8:  # uint8 data, converted per batch on the device
                 xb = to_float(xb)
             if first.augment:
                 xb = torch.stack([augment_batch(xb[j], first.augment, gens[j]) for j in range(k)])

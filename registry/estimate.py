@@ -76,7 +76,7 @@ def profile(spec: TrainingSpec, service: Any) -> Profile:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(to_float(data.train_x[:1]))
+            module(to_float(data.train_x[:1].to(service.device)))  # streamed data: on the host
     finally:
         for h in handles:
             h.remove()

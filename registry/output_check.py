@@ -17,7 +17,9 @@ def check_logits(module: nn.Module, data, num: int = 16) -> None:
     """Raise :class:`InvalidOutput` unless ``module`` maps a few of ``data``'s test images to
     finite logits of shape (batch, num_classes). The RNG is forked, so a stochastic model draws
     the same numbers afterwards as it would have without the check."""
-    x = to_float(data.test_x[:num] if len(data.test_x) else data.train_x[:num])
+    x = data.test_x[:num] if len(data.test_x) else data.train_x[:num]
+    param = next(module.parameters(), None)
+    x = to_float(x.to(param.device) if param is not None else x)  # a streamed training split
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         out = module(x)

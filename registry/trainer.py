@@ -1,7 +1,8 @@
 """The trainer: supervised training and evaluation on device-resident tensors.
 
-The fast path for in-memory datasets: the whole split lives on the device, each epoch draws a
-seeded permutation and batches are gathered by index (no per-sample DataLoader). bf16 autocast
+The fast path for in-memory datasets: the whole split lives on the device (or, too big for it,
+in host memory, streamed through pinned buffers: :mod:`.streaming`), each epoch draws a seeded
+permutation and batches are gathered by index (no per-sample DataLoader). bf16 autocast
 is used when the recipe asks for it and the device computes bf16 natively (CUDA, or a CPU with
 AVX-512 BF16 / AMX: about 1.6x an fp32 step there); the history records which (``autocast``).
 """
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import streaming
 from .data import to_float
 from .objective import Batch, ObjectiveContext, excluded_from_weight_decay, objectives
 from .schemas import Schedule, TrainingRecipe
@@ -178,17 +180,15 @@ def train_model(
     """Train ``model`` in place on ``(x, y)``; returns the history.
 
     ``x`` may be float in [0, 1] or uint8 (converted per batch on the device); on the model's
-    device, or in host memory (pinned) when it does not fit there: then each batch is gathered on
-    the host and copied asynchronously. Training objectives attached by constraints
-    (:mod:`.objective`) add their terms to the loss. On CUDA: cudnn.benchmark, fused optimizers;
+    device, or in host memory when it does not fit there: then each batch is gathered on the
+    host into a pinned buffer and copied asynchronously (:mod:`.streaming`). Training
+    objectives attached by constraints (:mod:`.objective`) add their terms to the loss. On CUDA: cudnn.benchmark, fused optimizers;
     bf16 autocast when the recipe asks and the device has native bf16 (:func:`uses_bf16`);
     ``BIOPRIOR_COMPILE=1`` compiles the forward (``torch.compile``); conv models train
     channels_last everywhere.
     """
     device = model_device(model, x)
-    stream = x.device != device
-    if stream and device.type == "cuda" and not x.is_pinned():
-        x, y = x.pin_memory(), y.pin_memory()
+    batches = streaming.member_batches([x], [y], device, recipe.batch_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     gen = torch.Generator().manual_seed(seed)
@@ -222,15 +222,13 @@ def train_model(
         start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = recipe.lr * factor(epoch)
-        perm = torch.randperm(n, generator=gen).to(x.device)
+        perm = torch.randperm(n, generator=gen).to(batches.index_device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for i in range(0, n, recipe.batch_size):
             idx = perm[i : i + recipe.batch_size]
-            xb, yb = x[idx], y[idx]
-            if stream:
-                xb = xb.to(device, non_blocking=True)
-                yb = yb.to(device, non_blocking=True)
+            xb, yb = batches.batch(idx[None])
+            xb, yb = xb[0], yb[0]
             if xb.dtype == torch.uint8:
                 xb = to_float(xb)
             if recipe.augment:
@@ -283,10 +281,16 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) ->
     model.eval()
     device = model_device(model, x)
     batch_size = batch_size or eval_batch_size(device)
+    streamed = x.device.type == "cpu" and device.type != "cpu"
+    host = streaming.HostBatches([x], None, device, min(batch_size, len(x))) if streamed else None
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device, non_blocking=True)
+            if host is not None:  # host memory: through a pinned buffer (:mod:`.streaming`)
+                images, _ = host.batch(torch.arange(i, min(i + batch_size, len(x)))[None])
+                xb = images[0]
+            else:
+                xb = x[i : i + batch_size].to(device)
             if xb.dtype == torch.uint8:
                 xb = to_float(xb)
             out.append(model(xb).float())

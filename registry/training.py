@@ -24,6 +24,7 @@ from .hashing import content_hash
 from .output_check import check_logits
 from .progress import Reporter
 from .spec import TrainingSpec, dataset_label, root_dataset
+from .streaming import place
 from .submission import Component
 from .trainer import Normalized, train_model
 from .weights_transport import weights_file
@@ -88,13 +89,14 @@ class TrainingService:
         )
 
     def data(self, spec: TrainingSpec) -> ImageData:
-        """The training data fitted to the model's input, derivations applied, on the device."""
+        """The training data fitted to the model's input, derivations applied, on the device (a
+        training split too big for it stays in host memory: :func:`.streaming.place`)."""
         channels, size = self.geometry(spec)
         seed = spec.seed if spec.dataset.source is not None else None  # only derivations draw
         key = content_hash([spec.dataset.spec, channels, size, seed])
         if key not in self._fitted:
-            self._fitted[key] = self._derive(spec.dataset, channels, size, spec.seed).to(
-                self.device
+            self._fitted[key] = place(
+                self._derive(spec.dataset, channels, size, spec.seed), self.device
             )
             while len(self._fitted) > self.keep:
                 self._fitted.popitem(last=False)
