@@ -44,7 +44,8 @@ class Profile:
     layer_calls: int  # convolution and linear layer calls in one forward
     train_images: int
     test_images: int
-    image_bytes: int  # one training image on the device
+    image_bytes: int  # one training image
+    streamed: bool = False  # the training split stays in host memory (:mod:`.streaming`)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def profile(spec: TrainingSpec, service: Any) -> Profile:
         train_images=len(data.train_x),
         test_images=len(data.test_x),
         image_bytes=x[:1].numel() * x.element_size(),
+        streamed=x.device.type == "cpu" and service.device.type != "cpu",
     )
     _profiles[key] = result
     return result
@@ -96,13 +98,12 @@ def profile(spec: TrainingSpec, service: Any) -> Profile:
 
 def member_bytes(p: Profile, spec: TrainingSpec) -> int:
     """Memory of one member in training: weights, gradients and two optimizer states, its
-    training set, and activations kept for the backward pass (about 3x the outputs)."""
+    training set (two batches of it where it streams from host memory), and activations kept for
+    the backward pass (about 3x the outputs)."""
     fp32 = 4
-    return (
-        4 * p.params * fp32
-        + p.train_images * p.image_bytes
-        + 3 * spec.recipe.batch_size * p.activations * fp32
-    )
+    batch = spec.recipe.batch_size
+    data = 2 * batch if p.streamed else p.train_images  # images on the device: two batches
+    return 4 * p.params * fp32 + data * p.image_bytes + 3 * batch * p.activations * fp32
 
 
 def available_bytes(device: torch.device) -> int:

@@ -102,6 +102,23 @@ def test_place_keeps_a_training_split_too_big_for_the_device_in_host_memory(digi
     assert cpu.train_x is data.train_x  # on a CPU the host is the device
 
 
+def test_a_streamed_members_device_memory_does_not_grow_with_its_training_set():
+    """So a sweep over a dataset too big for the GPU still batches (--batch auto): each member
+    holds two batches of it on the device, not the split."""
+    from types import SimpleNamespace
+
+    from bioprior.registry.estimate import Profile, member_bytes
+
+    spec = SimpleNamespace(recipe=RECIPE)  # what member_bytes reads of a TrainingSpec
+
+    def need(images, streamed):
+        p = Profile(10**6, 10**5, 10**5, 5, images, 10**4, 3 * 32 * 32, streamed)
+        return member_bytes(p, spec)
+
+    assert need(10**7, streamed=True) == need(10**4, streamed=True)
+    assert need(10**7, streamed=False) > 10**10  # resident: the split counts in full
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_streamed_batched_training_and_prediction_match_resident(digits):
