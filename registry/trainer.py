@@ -182,10 +182,10 @@ def train_model(
     ``x`` may be float in [0, 1] or uint8 (converted per batch on the device); on the model's
     device, or in host memory when it does not fit there: then each batch is gathered on the
     host into a pinned buffer and copied asynchronously (:mod:`.streaming`). Training
-    objectives attached by constraints (:mod:`.objective`) add their terms to the loss. On CUDA: cudnn.benchmark, fused optimizers;
-    bf16 autocast when the recipe asks and the device has native bf16 (:func:`uses_bf16`);
-    ``BIOPRIOR_COMPILE=1`` compiles the forward (``torch.compile``); conv models train
-    channels_last everywhere.
+    objectives attached by constraints (:mod:`.objective`) add their terms to the loss. On
+    CUDA: cudnn.benchmark, fused optimizers; bf16 autocast when the recipe asks and the device
+    has native bf16 (:func:`uses_bf16`); ``BIOPRIOR_COMPILE=1`` compiles the forward
+    (``torch.compile``); conv models train channels_last everywhere.
     """
     device = model_device(model, x)
     batches = streaming.member_batches([x], [y], device, recipe.batch_size)
