@@ -149,15 +149,24 @@ def test_gpu_service_streams_a_training_split_too_big_for_the_device(
     from bioprior.registry.store import ResultStore
 
     path = write_submission(tiny_submission("stream"))
-    (resident,) = bioprior.score(path, device="cuda")
+    (resident,) = bioprior.score(path, device="cuda")  # digits fit: nothing streams
     with ResultStore(bioprior_home / "results.sqlite") as store:
         store.conn.execute("DELETE FROM results")
     for f in (bioprior_home / "weights").glob("**/*"):
         if f.is_file():
             f.unlink()
+    made = []
+
+    class Counted(streaming.HostBatches):
+        def __init__(self, *args):
+            made.append(args[2])
+            super().__init__(*args)
+
+    monkeypatch.setattr(streaming, "HostBatches", Counted)
     monkeypatch.setattr(streaming, "RESIDENT_SHARE", 0.0)
     (streamed,) = bioprior.score(path, device="cuda")
     assert streamed["status"] == "ok"
+    assert made and all(d.type == "cuda" for d in made)  # the trainings did stream
     for name, value in resident["metrics"].items():
         if isinstance(value, float):
             assert streamed["metrics"][name] == pytest.approx(value, abs=0.05), name
