@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .data import to_float
 from .planner import EvaluateStep, TrainStep
 from .spec import TrainingSpec
+from .streaming import streams
 
 #: most members per batched training when memory would allow more (CPU / GPU)
 CAP = {"cpu": 16, "cuda": 64}
@@ -90,7 +91,7 @@ def profile(spec: TrainingSpec, service: Any) -> Profile:
         train_images=len(data.train_x),
         test_images=len(data.test_x),
         image_bytes=x[:1].numel() * x.element_size(),
-        streamed=x.device.type == "cpu" and service.device.type != "cpu",
+        streamed=streams(x, service.device),
     )
     _profiles[key] = result
     return result

@@ -58,6 +58,11 @@ def place(data: ImageData, device: torch.device, free: int | None = None) -> Ima
     )
 
 
+def streams(x: torch.Tensor, device: torch.device) -> bool:
+    """Whether data ``x`` reaches ``device`` by streaming: it is in host memory, the device not."""
+    return x.device.type == "cpu" and device.type != "cpu"
+
+
 class HostBatches:
     """Batches of K members' host-memory data, gathered into pinned buffers and copied to
     ``device`` asynchronously. ``xs[j]`` / ``ys[j]`` are member j's images and labels (one shape
@@ -140,7 +145,7 @@ def member_batches(
 ) -> HostBatches | ResidentBatches:
     """The batch source for K members' data trained on ``device``: streamed when the data is in
     host memory and ``device`` is not, else resident (data on another accelerator moves first)."""
-    if xs[0].device.type == "cpu" and device.type != "cpu":
+    if streams(xs[0], device):
         return HostBatches(xs, ys, device, batch_size)
     if xs[0].device != device:
         xs, ys = [x.to(device) for x in xs], [y.to(device) for y in ys]

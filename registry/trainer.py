@@ -281,8 +281,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) ->
     model.eval()
     device = model_device(model, x)
     batch_size = batch_size or eval_batch_size(device)
-    streamed = x.device.type == "cpu" and device.type != "cpu"
-    host = streaming.HostBatches([x], None, device, min(batch_size, len(x))) if streamed else None
+    host = None
+    if streaming.streams(x, device):
+        host = streaming.HostBatches([x], None, device, min(batch_size, len(x)))
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
