@@ -11,6 +11,7 @@ from torch import nn
 
 from .data import to_float
 from .failures import InvalidOutput
+from .trainer import model_device
 
 
 def check_logits(module: nn.Module, data, num: int = 16) -> None:
@@ -18,8 +19,7 @@ def check_logits(module: nn.Module, data, num: int = 16) -> None:
     finite logits of shape (batch, num_classes). The RNG is forked, so a stochastic model draws
     the same numbers afterwards as it would have without the check."""
     x = data.test_x[:num] if len(data.test_x) else data.train_x[:num]
-    param = next(module.parameters(), None)
-    x = to_float(x.to(param.device) if param is not None else x)  # a streamed training split
+    x = to_float(x.to(model_device(module, x)))  # a streamed training split is on the host
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         out = module(x)

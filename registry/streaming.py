@@ -25,7 +25,7 @@ RESIDENT_SHARE = 0.5
 
 
 def nbytes(*tensors: torch.Tensor) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(t.nbytes for t in tensors)
 
 
 def fits_on_device(size: int, device: torch.device, free: int | None = None) -> bool:
