@@ -80,8 +80,9 @@ class TrainingRecipe(Strict):
     schedule: Schedule = Field(default_factory=Schedule, description="Learning-rate schedule.")
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32",
-        description="bf16 autocast where the device computes bf16 natively (CUDA; a CPU with "
-        "AVX-512 BF16 or AMX); fp32 elsewhere. The training's history records which ran.",
+        description="bf16 autocast where bf16 is the faster arithmetic (CUDA; a CPU with AMX, or "
+        "with AVX-512 BF16 where BIOPRIOR_CPU_BF16=1); fp32 elsewhere. The training's history "
+        "records which ran.",
     )
     augment: list[Literal["hflip", "crop"]] = Field(
         default_factory=list,

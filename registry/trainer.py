@@ -3,8 +3,8 @@
 The fast path for in-memory datasets: the whole split lives on the device (or, too big for it,
 in host memory, streamed through pinned buffers: :mod:`.streaming`), each epoch draws a seeded
 permutation and batches are gathered by index (no per-sample DataLoader). bf16 autocast
-is used when the recipe asks for it and the device computes bf16 natively (CUDA, or a CPU with
-AVX-512 BF16 / AMX: about 1.6x an fp32 step there); the history records which (``autocast``).
+is used when the recipe asks for it and bf16 is the faster arithmetic on the device (CUDA, or a
+CPU with AMX; :func:`native_bf16`); the history records which (``autocast``).
 """
 
 from __future__ import annotations
@@ -137,10 +137,9 @@ def channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
     return True
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU whose
-    oneDNN has bf16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 would be emulated, slower
-    than fp32, so a ``precision: bf16`` recipe trains fp32 there."""
+def bf16_kernels(device: torch.device) -> bool:
+    """Whether ``device`` has bf16 kernels at all: a CUDA GPU that supports it, or a CPU whose
+    oneDNN has them (AVX-512 BF16 or AMX). Elsewhere bf16 would be emulated."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
@@ -149,9 +148,25 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 is the faster arithmetic on ``device``: a CUDA GPU that supports it, or a
+    CPU with AMX tiles. A CPU with AVX-512 BF16 but no AMX has bf16 kernels whose training steps
+    can be slower than fp32 (measured on a 2-vCPU Xeon, family 6 model 207, AMX not exposed:
+    1.1-2.1x slower for small_alexnet, small_inception, resnet18_cifar and vgg16_flex), so there
+    a ``precision: bf16`` recipe trains fp32 unless ``BIOPRIOR_CPU_BF16=1`` opts in."""
+    if device.type == "cpu":
+        import os
+
+        if os.environ.get("BIOPRIOR_CPU_BF16", "") in ("1", "true", "yes"):
+            return bf16_kernels(device)
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return bool(amx is not None and amx()) and bf16_kernels(device)
+    return bf16_kernels(device)
+
+
 def uses_bf16(recipe: TrainingRecipe, device: torch.device) -> bool:
-    """bf16 autocast (BatchNorm and the loss stay fp32) when the recipe asks and the device
-    computes bf16 natively; recorded in each training's history as ``autocast``."""
+    """bf16 autocast (BatchNorm and the loss stay fp32) when the recipe asks and bf16 is the
+    faster arithmetic on the device (:func:`native_bf16`); recorded in each training's history as ``autocast``."""
     return recipe.precision == "bf16" and native_bf16(device)
 
 
@@ -183,8 +198,8 @@ def train_model(
     device, or in host memory when it does not fit there: then each batch is gathered on the
     host into a pinned buffer and copied asynchronously (:mod:`.streaming`). Training
     objectives attached by constraints (:mod:`.objective`) add their terms to the loss. On
-    CUDA: cudnn.benchmark, fused optimizers; bf16 autocast when the recipe asks and the device
-    has native bf16 (:func:`uses_bf16`); ``BIOPRIOR_COMPILE=1`` compiles the forward
+    CUDA: cudnn.benchmark, fused optimizers; bf16 autocast when the recipe asks and bf16 is the
+    faster arithmetic there (:func:`uses_bf16`); ``BIOPRIOR_COMPILE=1`` compiles the forward
     (``torch.compile``); conv models train channels_last everywhere.
     """
     device = model_device(model, x)

@@ -14,7 +14,7 @@ from bioprior import create_model
 from bioprior.registry.batched import train_batched
 from bioprior.registry.batched_autocast import ConvAutocast
 from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import native_bf16, train_model
+from bioprior.registry.trainer import bf16_kernels, train_model
 
 K = 3
 
@@ -73,8 +73,9 @@ class _ConvDtypes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
-def test_a_bf16_batched_training_convolves_in_bf16_as_its_members_would_alone():
+@pytest.mark.skipif(not bf16_kernels(torch.device("cpu")), reason="this CPU has no bf16 kernels")
+def test_a_bf16_batched_training_convolves_in_bf16_as_its_members_would_alone(monkeypatch):
+    monkeypatch.setenv("BIOPRIOR_CPU_BF16", "1")  # bf16 even where fp32 would be faster
     from sklearn.datasets import load_digits
 
     digits = load_digits()

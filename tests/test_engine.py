@@ -10,7 +10,7 @@ from torch import nn
 
 from bioprior import create_model
 from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import predict, train_model
+from bioprior.registry.trainer import bf16_kernels, predict, train_model
 from bioprior.registry.training import weights_hash
 
 RECIPE = TrainingRecipe(dataset="digits", epochs=2, batch_size=32, lr=0.05)
@@ -83,13 +83,9 @@ def test_gpu_streaming_from_host_memory_matches_device_resident():
     assert predict(a, x).shape == (1024, 10)
 
 
-def test_bf16_recipe_autocasts_where_native_and_still_learns_digits():
-    """``precision: bf16`` trains under bf16 autocast where the device computes it natively (a
-    CPU with AVX-512 BF16 / AMX here) and learns real digits as fp32 does (both well above
-    chance); elsewhere it is the fp32 training, bit for bit."""
+def _bf16_against_fp32():
+    """Six epochs on real digits with ``precision: fp32`` and ``bf16``: nets, histories, test set."""
     from sklearn.datasets import load_digits
-
-    from bioprior.registry.trainer import accuracy, native_bf16
 
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
@@ -100,12 +96,29 @@ def test_bf16_recipe_autocasts_where_native_and_still_learns_digits():
     h16 = train_model(
         bf16, x[:1200], y[:1200], recipe.model_copy(update={"precision": "bf16"}), seed=0
     )
-    native = native_bf16(torch.device("cpu"))
-    assert h16["autocast"] == ("bf16" if native else "fp32") and h32["autocast"] == "fp32"
-    if native:
-        assert h16["loss"] != h32["loss"]  # the arithmetic really changed
-        acc32 = accuracy(fp32, x[1200:], y[1200:])
-        acc16 = accuracy(bf16, x[1200:], y[1200:])
-        assert min(acc32, acc16) > 0.75, (acc32, acc16)  # chance: 0.1
-    else:
+    return (fp32, bf16), (h32, h16), (x[1200:], y[1200:])
+
+
+def test_bf16_recipe_trains_fp32_where_bf16_is_not_the_faster_arithmetic(monkeypatch):
+    """``precision: bf16`` autocasts only where bf16 is faster than fp32 (a GPU, a CPU with AMX);
+    on a CPU without AMX it is the fp32 training, bit for bit, and the history says fp32."""
+    monkeypatch.delenv("BIOPRIOR_CPU_BF16", raising=False)
+    (fp32, bf16), (h32, h16), _ = _bf16_against_fp32()
+    amx = torch.cpu._is_amx_tile_supported() and bf16_kernels(torch.device("cpu"))
+    assert h32["autocast"] == "fp32" and h16["autocast"] == ("bf16" if amx else "fp32")
+    if not amx:
         assert weights_hash(bf16) == weights_hash(fp32)
+
+
+@pytest.mark.skipif(not bf16_kernels(torch.device("cpu")), reason="this CPU has no bf16 kernels")
+def test_bf16_on_a_cpu_that_opts_in_really_autocasts_and_still_learns_digits(monkeypatch):
+    """``BIOPRIOR_CPU_BF16=1`` trains bf16 on any CPU with bf16 kernels (AVX-512 BF16 or AMX):
+    the arithmetic really changes and the net learns real digits as fp32 does."""
+    from bioprior.registry.trainer import accuracy
+
+    monkeypatch.setenv("BIOPRIOR_CPU_BF16", "1")
+    (fp32, bf16), (h32, h16), (x, y) = _bf16_against_fp32()
+    assert (h16["autocast"], h32["autocast"]) == ("bf16", "fp32")
+    assert h16["loss"] != h32["loss"]  # the arithmetic really changed
+    acc32, acc16 = accuracy(fp32, x, y), accuracy(bf16, x, y)
+    assert min(acc32, acc16) > 0.75, (acc32, acc16)  # chance: 0.1

@@ -1,7 +1,7 @@
 """Pair "batched-K": K trainings as one batched model (registry.batched) against the same K
 trained one after another; K = 8 on CPU, 16 on GPU; small_alexnet and small_inception at
 reduced width on digits (one epoch each), both sides in the engine's precision (bf16 autocast where
-the device computes bf16 natively, as in the train-epoch pair; fp32 elsewhere)."""
+bf16 is the faster arithmetic, as in the train-epoch pair; fp32 elsewhere)."""
 
 from __future__ import annotations
 
