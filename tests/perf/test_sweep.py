@@ -1,6 +1,7 @@
 """Pair "sweep": a quickstart-style sweep (6 noise levels x natural / random data = 12 trainings,
 small_alexnet at reduced width on digits) scored end to end by the Scorer, batched (up to 12
-members) against one training at a time; a fresh home per round."""
+members) against one training at a time; a fresh home per round. The batched side's rounds each
+follow one run of the other (``interleave``), so both share the same minutes of a drifting machine."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from perfkit import DEVICE, sync
+from perfkit import DEVICE, interleave, sync
 
 from bioprior.registry.plugins import get_registry
 from bioprior.registry.scorer import Scorer
@@ -42,7 +43,10 @@ def _score(max_batch: int) -> int:
 @pytest.mark.parametrize("max_batch", [12, 1], ids=["batched", "one-at-a-time"])
 @pytest.mark.benchmark(group="sweep-end-to-end")
 def test_sweep(benchmark, record, max_batch):
-    trainings = benchmark.pedantic(_score, args=(max_batch,), rounds=2, iterations=1)
+    if max_batch > 1:
+        trainings = interleave(benchmark, lambda: _score(max_batch), lambda: _score(1), rounds=2)
+    else:
+        trainings = benchmark.pedantic(_score, args=(max_batch,), rounds=2, iterations=1)
     assert trainings == 12
     role = "engine" if max_batch > 1 else "reference"
     record("sweep-12-trainings", role, 12 * 1797)
@@ -65,7 +69,7 @@ def test_sweep_cpu_workers(benchmark, record, tmp_path_factory, workers):
     sweep = {**SWEEP, "training": {**SWEEP["training"], "epochs": 10}}  # the trainings dominate
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
 
-    def score() -> None:
+    def score_with(workers: str) -> None:
         home = tempfile.mkdtemp(prefix="bioprior-perf-")
         out = subprocess.run(
             [sys.executable, "-m", "bioprior.registry.cli", "score", str(path), "--device", "cpu"]
@@ -77,5 +81,11 @@ def test_sweep_cpu_workers(benchmark, record, tmp_path_factory, workers):
         )
         assert out.returncode == 0, out.stderr
 
-    benchmark.pedantic(score, rounds=2, iterations=1)
+    def score() -> None:
+        score_with(workers)
+
+    if workers == "1":
+        benchmark.pedantic(score, rounds=2, iterations=1)
+    else:  # each round after one in-turn run: fresh processes, so no warm-up round
+        interleave(benchmark, score, lambda: score_with("1"), rounds=2, warmup=0)
     record("sweep-cpu-workers", "engine" if workers != "1" else "reference", 12 * 1797)
