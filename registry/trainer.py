@@ -4,7 +4,7 @@ The fast path for in-memory datasets: the whole split lives on the device (or, t
 in host memory, streamed through pinned buffers: :mod:`.streaming`), each epoch draws a seeded
 permutation and batches are gathered by index (no per-sample DataLoader). bf16 autocast
 is used when the recipe asks for it and bf16 is the faster arithmetic on the device (CUDA, or a
-CPU with AMX; :func:`native_bf16`); the history records which (``autocast``).
+CPU with AMX; :func:`bf16_is_faster`); the history records which (``autocast``).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def bf16_kernels(device: torch.device) -> bool:
     return False
 
 
-def native_bf16(device: torch.device) -> bool:
+def bf16_is_faster(device: torch.device) -> bool:
     """Whether bf16 is the faster arithmetic on ``device``: a CUDA GPU that supports it, or a
     CPU with AMX tiles. A CPU with AVX-512 BF16 but no AMX has bf16 kernels whose training steps
     can be slower than fp32 (measured on a 2-vCPU Xeon, family 6 model 207, AMX not exposed:
@@ -166,8 +166,9 @@ def native_bf16(device: torch.device) -> bool:
 
 def uses_bf16(recipe: TrainingRecipe, device: torch.device) -> bool:
     """bf16 autocast (BatchNorm and the loss stay fp32) when the recipe asks and bf16 is the
-    faster arithmetic on the device (:func:`native_bf16`); recorded in each training's history as ``autocast``."""
-    return recipe.precision == "bf16" and native_bf16(device)
+    faster arithmetic on the device (:func:`bf16_is_faster`); recorded in each training's
+    history as ``autocast``."""
+    return recipe.precision == "bf16" and bf16_is_faster(device)
 
 
 def model_device(model: nn.Module, x: torch.Tensor) -> torch.device:

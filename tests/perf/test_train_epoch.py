@@ -18,7 +18,7 @@ from bioprior.registry.schemas import TrainingRecipe
 from bioprior.registry.trainer import train_model
 
 pytestmark = pytest.mark.perf
-PRECISION = "bf16"  # the engine autocasts where bf16 is faster (trainer.native_bf16), else fp32
+PRECISION = "bf16"  # the engine autocasts where bf16 is faster (trainer.bf16_is_faster), else fp32
 
 
 @pytest.fixture(scope="module")
