@@ -2,7 +2,9 @@
 
 Stored with every row (``results.provenance``): Python, torch, torchvision, numpy and foolbox
 (the attack library) versions, torch's intra-op thread count, the CUDA and cuDNN versions and
-the GPU's name when the job ran on CUDA, and the project's git commit (and whether the checkout
+the GPU's name when the job ran on CUDA, the CPU (its model and the instruction set torch's kernels
+dispatch to: oneDNN picks its convolution kernels by it, so two hosts with the same software can
+train to different fp32 numbers), and the project's git commit (and whether the checkout
 had uncommitted changes) when bioprior runs from a git checkout. Versions come from the imported modules
 (with their build tags) or the installed distributions' metadata: nothing heavy is imported just
 to record them.
@@ -84,6 +86,25 @@ def git_commit() -> dict[str, Any] | None:
 
 
 @lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers where Linux says them (a VM's
+    "Intel Xeon Processor" alone names no generation), else ``platform.processor()``."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break  # the first processor is enough
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']})"
+    return name
+
+
+@lru_cache(maxsize=1)
 def _software() -> dict[str, Any]:
     out: dict[str, Any] = {
         "python": platform.python_version(),
@@ -111,6 +132,8 @@ def capture(device: str = "", threads: int | None = None) -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is not None:
         out["torch_num_threads"] = threads or torch_threads()
+        out["cpu"] = cpu_name()
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         if device.startswith("cuda"):
             out["cuda"] = torch.version.cuda
             out["cudnn"] = torch.backends.cudnn.version()

@@ -446,6 +446,9 @@ def test_rows_carry_provenance_and_json_shows_it(tmp_path, write_submission, one
     assert prov["torch"] == torch.__version__ and prov["torchvision"] == torchvision.__version__
     assert prov["numpy"] == np.__version__ and prov["foolbox"] and prov["python"]
     assert prov["torch_num_threads"] == 1
+    # the host's CPU changes fp32 numbers (oneDNN picks kernels by its instruction set)
+    assert prov["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert prov["cpu"] and prov["cpu"] != "cpu"
     assert "spec" not in row
     (full,) = json.loads(cli("results", "--db", str(db), "--format", "json", "--spec")[1])
     assert full["spec"]["benchmark"]["name"] == "memorization"
