@@ -137,6 +137,13 @@ def channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
     return True
 
 
+def _env_on(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1, true or yes."""
+    import os
+
+    return os.environ.get(name, "") in ("1", "true", "yes")
+
+
 def bf16_kernels(device: torch.device) -> bool:
     """Whether ``device`` has bf16 kernels at all: a CUDA GPU that supports it, or a CPU whose
     oneDNN has them (AVX-512 BF16 or AMX). Elsewhere bf16 would be emulated."""
@@ -155,9 +162,7 @@ def bf16_is_faster(device: torch.device) -> bool:
     1.1-2.1x slower for small_alexnet, small_inception, resnet18_cifar and vgg16_flex), so there
     a ``precision: bf16`` recipe trains fp32 unless ``BIOPRIOR_CPU_BF16=1`` opts in."""
     if device.type == "cpu":
-        import os
-
-        if os.environ.get("BIOPRIOR_CPU_BF16", "") in ("1", "true", "yes"):
+        if _env_on("BIOPRIOR_CPU_BF16"):
             return bf16_kernels(device)
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
         return bool(amx is not None and amx()) and bf16_kernels(device)
@@ -178,9 +183,7 @@ def model_device(model: nn.Module, x: torch.Tensor) -> torch.device:
 
 def compiled(model: nn.Module):
     """``torch.compile(model)`` when ``BIOPRIOR_COMPILE=1`` (same weights, same module)."""
-    import os
-
-    if os.environ.get("BIOPRIOR_COMPILE", "") in ("1", "true", "yes"):
+    if _env_on("BIOPRIOR_COMPILE"):
         return torch.compile(model)
     return model
 

@@ -81,11 +81,10 @@ def test_sweep_cpu_workers(benchmark, record, tmp_path_factory, workers):
         )
         assert out.returncode == 0, out.stderr
 
-    def score() -> None:
-        score_with(workers)
-
     if workers == "1":
-        benchmark.pedantic(score, rounds=2, iterations=1)
+        benchmark.pedantic(score_with, args=(workers,), rounds=2, iterations=1)
     else:  # each round after one in-turn run: fresh processes, so no warm-up round
-        interleave(benchmark, score, lambda: score_with("1"), rounds=2, warmup=0)
+        interleave(
+            benchmark, lambda: score_with(workers), lambda: score_with("1"), rounds=2, warmup=0
+        )
     record("sweep-cpu-workers", "engine" if workers != "1" else "reference", 12 * 1797)
