@@ -6,10 +6,10 @@ K and precision as test_batched_training.py.
 
 Where convolutions are most of a step, this pair bounds the batched-K pair: members trained
 together gain little more than their convolutions do. On 2 AVX-512 cores in fp32 (no AMX),
-width-0.1 small_alexnet's convolutions ran at 55-60% of the fp32 matmul rate one member at a
-time (a ceiling of 1.7-1.8x) and grouped at 0.85-1.1x of that speed; small_inception's ran at 12-13%
-in turn and 1.5-1.7x faster grouped (oneDNN's grouped kernels reached about 20%). Either way the
-convolutions keep K = 8 far from 4x there."""
+width-0.1 small_alexnet's convolutions ran at 45-60% of the fp32 matmul rate one member at a
+time (ceilings of 1.7-2.2x) and grouped at 0.85-1.25x of that speed; small_inception's ran at
+9-13% in turn and 1.5-1.9x faster grouped (oneDNN's grouped kernels reached 17-22%). Either way
+the convolutions keep K = 8 far from 4x there."""
 
 from __future__ import annotations
 
