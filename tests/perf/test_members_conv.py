@@ -6,10 +6,11 @@ K and precision as test_batched_training.py.
 
 Where convolutions are most of a step, this pair bounds the batched-K pair: members trained
 together gain little more than their convolutions do. On 2 AVX-512 cores in fp32 (no AMX),
-width-0.1 small_alexnet's convolutions ran at 45-60% of the fp32 matmul rate one member at a
-time (ceilings of 1.7-2.2x) and grouped at 0.85-1.25x of that speed; small_inception's ran at
-9-13% in turn and 1.5-1.9x faster grouped (oneDNN's grouped kernels reached 17-22%). Either way
-the convolutions keep K = 8 far from 4x there."""
+width-0.1 small_alexnet's convolutions ran at 45-96% of the fp32 matmul rate one member at a
+time in three runs (ceilings of 1.0-2.2x; the VM's matmul rate itself drifts between runs) and
+grouped at 0.83-1.25x of that speed; small_inception's ran at 9-20% in turn and 1.5-1.9x faster
+grouped (oneDNN's grouped kernels reached 17-35%). Either way the convolutions keep K = 8 far
+from 4x there."""
 
 from __future__ import annotations
 
@@ -79,8 +80,10 @@ def _grouped(name: str):
         base = batched_layout.prepare(nn.Sequential(copy.deepcopy(members[0])))
         params, _ = stack_module_state(members)
         params = {f"0.{k}": p.detach().requires_grad_() for k, p in params.items()}
-        # the layout each layer's input has in a batched training (the first: after its copy)
-        x = batched_layout._members_last(torch.rand(K, *shape, device=DEVICE))
+        # the layout each layer's input has in a batched training (the first: after its copy):
+        # (K, B, C, H, W) stored as (B, H, W, K, C)
+        b, c, h, w = shape
+        x = torch.rand(b, h, w, K, c, device=DEVICE).permute(3, 0, 4, 1, 2)
         steps.append((base, params, x.requires_grad_(input_grad), members))
 
     def forward(base, params, x, members):
