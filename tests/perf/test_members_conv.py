@@ -74,6 +74,11 @@ def _members(conv: nn.Conv2d) -> list[nn.Module]:
 
 def _grouped(name: str):
     """One forward and backward of every layer, the K members as one grouped convolution."""
+
+    def forward(base, params, x):
+        with _autocast(), ConvAutocast():
+            return vmap(lambda p, xb: functional_call(base, p, (xb,)))(params, x)
+
     steps = []
     for conv, shape, input_grad in _layers(name):
         members = _members(conv)
@@ -84,19 +89,13 @@ def _grouped(name: str):
         # (K, B, C, H, W) stored as (B, H, W, K, C)
         b, c, h, w = shape
         x = torch.rand(b, h, w, K, c, device=DEVICE).permute(3, 0, 4, 1, 2)
-        steps.append((base, params, x.requires_grad_(input_grad), members))
-
-    def forward(base, params, x, members):
-        with _autocast(), ConvAutocast():
-            return vmap(lambda p, xb: functional_call(base, p, (xb,)))(params, x)
-
-    with torch.no_grad():  # the timed work is the members' own convolutions
-        for step in steps:
-            out, x, members = forward(*step), step[2], step[3]
+        with torch.no_grad():  # the timed work is the members' own convolutions
+            out = forward(base, params, x)
             for j in (0, K - 1):
                 with _autocast():
                     want = members[j](x[j])
                 torch.testing.assert_close(out[j], want, rtol=2e-2, atol=2e-2)
+        steps.append((base, params, x.requires_grad_(input_grad)))
     return _timed(steps, forward, lambda step: [step[2], *step[1].values()])
 
 
