@@ -10,6 +10,7 @@ CPU with AMX; :func:`bf16_is_faster`); the history records which (``autocast``).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -139,8 +140,6 @@ def channels_last(model: nn.Module, sample: torch.Tensor) -> bool:
 
 def _env_on(name: str) -> bool:
     """Whether the environment variable ``name`` is set to 1, true or yes."""
-    import os
-
     return os.environ.get(name, "") in ("1", "true", "yes")
 
 
