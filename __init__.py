@@ -21,9 +21,9 @@ _API = {
     "create_model": "bioprior.registry.api",
     "list_plugins": "bioprior.registry.api",
     "list_models": "bioprior.registry.api",
-    "get_registry": "bioprior.registry.plugins",
-    "hookimpl": "bioprior.registry.hookspecs",
-    "PluginEntry": "bioprior.registry.entries",
+    "get_registry": "bioprior.registry.hooks.loading",
+    "hookimpl": "bioprior.registry.hooks.specs",
+    "PluginEntry": "bioprior.registry.hooks.entries",
 }
 
 __all__ = [

@@ -6,11 +6,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .entries import ImageModelParams, PluginEntry
-from .paths import default_db
-from .plugins import get_registry
-from .progress import EventReporter, ProgressEvent, Reporter
-from .submission import LoadedSubmission, load_submission, validate_submission_dict
+from bioprior.registry.base.paths import default_db
+from bioprior.registry.base.progress import EventReporter, ProgressEvent, Reporter
+from bioprior.registry.hooks.entries import ImageModelParams, PluginEntry
+from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.submissions.loading import (
+    LoadedSubmission,
+    load_submission,
+    validate_submission_dict,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,7 +36,7 @@ class InputMismatch(ValueError):
 def dataset_geometry(dataset: str) -> dict[str, int]:
     """``in_channels``, ``input_size`` and ``num_classes`` of a named dataset (a derivation's are
     its default source's): from the entry's declared ``geometry``, else from its data."""
-    from .data import DataUnavailable
+    from bioprior.registry.toolkit.data import DataUnavailable
 
     entry = get_registry().get("dataset", dataset)
     if entry.extra.get("derivation"):
@@ -102,7 +106,7 @@ def module_entry(module: nn.Module) -> PluginEntry:
     """An in-memory ``nn.Module`` as a model entry; its content hash is its version."""
     import copy
 
-    from .hashing import content_hash
+    from bioprior.registry.base.hashing import content_hash
 
     state = {k: (tuple(v.shape), float(v.double().sum())) for k, v in module.state_dict().items()}
     return PluginEntry(
@@ -147,18 +151,18 @@ def score(
     (``message`` events), not epoch by epoch; ``workers=1`` trains in this process, with every
     epoch reported. An in-memory ``nn.Module`` always trains in this process.
     """
-    from . import threads as thread_choice
-    from .devices import check_device
-    from .execution import (
+    from bioprior.registry.base import threads as thread_choice
+    from bioprior.registry.base.devices import check_device
+    from bioprior.registry.base.paths import home, using_data_root
+    from bioprior.registry.scoring.options import (
         ExecutionError,
         ExecutionOptions,
         build_executor,
         check_workers,
         plan_workers,
     )
-    from .paths import home, using_data_root
-    from .scorer import Scorer
-    from .store import ResultStore
+    from bioprior.registry.scoring.scorer import Scorer
+    from bioprior.registry.store.results import ResultStore
 
     device = check_device(device)
     choice = thread_choice.choose(threads)

@@ -58,11 +58,11 @@ def submission_for(s: Subject) -> dict[str, Any]:
 def _run_once(s: Subject, home: Path):
     import torch
 
-    from bioprior.registry.context import BenchmarkContext
-    from bioprior.registry.planner import plan
-    from bioprior.registry.scorer import PreflightError, Scorer
-    from bioprior.registry.submission import InvalidSubmission, validate_submission_dict
-    from bioprior.registry.training import TrainingService
+    from bioprior.registry.engine.context import BenchmarkContext
+    from bioprior.registry.engine.service import TrainingService
+    from bioprior.registry.planning.jobs import plan
+    from bioprior.registry.scoring.scorer import PreflightError, Scorer
+    from bioprior.registry.submissions.loading import InvalidSubmission, validate_submission_dict
 
     raw = submission_for(s)
     try:
@@ -111,7 +111,7 @@ def runs(s: Subject):
 
 def runs_end_to_end(s: Subject) -> None:
     """Runs on tiny digits with a tiny budget and returns a BenchmarkResult."""
-    from bioprior.registry.benchmark import BenchmarkResult
+    from bioprior.registry.contracts.benchmark import BenchmarkResult
 
     _, first, _ = runs(s)
     for result in first:
@@ -196,7 +196,7 @@ def respects_epsilon_and_bounds(s: Subject) -> None:
     import foolbox as fb
     import torch
 
-    from bioprior.registry.data import fit_images
+    from bioprior.registry.toolkit.data import fit_images
 
     from .constraint_checks import sequential_host
 

@@ -15,7 +15,7 @@ from .kit import CheckFailed, CheckSkipped, Subject
 from .listing import probe
 
 if TYPE_CHECKING:
-    from bioprior.registry.entries import PluginEntry
+    from bioprior.registry.hooks.entries import PluginEntry
 
 CheckFunction = Callable[[Subject], None]
 
@@ -32,7 +32,7 @@ def params_documented(s: Subject) -> None:
     if params.model_config.get("extra") != "forbid":
         raise CheckFailed(
             f"{params.__name__} accepts unknown keys: subclass "
-            "bioprior.registry.entries.PluginParams (extra='forbid') so a misspelt parameter "
+            "bioprior.registry.hooks.entries.PluginParams (extra='forbid') so a misspelt parameter "
             "is an error, not silently ignored"
         )
 

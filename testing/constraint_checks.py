@@ -35,7 +35,7 @@ def sequential_host(geometry=GEOMETRY):
 
 
 def timm_host(geometry=GEOMETRY):
-    from bioprior.registry.torchvision_compat import ensure_torchvision
+    from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
     import timm
@@ -45,13 +45,13 @@ def timm_host(geometry=GEOMETRY):
 
 
 def constraint_of(s: Subject, **override: Any):
-    from bioprior.registry.constraint import Constraint
+    from bioprior.registry.contracts.constraint import Constraint
 
     constraint = s.entry.build({**s.params, **override})
     if not isinstance(constraint, Constraint):
         raise CheckFailed(
             f"the factory returned {type(constraint).__name__}: return a "
-            "bioprior.registry.constraint.Constraint subclass instance"
+            "bioprior.registry.contracts.constraint.Constraint subclass instance"
         )
     return constraint
 
@@ -65,8 +65,8 @@ def needed_model_params(s: Subject, constraint) -> tuple[str, ...]:
 
 def apply_constraint(constraint, net, geometry=GEOMETRY, model: str = ""):
     """``constraint.apply`` as the trainer calls it (the one place the kit does), with the
-    :class:`~bioprior.registry.constraint.InputGeometry` of the images the network receives."""
-    from bioprior.registry.constraint import InputGeometry
+    :class:`~bioprior.registry.contracts.constraint.InputGeometry` of the images the network receives."""
+    from bioprior.registry.contracts.constraint import InputGeometry
 
     channels, classes, size = geometry
     return constraint.apply(net, InputGeometry(channels, size, classes, model))
@@ -132,7 +132,7 @@ def constrained_model(
     builds it (for speed tests: ``plugin_forward_benchmark(constrained_model("my_noise"), ...)``)."""
     import torch
 
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
 
     registry = get_registry()
     c = registry.get("constraint", constraint).build(params or {})
@@ -242,7 +242,7 @@ def objective_adds_finite_loss(s: Subject) -> None:
     import torch
     import torch.nn.functional as F
 
-    from bioprior.registry.objective import Batch, ObjectiveContext, objectives
+    from bioprior.registry.toolkit.objective import Batch, ObjectiveContext, objectives
 
     _, net = hosted(s, "small_alexnet", [constraint_of(s)])
     found = objectives(net)

@@ -9,7 +9,7 @@ SOURCE = ("digits", 1, 8)
 
 
 def _build(s: Subject, seed: int = 0):
-    from bioprior.registry.data import DataUnavailable, ImageData, fit_data
+    from bioprior.registry.toolkit.data import DataUnavailable, ImageData, fit_data
 
     try:
         if s.entry.extra.get("derivation"):
@@ -22,7 +22,7 @@ def _build(s: Subject, seed: int = 0):
         raise CheckSkipped(f"data not available here: {' '.join(str(exc).split())}") from None
     if not isinstance(data, ImageData):
         raise CheckFailed(
-            f"the factory returned {type(data).__name__}: return bioprior.registry.data.ImageData"
+            f"the factory returned {type(data).__name__}: return bioprior.registry.toolkit.data.ImageData"
         )
     return data
 
@@ -116,8 +116,8 @@ CHECKS = [
 
 # -- neural data ------------------------------------------------------------------------------
 def _neural(s: Subject, fresh: bool = False):
-    from bioprior.registry.data import DataUnavailable
-    from bioprior.registry.neural import NeuralData
+    from bioprior.registry.contracts.neural_data import NeuralData
+    from bioprior.registry.toolkit.data import DataUnavailable
 
     if "neural" in s.cache and not fresh:
         return s.cache["neural"]
@@ -127,7 +127,7 @@ def _neural(s: Subject, fresh: bool = False):
         raise CheckSkipped(f"data not available here: {' '.join(str(exc).split())}") from None
     if not isinstance(nd, NeuralData):
         raise CheckFailed(
-            f"the factory returned {type(nd).__name__}: return bioprior.registry.neural.NeuralData"
+            f"the factory returned {type(nd).__name__}: return bioprior.registry.contracts.neural_data.NeuralData"
         )
     if not fresh:
         s.cache["neural"] = nd

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bioprior.registry.entries import PluginEntry
-    from bioprior.registry.plugins import Registry
+    from bioprior.registry.hooks.entries import PluginEntry
+    from bioprior.registry.hooks.loading import Registry
 
 
 class CheckFailed(AssertionError):
@@ -123,7 +123,7 @@ class Subject:
         if "family_members" not in self.entry.extra:
             return self.entry
         if "target" not in self.cache:
-            from bioprior.registry.entries import load_attribute
+            from bioprior.registry.hooks.entries import load_attribute
 
             member = self.config.lookup(self.config.family_members, self.entry)
             if member is None:
@@ -140,7 +140,7 @@ def select_entries(
 ) -> list[PluginEntry]:
     """Entries of ``distribution`` (one or several; None: all), optionally only ``names``
     (globs on ``name`` or ``kind:name``) and one ``kind``."""
-    from bioprior.registry.plugins import normalize_distribution
+    from bioprior.registry.hooks.loading import normalize_distribution
 
     dists = None
     if distribution is not None:
@@ -178,7 +178,7 @@ def checks_for(
     check name ``"*"`` covers all checks of the entry. An entry may declare its own known
     failures with ``extra={"expected_failed_checks": {check: reason}}`` (and small check
     parameters with ``extra={"check_params": {...}}``); ``bioprior plugins check`` honours both."""
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
 
     from .checks import checks_of_kind
 

@@ -20,7 +20,7 @@ import pytest
 
 @pytest.fixture
 def bioprior_registry():
-    from bioprior.registry.plugins import get_registry, set_registry
+    from bioprior.registry.hooks.loading import get_registry, set_registry
 
     registry = get_registry(reload=True)
     yield registry

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bioprior.registry.plugins import get_registry, set_registry
+from bioprior.registry.hooks.loading import get_registry, set_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def run_cli(
     """Run the installed `bioprior` command in a subprocess (as a user would)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "bioprior.registry.cli", *args],
+        [sys.executable, "-m", "bioprior.registry.cli.app", *args],
         check=False,
         capture_output=True,
         text=True,

@@ -23,8 +23,8 @@ from typing import Literal
 from pydantic import Field
 
 from bioprior import hookimpl
-from bioprior.registry.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.entries import ImageModelParams, PluginParams
+from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
+from bioprior.registry.hooks.entries import ImageModelParams, PluginParams
 
 
 class FaultyParams(ImageModelParams):

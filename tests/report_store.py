@@ -123,7 +123,7 @@ def scored_home(root: Path) -> Path:
     import torch
 
     import bioprior
-    from bioprior.registry.plugins import set_registry
+    from bioprior.registry.hooks.loading import set_registry
 
     home = root / "home"
     root.mkdir(parents=True, exist_ok=True)

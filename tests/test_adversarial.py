@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import bioprior
-from bioprior.registry.plugins import get_registry
+from bioprior.registry.hooks.loading import get_registry
 
 MODEL = {
     "name": "small_alexnet",
@@ -164,7 +164,7 @@ def test_bad_attack_name_gives_close_matches(bioprior_home):
     params = {"curves": {"pgd_linf": {"attack": {"name": "pgd_lnf"}, "epsilons": [0.0, 0.031]}}}
     sub = _submission("adv-bad", params)
     sub["training"] = {**TRAINING, "epochs": 1}
-    from bioprior.registry.submission import InvalidSubmission
+    from bioprior.registry.submissions.loading import InvalidSubmission
 
     # refused when the submission is validated, before anything trains (issue 11)
     with pytest.raises(InvalidSubmission, match="did you mean pgd_linf"):

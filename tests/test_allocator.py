@@ -21,9 +21,9 @@ import json, resource, sys
 import torch
 if sys.argv[1] == "service":
     from pathlib import Path
-    from bioprior.registry.training import TrainingService
+    from bioprior.registry.engine.service import TrainingService
     TrainingService(Path(sys.argv[2]), torch.device("cpu"))
-from bioprior.registry.allocator import keep_freed_memory
+from bioprior.registry.base.allocator import keep_freed_memory
 torch.set_num_threads(1)
 x = torch.randn(32, 48, 16, 16)
 w = torch.randn(64, 48, 5, 5, requires_grad=True)
@@ -67,7 +67,7 @@ def test_a_training_service_keeps_freed_pages_for_the_next_step(tmp_path):
     "setting", [("MALLOC_TRIM_THRESHOLD_", "131072"), ("BIOPRIOR_MALLOC", "system")]
 )
 def test_the_users_own_allocator_settings_are_left_alone(monkeypatch, setting):
-    from bioprior.registry import allocator
+    from bioprior.registry.base import allocator
 
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.setenv(*setting)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bioprior.registry.batched import train_batched
-from bioprior.registry.plugins import get_registry
-from bioprior.registry.schemas import PluginRef, TrainingRecipe
-from bioprior.registry.spec import TrainingSpec
-from bioprior.registry.submission import resolve_component
-from bioprior.registry.trainer import train_model
-from bioprior.registry.training import TrainingService, weights_hash
+from bioprior.registry.engine.batched import train_batched
+from bioprior.registry.engine.service import TrainingService, weights_hash
+from bioprior.registry.engine.trainer import train_model
+from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.planning.spec import TrainingSpec
+from bioprior.registry.submissions.loading import resolve_component
+from bioprior.registry.submissions.schema import PluginRef, TrainingRecipe
 
 
 def _component(kind: str, name: str, params: dict):

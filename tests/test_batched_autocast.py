@@ -11,10 +11,10 @@ from torch.func import vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bioprior import create_model
-from bioprior.registry.batched import train_batched
-from bioprior.registry.batched_autocast import ConvAutocast
-from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import bf16_kernels, train_model
+from bioprior.registry.engine.batched import train_batched
+from bioprior.registry.engine.batched_autocast import ConvAutocast
+from bioprior.registry.engine.trainer import bf16_kernels, train_model
+from bioprior.registry.submissions.schema import TrainingRecipe
 
 K = 3
 

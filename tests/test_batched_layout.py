@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from bioprior import create_model
-from bioprior.registry import batched_layout
+from bioprior.registry.engine import batched_layout
 
 K = 4
 
@@ -100,9 +100,9 @@ def test_batchnorm_members_train_as_they_train_alone():
     """small_inception (BatchNorm everywhere): each member of a batched training ends with the
     weights and running statistics of its solo training, up to float rounding (the solo
     trainer's layout probe used to fold two images into the running statistics)."""
-    from bioprior.registry.batched import train_batched
-    from bioprior.registry.schemas import TrainingRecipe
-    from bioprior.registry.trainer import train_model
+    from bioprior.registry.engine.batched import train_batched
+    from bioprior.registry.engine.trainer import train_model
+    from bioprior.registry.submissions.schema import TrainingRecipe
 
     g = torch.Generator().manual_seed(0)
     # one epoch of six steps: longer, BatchNorm training on random images amplifies rounding

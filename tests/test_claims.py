@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, dead_pid
 from faulty_plugins import activate, faulty_submission, install
 
-from bioprior.registry.claims import BUSY, DONE, MINE, Claims
+from bioprior.registry.store.claims import BUSY, DONE, MINE, Claims
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def test_claim_busy_done_and_finished(tmp_path):
 
 
 def test_result_row_means_done(tmp_path):
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.store.results import ResultStore
 
     db = tmp_path / "results.sqlite"
     ResultStore(db).close()
@@ -110,7 +110,7 @@ def test_two_scorers_with_overlapping_plans_compute_each_job_once(
     a_files = [str(write_submission(only_a)), str(write_submission(shared))]
     b_files = [str(write_submission(shared)), str(write_submission(only_b))]
     env = {**os.environ, "BIOPRIOR_TEST_COUNT_LOG": str(log), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "bioprior.registry.cli", "score", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "bioprior.registry.cli.app", "score", "--device", "cpu"]
     procs = [
         subprocess.Popen(
             cmd + files,
@@ -139,7 +139,7 @@ def test_two_scorers_with_overlapping_plans_compute_each_job_once(
 
 
 def test_error_class_migration_classifies_older_failed_rows(tmp_path):
-    from bioprior.registry.store import SCHEMA, ResultStore
+    from bioprior.registry.store.results import SCHEMA, ResultStore
 
     db = tmp_path / "old.sqlite"
     with sqlite3.connect(db) as conn:  # a database from before the column existed

@@ -8,9 +8,9 @@ import types
 import pytest
 from pydantic import Field
 
-from bioprior.registry.entries import ImageModelParams, PluginParams
-from bioprior.registry.hookspecs import hookimpl
-from bioprior.registry.plugins import Registry, get_registry
+from bioprior.registry.hooks.entries import ImageModelParams, PluginParams
+from bioprior.registry.hooks.loading import Registry, get_registry
+from bioprior.registry.hooks.specs import hookimpl
 from bioprior.testing import checks_for, parametrize_with_checks, run_checks
 from bioprior.testing.builtin import EXPECTED_FAILED_CHECKS, PARAMS, SLOW_CHECKS
 
@@ -114,7 +114,7 @@ class BadDataParams(PluginParams):
 def bad_data(params):
     import torch
 
-    from bioprior.registry.data import ImageData
+    from bioprior.registry.toolkit.data import ImageData
 
     x = torch.rand(20, 1, 8, 8) * params.scale
     y = torch.arange(20) % 2
@@ -122,7 +122,7 @@ def bad_data(params):
 
 
 def _broken_registry() -> Registry:
-    from bioprior.registry.constraint import Constraint
+    from bioprior.registry.contracts.constraint import Constraint
 
     Noisy = type("AlwaysNoisyConstraint", (AlwaysNoisy, Constraint), {})
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from bioprior import create_model
 from bioprior.plugins.capacity.nn import GaussianNoise, Quantize
-from bioprior.registry.layers import HiddenActivation
+from bioprior.registry.toolkit.layers import HiddenActivation
 
 
 def _constrained(registry, model: nn.Module, *specs: tuple[str, dict]) -> nn.Module:

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 import bioprior
-from bioprior.registry import plugins as plugin_loading
-from bioprior.registry.constraint import InputGeometry
-from bioprior.registry.entries import PluginEntry, PluginParams
-from bioprior.registry.plugins import Registry
-from bioprior.registry.submission import InvalidSubmission, validate_submission_dict
+from bioprior.registry.contracts.constraint import InputGeometry
+from bioprior.registry.hooks import loading as plugin_loading
+from bioprior.registry.hooks.entries import PluginEntry, PluginParams
+from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.submissions.loading import InvalidSubmission, validate_submission_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,7 +102,8 @@ def test_extended_registry_does_not_share_the_plugin_manager_or_member_cache(reg
 def test_one_kinds_list_and_one_hook_per_kind():
     from typing import get_args
 
-    from bioprior.registry import entries, hookspecs
+    from bioprior.registry.hooks import entries
+    from bioprior.registry.hooks import specs as hookspecs
 
     assert entries.KINDS == get_args(entries.Kind)
     assert sorted(hookspecs.HOOK_KINDS.values()) == sorted(entries.KINDS)

@@ -132,8 +132,8 @@ def test_precomputed_cifar10c_style_folder(scored, tmp_path, monkeypatch):
     """The benchmark's own cached stimuli, written as a CIFAR-10-C style folder, give the same
     accuracies; a missing corruption file says where to get the data."""
     from bioprior.benchmarks.corruption import run as impl
-    from bioprior.registry.data import fit_images
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.toolkit.data import fit_images
 
     first, home = scored[0], scored[5]
     monkeypatch.setenv("BIOPRIOR_HOME", str(home))

@@ -8,9 +8,9 @@ import pytest
 from conftest import run_cli, tiny_submission
 from typer.testing import CliRunner
 
-from bioprior.registry import threads
-from bioprior.registry.cli import app
-from bioprior.registry.store import ResultStore
+from bioprior.registry.base import threads
+from bioprior.registry.cli.app import app
+from bioprior.registry.store.results import ResultStore
 
 
 def _rows(home) -> dict:
@@ -97,7 +97,7 @@ def test_auto_workers_are_as_many_as_fit_in_memory(
     tmp_path, write_submission, monkeypatch, free_gb, plan
 ):
     """A machine with room for one training at a time runs its trainings in turn, and says so."""
-    from bioprior.registry import estimate
+    from bioprior.registry.engine import estimate
 
     monkeypatch.setattr(estimate, "available_bytes", lambda device: int(free_gb * 2**30))
     monkeypatch.setenv("BIOPRIOR_HOME", str(tmp_path / "home"))
@@ -131,7 +131,7 @@ def test_workers_where_the_steps_run_on_a_gpu_is_one_line_before_anything_opens(
 ):
     """``--workers 2`` on a machine whose steps run on its GPU: refused before the results
     database is created (a GPU runs one step at a time)."""
-    from bioprior.registry import isolation
+    from bioprior.registry.execution import isolated as isolation
 
     monkeypatch.setattr(isolation, "local_devices", lambda device="auto", count=None: ["cuda:0"])
     path = write_submission(tiny_submission())
@@ -237,7 +237,7 @@ def test_the_api_trains_an_in_memory_module_in_this_process():
 
 def test_the_api_refuses_workers_where_the_steps_run_on_a_gpu(monkeypatch, write_submission):
     import bioprior
-    from bioprior.registry import isolation
+    from bioprior.registry.execution import isolated as isolation
 
     monkeypatch.setattr(isolation, "local_devices", lambda device="auto", count=None: ["cuda:0"])
     with pytest.raises(ValueError, match="workers=2: CPU workers only .device='auto' runs one"):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli, tiny_submission
 
-from bioprior.registry import atomic
+from bioprior.registry.base import atomic
 
 
 def _rows(db: Path) -> list[tuple]:
@@ -50,7 +50,7 @@ def _check_weights(weights: Path) -> int:
 def _kill_and_rerun(kills: int, seed: int, home: Path, path: Path) -> None:
     rng = random.Random(seed)
     db, weights = home / "results.sqlite", home / "weights"
-    cmd = [sys.executable, "-m", "bioprior.registry.cli", "score", str(path), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "bioprior.registry.cli.app", "score", str(path), "--device", "cpu"]
     finished: dict[tuple, tuple] = {}
     for _ in range(kills):
         proc = subprocess.Popen(
@@ -127,10 +127,10 @@ def test_a_kill_during_a_weights_save_leaves_nothing_half_written(tmp_path):
 def test_corrupt_weights_are_detected_by_hash_and_retrained(bioprior_home, registry):
     import torch
 
-    from bioprior.registry.planner import plan
-    from bioprior.registry.progress import Reporter
-    from bioprior.registry.submission import validate_submission_dict
-    from bioprior.registry.training import TrainingService
+    from bioprior.registry.base.progress import Reporter
+    from bioprior.registry.engine.service import TrainingService
+    from bioprior.registry.planning.jobs import plan
+    from bioprior.registry.submissions.loading import validate_submission_dict
 
     class Messages(Reporter):
         def __init__(self):

@@ -10,7 +10,7 @@ from bioprior.registry.api import InputMismatch, dataset_geometry
 
 
 def test_geometry_from_a_named_dataset_feeds_its_images():
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
 
     digits = get_registry().get("dataset", "digits").build({})
     net = bioprior.create_model("small_alexnet", dataset="digits", width=0.1).eval()

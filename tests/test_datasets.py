@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bioprior.registry.data import DataUnavailable, fit_data, fit_images
+from bioprior.registry.toolkit.data import DataUnavailable, fit_data, fit_images
 
 
 def _digits(registry):
@@ -72,7 +72,7 @@ def test_uint8_data_that_fits_stays_uint8(registry):
     """Digits at their own 8 px stay uint8 (also repeated to RGB): a quarter of the memory on the
     device, the same floats once converted; resized ones become float."""
     from bioprior.benchmarks.stimuli import to_uint8
-    from bioprior.registry.data import to_float
+    from bioprior.registry.toolkit.data import to_float
 
     digits = _digits(registry)
     gray, rgb, big = fit_data(digits, 1, 8), fit_data(digits, 3, 8), fit_data(digits, 1, 16)

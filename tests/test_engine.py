@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from bioprior import create_model
-from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import bf16_kernels, predict, train_model
-from bioprior.registry.training import weights_hash
+from bioprior.registry.engine.service import weights_hash
+from bioprior.registry.engine.trainer import bf16_kernels, predict, train_model
+from bioprior.registry.submissions.schema import TrainingRecipe
 
 RECIPE = TrainingRecipe(dataset="digits", epochs=2, batch_size=32, lr=0.05)
 
@@ -114,7 +114,7 @@ def test_bf16_recipe_trains_fp32_where_bf16_is_not_the_faster_arithmetic(monkeyp
 def test_bf16_on_a_cpu_that_opts_in_really_autocasts_and_still_learns_digits(monkeypatch):
     """``BIOPRIOR_CPU_BF16=1`` trains bf16 on any CPU with bf16 kernels (AVX-512 BF16 or AMX):
     the arithmetic really changes and the net learns real digits as fp32 does."""
-    from bioprior.registry.trainer import accuracy
+    from bioprior.registry.engine.trainer import accuracy
 
     monkeypatch.setenv("BIOPRIOR_CPU_BF16", "1")
     (fp32, bf16), (h32, h16), (x, y) = _bf16_against_fp32()

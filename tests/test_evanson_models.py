@@ -74,10 +74,10 @@ def test_internal_noise_composes_with_the_flexible_layer(registry):
 def test_small_net_learns_digits_with_learned_thresholds(registry, bioprior_home):
     """A short real training (the paper's SGD recipe with a larger learning rate): the network
     learns and the thresholds move, without weight decay."""
-    from bioprior.registry.schemas import PluginRef, TrainingRecipe
-    from bioprior.registry.submission import resolve_component
-    from bioprior.registry.trainer import accuracy
-    from bioprior.registry.training import TrainingService, TrainingSpec
+    from bioprior.registry.engine.service import TrainingService, TrainingSpec
+    from bioprior.registry.engine.trainer import accuracy
+    from bioprior.registry.submissions.loading import resolve_component
+    from bioprior.registry.submissions.schema import PluginRef, TrainingRecipe
 
     errors: list = []
     model = resolve_component(

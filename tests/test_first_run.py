@@ -11,7 +11,7 @@ from conftest import run_cli, tiny_submission
 from typer.testing import CliRunner
 
 import bioprior
-from bioprior.registry.cli import app
+from bioprior.registry.cli.app import app
 
 runner = CliRunner()
 
@@ -113,7 +113,7 @@ def test_verify_reports_same_numbers_and_drift(bioprior_home, write_submission):
     assert "same numbers, same weights" in same.output and "0 of 1 job(s) drifted" in same.output
     assert sorted((bioprior_home / "weights").glob("*.safetensors")) == weights  # cache untouched
     # a stored number that no rerun reproduces is drift: exit 1, what changed
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.store.results import ResultStore
 
     with ResultStore(bioprior_home / "results.sqlite") as store:
         store.conn.execute("UPDATE results SET score = score + 0.25")
@@ -133,7 +133,7 @@ def test_cli_says_nothing_about_torchvision_unless_verbose(tmp_path):
     assert "torchvision" not in quiet.stderr + quiet.stdout
     loud = run_cli("--verbose", "validate", "submissions/quickstart.yaml")
     assert loud.returncode == 0
-    from bioprior.registry.torchvision_compat import ensure_torchvision
+    from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
     if ensure_torchvision():  # this torch build cannot load torchvision's ops
         assert loud.stderr.count("torchvision's compiled ops") == 1
@@ -156,8 +156,8 @@ def test_cli_says_nothing_about_torchvision_unless_verbose(tmp_path):
 def test_missing_data_advice_works_where_it_is_given(
     bioprior_home, write_submission, tmp_path, dataset, where
 ):
-    from bioprior.registry.plugins import get_registry
-    from bioprior.registry.submission import validate_submission_dict
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.submissions.loading import validate_submission_dict
 
     empty = tmp_path / "data"
     empty.mkdir()

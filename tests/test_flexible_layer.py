@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from bioprior.plugins.flexible_layer.nn import FlexibleLayer
-from bioprior.registry.constraint import ConstraintError, InputGeometry
-from bioprior.registry.objective import excluded_from_weight_decay
+from bioprior.registry.contracts.constraint import ConstraintError, InputGeometry
+from bioprior.registry.toolkit.objective import excluded_from_weight_decay
 
 
 def summing_conv(cin: int = 1, cout: int = 1, kernel: int = 2) -> nn.Conv2d:
@@ -136,8 +136,8 @@ def test_random_thresholds_change_between_passes_and_switch_off():
 
 
 def test_learned_thresholds_train_without_weight_decay(registry):
-    from bioprior.registry.schemas import TrainingRecipe
-    from bioprior.registry.trainer import make_optimizer
+    from bioprior.registry.engine.trainer import make_optimizer
+    from bioprior.registry.submissions.schema import TrainingRecipe
 
     geometry = {"in_channels": 1, "input_size": 28, "num_classes": 10}
     net, _ = constrained(registry, "flexible_small_net", geometry, threshold="learned", init=0.3)

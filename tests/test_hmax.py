@@ -21,7 +21,7 @@ from bioprior.plugins.hmax.nn import (
     gabor_filter,
     hmax_sizes,
 )
-from bioprior.registry.objective import excluded_from_weight_decay
+from bioprior.registry.toolkit.objective import excluded_from_weight_decay
 
 SMALL = {"input_size": 16, "bands": 4, "patch_sizes": (2, 4), "num_prototypes": 8}
 
@@ -242,9 +242,9 @@ def test_gradients_reach_prototypes_and_thresholds_not_s1():
 
 
 def test_trains_on_digits_above_chance(registry):
-    from bioprior.registry.data import fit_data
-    from bioprior.registry.schemas import TrainingRecipe
-    from bioprior.registry.trainer import Normalized, accuracy, train_model
+    from bioprior.registry.engine.trainer import Normalized, accuracy, train_model
+    from bioprior.registry.submissions.schema import TrainingRecipe
+    from bioprior.registry.toolkit.data import fit_data
 
     data = fit_data(registry.get("dataset", "digits").build({}), 1, 16)
     mean, std = data.channel_stats()

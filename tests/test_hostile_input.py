@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bioprior.registry.cli import app
-from bioprior.registry.submission import MAX_ERRORS, load_submission
+from bioprior.registry.cli.app import app
+from bioprior.registry.submissions.loading import MAX_ERRORS, load_submission
 
 QUICKSTART = (ROOT / "submissions" / "quickstart.yaml").read_text()
 ADVERSARIAL = (ROOT / "submissions" / "digits-adversarial.yaml").read_text()
@@ -139,7 +139,7 @@ def test_alias_bomb_in_free_form_params_is_refused_in_bounded_memory(tmp_path):
 
 
 def test_small_aliases_still_work():
-    from bioprior.registry.safe_yaml import load
+    from bioprior.registry.base.safe_yaml import load
 
     data, _ = load("base: &b {width: 0.5}\nmodel: {name: m, params: *b}\nmerged: {<<: *b, x: 1}\n")
     assert data["model"]["params"] == {"width": 0.5} and data["merged"] == {"width": 0.5, "x": 1}
@@ -328,7 +328,7 @@ def _lying_npz(path: Path, shape=(10**11,)) -> Path:
 def test_npz_header_claiming_373_gib_is_refused_without_allocating(tmp_path):
     from bioprior.plugins.neural_data import NeuralFileParams
     from bioprior.plugins.neural_data.files import load_neural_file
-    from bioprior.registry.filecheck import FileCheckError, check_npz
+    from bioprior.registry.submissions.files import FileCheckError, check_npz
 
     path = _lying_npz(tmp_path / "lie.npz")
     tracemalloc.start()
@@ -347,7 +347,7 @@ def test_real_files_pass_their_checks(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from bioprior.registry.filecheck import check_image_folder, check_npz, check_safetensors
+    from bioprior.registry.submissions.files import check_image_folder, check_npz, check_safetensors
 
     save_file({"a": torch.zeros(3, 4), "b": torch.ones(5, dtype=torch.bfloat16)}, tmp_path / "w")
     assert check_safetensors(tmp_path / "w")["a"]["shape"] == [3, 4]
@@ -361,7 +361,7 @@ def test_real_files_pass_their_checks(tmp_path):
 
 
 def test_object_arrays_in_npz_are_refused(tmp_path):
-    from bioprior.registry.filecheck import FileCheckError, check_npz
+    from bioprior.registry.submissions.files import FileCheckError, check_npz
 
     np.savez(tmp_path / "o.npz", stimuli=np.array([{"x": 1}], dtype=object))
     with pytest.raises(FileCheckError, match="object arrays"):
@@ -418,7 +418,7 @@ def test_score_with_an_unwritable_home_stops_before_training(
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
 def test_results_on_a_read_only_database(tmp_path, monkeypatch, write_submission):
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.store.results import ResultStore
 
     ResultStore(tmp_path / "db" / "r.sqlite").close()
     os.chmod(tmp_path / "db", 0o555)
@@ -455,7 +455,7 @@ def test_rows_carry_provenance_and_json_shows_it(tmp_path, write_submission, one
 
 
 def test_git_commit_when_run_from_a_checkout():
-    from bioprior.registry.provenance import git_commit
+    from bioprior.registry.base.provenance import git_commit
 
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
@@ -464,7 +464,7 @@ def test_git_commit_when_run_from_a_checkout():
 
 
 def test_provenance_on_cuda_names_the_gpu():
-    from bioprior.registry.provenance import capture
+    from bioprior.registry.base.provenance import capture
 
     assert "gpu" not in capture("cpu")
     torch = pytest.importorskip("torch")
@@ -475,7 +475,7 @@ def test_provenance_on_cuda_names_the_gpu():
 
 
 def test_old_databases_gain_the_provenance_column(tmp_path):
-    from bioprior.registry.store import SCHEMA, ResultStore
+    from bioprior.registry.store.results import SCHEMA, ResultStore
 
     old = SCHEMA.replace("    provenance TEXT,\n", "")
     assert "provenance" not in old

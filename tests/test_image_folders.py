@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bioprior.registry.data import DataUnavailable
+from bioprior.registry.toolkit.data import DataUnavailable
 
 IMAGENETTE_WNIDS = ["n01440764", "n02102040", "n02979186"]
 

@@ -16,10 +16,10 @@ import pytest
 from conftest import ROOT, run_cli
 from faulty_plugins import activate, faulty_submission, install
 
-from bioprior.registry.executor import JobOutcome
-from bioprior.registry.isolation import IsolatedExecutor, local_devices
-from bioprior.registry.scheduling import InProcessBackend, Limits, parse_size, schedule
-from bioprior.registry.worker import WorkerSettings
+from bioprior.registry.execution.isolated import IsolatedExecutor, local_devices
+from bioprior.registry.execution.scheduling import InProcessBackend, Limits, parse_size, schedule
+from bioprior.registry.planning.outcomes import JobOutcome
+from bioprior.registry.planning.payloads import WorkerSettings
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_step_does_not_outlive_its_killed_scorer(faulty, write_submission, tmp
     pid_file = tmp_path / "step.pid"
     path = write_submission(faulty_submission("orphan", "hang"))
     env = {**os.environ, "BIOPRIOR_TEST_PID_FILE": str(pid_file)}
-    cmd = [sys.executable, "-m", "bioprior.registry.cli", "score", str(path), "--isolate"]
+    cmd = [sys.executable, "-m", "bioprior.registry.cli.app", "score", str(path), "--isolate"]
     scorer = subprocess.Popen(
         cmd + ["--device", "cpu"],
         cwd=ROOT,
@@ -140,7 +140,7 @@ BAD_OPTIONS = {
 def test_bad_executor_options_are_one_line_errors(write_submission):
     from conftest import tiny_submission
 
-    from bioprior.registry.execution import ExecutionError, ExecutionOptions
+    from bioprior.registry.scoring.options import ExecutionError, ExecutionOptions
 
     flags = {"--executor": "executor", "--timeout": "timeout_s", "--memory-limit": "memory"}
     flags |= {"--retries": "retries", "--ray-address": "ray_address"}

@@ -12,8 +12,8 @@ import json
 import pytest
 from conftest import ROOT
 
-from bioprior.registry.planner import plan
-from bioprior.registry.submission import load_submission
+from bioprior.registry.planning.jobs import plan
+from bioprior.registry.submissions.loading import load_submission
 
 GOLDEN = ROOT / "tests" / "golden"
 JOB_KEYS = json.loads((GOLDEN / "job_keys.json").read_text())
@@ -82,7 +82,7 @@ def _graph() -> dict[str, set[str]]:
 
 
 def family(module: str) -> str:
-    """bioprior.plugins.vone.nn -> plugins.vone; bioprior.registry.cli -> registry;
+    """bioprior.plugins.vone.nn -> plugins.vone; bioprior.registry.cli.app -> registry;
     bioprior.benchmarks.stimuli (shared by the benchmark families) -> benchmarks."""
     parts = module.split(".")[1:]
     if not parts:
@@ -96,7 +96,9 @@ def family(module: str) -> str:
 
 def test_import_graph_sees_the_known_edges():
     graph = _graph()
-    assert "bioprior.registry.layers" in graph["bioprior.plugins.capacity"]  # inside apply()
+    assert (
+        "bioprior.registry.toolkit.layers" in graph["bioprior.plugins.capacity"]
+    )  # inside apply()
     assert "bioprior.plugins.flexible_layer.nn" in graph["bioprior.plugins.hmax.nn"]
     assert "bioprior.benchmarks.stimuli" in graph["bioprior.benchmarks.corruption.run"]
 

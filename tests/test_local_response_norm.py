@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from bioprior import create_model
-from bioprior.registry.layers import LocalResponseNorm
+from bioprior.registry.toolkit.layers import LocalResponseNorm
 
 
 def _both(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, autocast: bool):

@@ -20,10 +20,10 @@ from bioprior.plugins.neural_cotraining.nn import (
     resolve_layer,
     shuffle_responses,
 )
-from bioprior.registry.constraint import ConstraintError, InputGeometry
-from bioprior.registry.neural import NeuralData, NeuralDataRef, load_neural_data
-from bioprior.registry.objective import Batch, ObjectiveContext, excluded_from_weight_decay
-from bioprior.registry.trainer import Normalized
+from bioprior.registry.contracts.constraint import ConstraintError, InputGeometry
+from bioprior.registry.contracts.neural_data import NeuralData, NeuralDataRef, load_neural_data
+from bioprior.registry.engine.trainer import Normalized
+from bioprior.registry.toolkit.objective import Batch, ObjectiveContext, excluded_from_weight_decay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -269,7 +269,7 @@ def test_params_schema_defaults_and_data_validation(registry):
 
 
 def test_similarity_only_data_is_rejected(registry, monkeypatch):
-    from bioprior.registry import neural
+    from bioprior.registry.contracts import neural_data as neural
 
     fake = NeuralData("sim", torch.rand(10, 1, 8, 8), similarity=torch.eye(10))
     monkeypatch.setattr(neural, "load_neural_data", lambda ref: fake)
@@ -306,8 +306,8 @@ def test_readout_is_saved_with_the_weights_and_survives_reload(registry, tmp_pat
 
 
 def _cotrain(registry, shuffle: bool):
-    from bioprior.registry.schemas import TrainingRecipe
-    from bioprior.registry.trainer import train_model
+    from bioprior.registry.engine.trainer import train_model
+    from bioprior.registry.submissions.schema import TrainingRecipe
 
     data = {
         "name": "synthetic_v1",

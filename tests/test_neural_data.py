@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from bioprior.plugins.neural_data import SYNTHETIC_LABEL
 from bioprior.plugins.neural_data.files import save_neural_file
-from bioprior.registry.data import DataUnavailable
-from bioprior.registry.neural import NeuralData, NeuralDataRef, load_neural_data
+from bioprior.registry.contracts.neural_data import NeuralData, NeuralDataRef, load_neural_data
+from bioprior.registry.toolkit.data import DataUnavailable
 
 SMALL = {"num_stimuli": 24, "num_neurons": 12, "repeats": 3, "size": 16}
 

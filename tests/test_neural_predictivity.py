@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bioprior
-from bioprior.registry.neural_metrics import (
+from bioprior.registry.toolkit.neural_metrics import (
     feve_per_neuron,
     neuron_correlations,
     predictivity_metrics,

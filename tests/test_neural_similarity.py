@@ -23,16 +23,16 @@ from bioprior.plugins.neural_similarity.nn import (
     similarity_matrix,
     snr_weights,
 )
-from bioprior.registry.constraint import ConstraintError
-from bioprior.registry.neural import NeuralData
-from bioprior.registry.objective import (
+from bioprior.registry.contracts.constraint import ConstraintError
+from bioprior.registry.contracts.neural_data import NeuralData
+from bioprior.registry.engine.trainer import Normalized, train_model
+from bioprior.registry.submissions.schema import TrainingRecipe
+from bioprior.registry.toolkit.objective import (
     Batch,
     ObjectiveContext,
     excluded_from_weight_decay,
     objectives,
 )
-from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import Normalized, train_model
 
 DATA = {"name": "synthetic_v1", "params": {"num_stimuli": 40, "num_neurons": 30, "size": 8}}
 

@@ -98,7 +98,7 @@ def test_plugins_check_and_score_a_submission(rendered, bioprior_home):
 BROKEN = """
 from pydantic import Field
 from bioprior import hookimpl
-from bioprior.registry.entries import PluginParams
+from bioprior.registry.hooks.entries import PluginParams
 import torch  # listing now imports torch
 
 

@@ -16,8 +16,8 @@ STYLES = ["edges", "contours", "line_drawing", "silhouette", "phase_scrambled", 
 
 
 def digits_test_images():
-    from bioprior.registry.data import fit_images
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.toolkit.data import fit_images
 
     data = get_registry().get("dataset", "digits").build({})
     return to_uint8(fit_images(data.test_x, 1, 8)), data.test_y.numpy()
@@ -116,7 +116,7 @@ def test_preview_writes_a_png_per_family(tmp_path, registry):
     """`bioprior preview` on the command line (corruption) and its grid writer (all three)."""
     from conftest import run_cli
 
-    from bioprior.registry.preview import preview_grid
+    from bioprior.registry.cli.preview import preview_grid
 
     out = tmp_path / "corruption.png"
     args = ["-p", "corruptions=[contrast, fog]", "-p", "severities=[1, 5]"]

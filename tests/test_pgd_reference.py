@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from bioprior import create_model
-from bioprior.registry.data import fit_data
-from bioprior.registry.trainer import Normalized
+from bioprior.registry.engine.trainer import Normalized
+from bioprior.registry.toolkit.data import fit_data
 
 EPS, STEP = 0.031, 0.003
 
@@ -16,7 +16,7 @@ EPS, STEP = 0.031, 0.003
 def test_same_arithmetic():
     import foolbox as fb
 
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
 
     data = fit_data(get_registry(reload=True).get("dataset", "digits").build({}), 1, 16)
     torch.manual_seed(0)

@@ -8,9 +8,10 @@ import sys
 
 from conftest import ROOT, run_cli, tiny_submission
 
-from bioprior.registry.planner import EvaluateStep, plan, summarize
-from bioprior.registry.plugins import get_registry
-from bioprior.registry.submission import load_submission, validate_submission_dict
+from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.planning.jobs import plan
+from bioprior.registry.planning.steps import EvaluateStep, summarize
+from bioprior.registry.submissions.loading import load_submission, validate_submission_dict
 
 #: the quickstart's job and training keys before trainings were planned (must never change)
 QUICKSTART = {
@@ -33,9 +34,10 @@ def test_quickstart_keys_unchanged():
 def test_planner_is_torch_free():
     code = (
         "import sys\n"
-        "from bioprior.registry.planner import plan, summarize\n"
-        "from bioprior.registry.plugins import get_registry\n"
-        "from bioprior.registry.submission import load_submission\n"
+        "from bioprior.registry.planning.jobs import plan\n"
+        "from bioprior.registry.planning.steps import summarize\n"
+        "from bioprior.registry.hooks.loading import get_registry\n"
+        "from bioprior.registry.submissions.loading import load_submission\n"
         "r = get_registry()\n"
         "jobs = plan([load_submission('submissions/quickstart.yaml', r)])\n"
         "s = summarize(jobs, set(), r, batch_limit=lambda spec, size: 4)\n"
@@ -112,10 +114,10 @@ def test_dry_run_shows_steps_escaped_and_creates_nothing(bioprior_home, write_su
 
 
 def test_undeclared_training_is_an_error_naming_the_benchmark(bioprior_home):
-    from bioprior.registry.benchmark import Benchmark, BenchmarkResult
-    from bioprior.registry.entries import PluginEntry, PluginParams
-    from bioprior.registry.scorer import Scorer
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
+    from bioprior.registry.hooks.entries import PluginEntry, PluginParams
+    from bioprior.registry.scoring.scorer import Scorer
+    from bioprior.registry.store.results import ResultStore
 
     class Sneaky(Benchmark):  # declares only its own model, then asks for a random one
         def run(self, ctx):
@@ -138,7 +140,7 @@ def test_undeclared_training_is_an_error_naming_the_benchmark(bioprior_home):
 def test_local_executor_fails_dependents_without_running_them():
     from dataclasses import dataclass
 
-    from bioprior.registry.executor import LocalExecutor
+    from bioprior.registry.execution.local import LocalExecutor
 
     @dataclass(frozen=True)
     class FakeStep:
@@ -153,7 +155,7 @@ def test_local_executor_fails_dependents_without_running_them():
         ran.append(step.key)
         if step.key == "t1":
             raise RuntimeError("out of memory")
-        from bioprior.registry.executor import _outcome
+        from bioprior.registry.planning.outcomes import _outcome
 
         return _outcome(step, status="ok")
 
@@ -171,9 +173,9 @@ def test_cpu_batches_launch_bound_members_only_and_the_same_way_every_run(biopri
     """The automatic K is a rule of the specs and the device, not a timing: the quickstart's
     compute-bound AlexNet trains one at a time on a CPU, a sweep of a small Inception (many
     small layers) batches, and planning again gives the same steps."""
-    from bioprior.registry.estimate import _limits
-    from bioprior.registry.scorer import Scorer
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.engine.estimate import _limits
+    from bioprior.registry.scoring.scorer import Scorer
+    from bioprior.registry.store.results import ResultStore
 
     registry = get_registry()
     quickstart = load_submission(ROOT / "submissions" / "quickstart.yaml", registry)
@@ -202,9 +204,9 @@ def test_trainings_of_one_cost_are_calibrated_once(bioprior_home, monkeypatch):
     """Natural and random data of one shape cost the same: the estimate calibrates each cost
     (model, constraints, recipe, image shape) once and gives both the same seconds; a noise
     level that changes the work (sigma 0 skips the noise) is calibrated on its own."""
-    from bioprior.registry import estimate, trainer
-    from bioprior.registry.scorer import Scorer
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.engine import estimate, trainer
+    from bioprior.registry.scoring.scorer import Scorer
+    from bioprior.registry.store.results import ResultStore
 
     calls = []
     train = trainer.train_model

@@ -9,12 +9,12 @@ from importlib.metadata import distributions, entry_points
 import pytest
 from conftest import ROOT, run_cli
 
-from bioprior.registry.plugins import PluginConflictError, Registry, preferences
+from bioprior.registry.hooks.loading import PluginConflictError, Registry, preferences
 
 PLUGIN = """
 from pydantic import Field
 from bioprior import hookimpl
-from bioprior.registry.entries import PluginParams
+from bioprior.registry.hooks.entries import PluginParams
 
 
 class Params(PluginParams):

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli, tiny_submission
 from faulty_plugins import faulty_submission, install
 
-from bioprior.registry.store import ResultStore
+from bioprior.registry.store.results import ResultStore
 
 pytest.importorskip("ray", reason='ray is not installed (pip install "bioprior[ray]")')
 
@@ -137,7 +137,7 @@ def _checked_weights(folder: Path) -> dict[str, bytes]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from bioprior.registry.atomic import TENSORS_HASH_KEY, check_tensors
+    from bioprior.registry.base.atomic import TENSORS_HASH_KEY, check_tensors
 
     out = {}
     for path in sorted(folder.glob("*.safetensors")):

@@ -11,9 +11,9 @@ import pytest
 from conftest import run_cli
 from pydantic import BaseModel, Field
 
-from bioprior.registry.entries import PluginEntry, PluginParams
-from bioprior.registry.hookspecs import hookimpl
-from bioprior.registry.plugins import Registry, UnknownPluginError
+from bioprior.registry.hooks.entries import PluginEntry, PluginParams
+from bioprior.registry.hooks.loading import Registry, UnknownPluginError
+from bioprior.registry.hooks.specs import hookimpl
 
 
 class P(PluginParams):
@@ -185,7 +185,7 @@ def test_listing_plugins_does_not_import_torch():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from bioprior.registry.cli import app\n"
+        "from bioprior.registry.cli.app import app\n"
         "r = CliRunner().invoke(app, ['plugins', '--json'])\n"
         "assert r.exit_code == 0, r.output\n"
         "heavy = [m for m in ('torch', 'timm', 'torchvision', 'sklearn') if m in sys.modules]\n"

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from bioprior.registry.report import ReportError, build_report
 from bioprior.registry.report import data as rdata
 from bioprior.registry.report import plots as rplots
-from bioprior.registry.store import ResultStore
+from bioprior.registry.store.results import ResultStore
 
 
 @pytest.fixture(scope="session")
@@ -292,7 +292,7 @@ def test_report_cli_writes_the_site(site, tmp_path):
 def test_report_bad_input_is_one_line_exit_2(site, tmp_path):
     from typer.testing import CliRunner
 
-    from bioprior.registry.cli import app
+    from bioprior.registry.cli.app import app
 
     home = site.report.weights_dirs[0].parent
     db = str(home / "results.sqlite")

@@ -244,7 +244,7 @@ def test_compare_page_puts_two_submissions_side_by_side(driver, site):
 
 def test_an_empty_store_gives_pages_without_errors(driver, tmp_path):
     from bioprior.registry.report import build_report
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.store.results import ResultStore
 
     ResultStore(tmp_path / "results.sqlite").close()
     out = build_report(tmp_path / "results.sqlite", tmp_path / "site").out

@@ -30,7 +30,7 @@ def test_kill_and_resume(bioprior_home, write_submission):
     path = write_submission(sub)
     db = bioprior_home / "results.sqlite"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bioprior.registry.cli", "score", str(path), "--device", "cpu"],
+        [sys.executable, "-m", "bioprior.registry.cli.app", "score", str(path), "--device", "cpu"],
         cwd=ROOT,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,

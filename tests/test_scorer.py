@@ -10,8 +10,8 @@ from conftest import run_cli, tiny_submission
 from torch import nn
 
 import bioprior
-from bioprior.registry.progress import Reporter
-from bioprior.registry.store import ResultStore
+from bioprior.registry.base.progress import Reporter
+from bioprior.registry.store.results import ResultStore
 
 
 class RecordingReporter(Reporter):
@@ -49,8 +49,8 @@ def test_score_stores_rows_with_provenance(bioprior_home, write_submission):
 
 
 def test_training_is_shared_across_benchmarks_and_cached(bioprior_home, write_submission):
-    from bioprior.registry.plugins import get_registry
-    from bioprior.registry.scorer import Scorer
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.scoring.scorer import Scorer
 
     sub = tiny_submission(
         benchmarks=[
@@ -228,10 +228,10 @@ def test_corrupt_cached_weights_are_retrained(bioprior_home, write_submission, w
 
 @pytest.mark.parametrize("status", ["ok", "failed"])
 def test_store_never_overwrites_ok_rows(bioprior_home, write_submission, status):
-    from bioprior.registry.executor import JobOutcome
-    from bioprior.registry.planner import plan
-    from bioprior.registry.plugins import get_registry
-    from bioprior.registry.submission import validate_submission_dict
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.planning.jobs import plan
+    from bioprior.registry.planning.outcomes import JobOutcome
+    from bioprior.registry.submissions.loading import validate_submission_dict
 
     (job,) = plan([validate_submission_dict(tiny_submission(), get_registry())])
     with ResultStore(bioprior_home / "s.sqlite") as store:
@@ -283,7 +283,7 @@ def test_noisy_evaluation_is_seeded_whatever_ran_before(bioprior_home, write_sub
 
 
 def test_module_with_bottleneck_is_rejected_at_validation(bioprior_home):
-    from bioprior.registry.submission import InvalidSubmission
+    from bioprior.registry.submissions.loading import InvalidSubmission
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(InvalidSubmission, match="bottleneck needs model parameter"):

@@ -11,12 +11,12 @@ from conftest import tiny_submission
 from sklearn.datasets import load_digits
 
 from bioprior import create_model
-from bioprior.registry import streaming
-from bioprior.registry.batched import train_batched
-from bioprior.registry.data import ImageData
-from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import predict, train_model
-from bioprior.registry.training import weights_hash
+from bioprior.registry.engine import streaming
+from bioprior.registry.engine.batched import train_batched
+from bioprior.registry.engine.service import weights_hash
+from bioprior.registry.engine.trainer import predict, train_model
+from bioprior.registry.submissions.schema import TrainingRecipe
+from bioprior.registry.toolkit.data import ImageData
 
 RECIPE = TrainingRecipe(dataset="digits", epochs=2, batch_size=64, lr=0.05)
 
@@ -107,7 +107,7 @@ def test_a_streamed_members_device_memory_does_not_grow_with_its_training_set():
     holds two batches of it on the device, not the split."""
     from types import SimpleNamespace
 
-    from bioprior.registry.estimate import Profile, member_bytes
+    from bioprior.registry.engine.estimate import Profile, member_bytes
 
     spec = SimpleNamespace(recipe=RECIPE)  # what member_bytes reads of a TrainingSpec
 
@@ -146,7 +146,7 @@ def test_gpu_service_streams_a_training_split_too_big_for_the_device(
     """A score whose dataset "does not fit" (no share of the GPU's memory allowed) trains from
     host memory and gives the resident run's metrics."""
     import bioprior
-    from bioprior.registry.store import ResultStore
+    from bioprior.registry.store.results import ResultStore
 
     path = write_submission(tiny_submission("stream"))
     (resident,) = bioprior.score(path, device="cuda")  # digits fit: nothing streams

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli, tiny_submission
 
-from bioprior.registry.submission import InvalidSubmission, expand_grid, load_submission
+from bioprior.registry.submissions.loading import InvalidSubmission, expand_grid, load_submission
 
 GOOD = """\
 name: t
@@ -116,7 +116,7 @@ def test_bad_sweep_path(tmp_path, registry):
 
 
 def test_bottleneck_on_model_without_first_conv(tmp_path, registry, monkeypatch):
-    from bioprior.registry.entries import ImageModelParams, PluginEntry
+    from bioprior.registry.hooks.entries import ImageModelParams, PluginEntry
 
     registry._entries[("model", "plain")] = PluginEntry(
         name="plain", kind="model", factory="x:y", params=ImageModelParams

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from bioprior.registry import threads
+from bioprior.registry.base import threads
 
 
 def test_auto_uses_the_cores_not_already_busy():

@@ -8,7 +8,7 @@ from conftest import run_cli, tiny_submission
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from bioprior.registry.plugins import UnknownPluginError
+from bioprior.registry.hooks.loading import UnknownPluginError
 
 
 def test_members_resolve_and_list(registry):

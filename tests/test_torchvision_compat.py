@@ -1,4 +1,4 @@
-"""Tests for bioprior.registry.torchvision_compat; each check runs in a fresh interpreter."""
+"""Tests for bioprior.registry.base.torchvision_compat; each check runs in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 import warnings
 
 if importlib.util.find_spec("bioprior") is not None:
-    import bioprior.registry.torchvision_compat as compat
+    import bioprior.registry.base.torchvision_compat as compat
 else:
     _spec = importlib.util.spec_from_file_location("torchvision_compat", {str(MODULE_PATH)!r})
     compat = importlib.util.module_from_spec(_spec)

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from bioprior.registry.objective import (
+from bioprior.registry.engine.trainer import augment_batch, make_optimizer, train_model
+from bioprior.registry.submissions.schema import TrainingRecipe
+from bioprior.registry.toolkit.objective import (
     Batch,
     ObjectiveContext,
     TrainingObjective,
@@ -15,8 +17,6 @@ from bioprior.registry.objective import (
     exclude_from_weight_decay,
     objectives,
 )
-from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import augment_batch, make_optimizer, train_model
 
 
 class PullToTarget(TrainingObjective):
@@ -113,10 +113,10 @@ def test_augmentation_flips_and_translates_reproducibly():
 
 
 def test_augmentation_enters_the_content_key_only_when_used(registry):
-    from bioprior.registry.context import BenchmarkContext  # noqa: F401 - registry loaded
-    from bioprior.registry.schemas import PluginRef
-    from bioprior.registry.submission import resolve_component
-    from bioprior.registry.training import TrainingSpec
+    from bioprior.registry.engine.context import BenchmarkContext
+    from bioprior.registry.engine.service import TrainingSpec
+    from bioprior.registry.submissions.loading import resolve_component
+    from bioprior.registry.submissions.schema import PluginRef
 
     errors: list = []
     model = resolve_component(registry, "model", PluginRef(name="small_alexnet"), (), errors)

@@ -8,7 +8,7 @@ from torch import nn
 
 from bioprior.plugins.vgg19_fcn import VGG19_PLAN, VGG19FCNParams
 from bioprior.plugins.vgg19_fcn.nn import VGG19FCN, build
-from bioprior.registry.layers import hidden_activations
+from bioprior.registry.toolkit.layers import hidden_activations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +32,7 @@ def test_output_and_conv3_1_shapes_for_grayscale_inputs(size, conv3_1_side):
 
 
 def test_plan_is_torchvisions_vgg19_and_width_1_matches_its_feature_parameters():
-    from bioprior.registry.torchvision_compat import ensure_torchvision
+    from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
     from torchvision.models.vgg import cfgs, make_layers

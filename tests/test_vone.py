@@ -17,7 +17,7 @@ from bioprior import create_model
 from bioprior.benchmarks.adversarial.eot import deterministic_copy, is_stochastic
 from bioprior.plugins import vone
 from bioprior.plugins.vone import nn as vone_nn
-from bioprior.registry.constraint import ConstraintError, InputGeometry
+from bioprior.registry.contracts.constraint import ConstraintError, InputGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,9 +277,9 @@ def test_shipped_vone_submissions_build(registry, name):
 
 
 def test_wrapped_model_learns_digits(registry):
-    from bioprior.registry.data import fit_data
-    from bioprior.registry.schemas import TrainingRecipe
-    from bioprior.registry.trainer import Normalized, accuracy, train_model
+    from bioprior.registry.engine.trainer import Normalized, accuracy, train_model
+    from bioprior.registry.submissions.schema import TrainingRecipe
+    from bioprior.registry.toolkit.data import fit_data
 
     data = fit_data(registry.get("dataset", "digits").build({}), 1, 16)
     constraint = registry.get("constraint", "vone_block").build(

@@ -11,14 +11,8 @@ import torch
 from conftest import dead_pid
 from safetensors.torch import save
 
-from bioprior.registry import atomic
-from bioprior.registry.weights_transport import (
-    BadWeights,
-    checked_hash,
-    install,
-    read,
-    weights_file,
-)
+from bioprior.registry.base import atomic
+from bioprior.registry.store.weights import BadWeights, checked_hash, install, read, weights_file
 
 
 def _weights_bytes(seed: int = 0, with_hash: bool = True) -> bytes:
@@ -73,11 +67,13 @@ def test_weights_trained_by_one_worker_serve_another_without_a_shared_home(
     to the numbers of a worker that trained the model itself."""
     from conftest import tiny_submission
 
-    from bioprior.registry.planner import plan, summarize
-    from bioprior.registry.ray_executor import _run_delivered
-    from bioprior.registry.submission import validate_submission_dict
-    from bioprior.registry.weights_transport import Delivery
-    from bioprior.registry.worker import StepWorker, WorkerSettings, step_payload
+    from bioprior.registry.engine.worker import StepWorker
+    from bioprior.registry.execution.ray_executor import _run_delivered
+    from bioprior.registry.planning.jobs import plan
+    from bioprior.registry.planning.payloads import WorkerSettings, step_payload
+    from bioprior.registry.planning.steps import summarize
+    from bioprior.registry.store.weights import Delivery
+    from bioprior.registry.submissions.loading import validate_submission_dict
 
     jobs = plan([validate_submission_dict(tiny_submission("moved", seeds=[3]), registry)])
     steps = summarize(jobs, set(), registry).steps
@@ -136,7 +132,7 @@ def test_weights_trained_by_one_worker_serve_another_without_a_shared_home(
 def test_homes_of_dead_workers_on_this_host_are_removed(tmp_path):
     import os
 
-    from bioprior.registry.weights_transport import HOME_PREFIX, remove_dead_homes
+    from bioprior.registry.store.weights import HOME_PREFIX, remove_dead_homes
 
     pid = dead_pid()
     me = atomic.host()

@@ -9,18 +9,18 @@ import pickle
 import pytest
 from conftest import tiny_submission
 
-from bioprior.registry.isolation import IsolatedExecutor
-from bioprior.registry.planner import plan
-from bioprior.registry.runner import JobRunner
-from bioprior.registry.submission import validate_submission_dict
-from bioprior.registry.worker import (
-    StepWorker,
+from bioprior.registry.engine.runner import JobRunner
+from bioprior.registry.engine.worker import StepWorker
+from bioprior.registry.execution.isolated import IsolatedExecutor
+from bioprior.registry.planning.jobs import plan
+from bioprior.registry.planning.payloads import (
     WorkerSettings,
     outcome_from_payload,
     outcome_payload,
     step_from_payload,
     step_payload,
 )
+from bioprior.registry.submissions.loading import validate_submission_dict
 
 
 def _jobs(registry, **overrides):
@@ -65,12 +65,14 @@ def test_spawned_children_rebuild_worker_and_step(registry, bioprior_home, tmp_p
     """The path CUDA devices take (spawn, not fork): same numbers as in this process."""
     (job,) = _jobs(registry, seeds=[5])
     settings = WorkerSettings(home=str(bioprior_home), device="cpu")
-    executor = IsolatedExecutor(settings=settings, start_method="spawn", poll_s=0.1)
+    executor = IsolatedExecutor(
+        settings=settings, start_method="spawn", poll_s=0.1, worker_class=StepWorker
+    )
     (remote,) = list(executor.run([job], None))
     assert remote.status == "ok", remote.error
     import torch
 
-    from bioprior.registry.training import TrainingService
+    from bioprior.registry.engine.service import TrainingService
 
     service = TrainingService(tmp_path / "elsewhere", torch.device("cpu"))  # trained anew
     local = JobRunner(service, registry)(job)
@@ -78,8 +80,8 @@ def test_spawned_children_rebuild_worker_and_step(registry, bioprior_home, tmp_p
 
 
 def test_training_steps_travel_and_run_before_their_evaluation(registry, bioprior_home):
-    from bioprior.registry.planner import TrainStep
-    from bioprior.registry.scheduling import InProcessBackend, schedule
+    from bioprior.registry.execution.scheduling import InProcessBackend, schedule
+    from bioprior.registry.planning.steps import TrainStep
 
     (job,) = _jobs(registry, seeds=[2])
     train = TrainStep((job.training,), submissions=(job.submission,))

@@ -15,7 +15,7 @@ Papers:
   checks, stored as ``flags`` with the score.
 
 Input space (documented choice): images in [0, 1] pixel units; the trained model standardizes
-internally (``bioprior.registry.trainer.Normalized``), so foolbox runs with ``bounds=(0, 1)``
+internally (``bioprior.registry.engine.trainer.Normalized``), so foolbox runs with ``bounds=(0, 1)``
 and epsilons are pixel units by default (``epsilon_space: pixel``). evanson's epsilons were
 given on normalized inputs: with ``epsilon_space: normalized`` every epsilon (curves, score,
 transfer, unbounded) is converted as ``eps_pixel = eps_normalized * std`` with ``std`` the model's
@@ -60,9 +60,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bioprior.registry.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 CITATION = (
     "Evanson et al., flexible layer (FGSM, PGD white/black-box); Li et al. (2019), NeurIPS "

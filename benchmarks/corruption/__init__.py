@@ -45,9 +45,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from bioprior.registry.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 from .imagecorruptions_compat import CORRUPTIONS
 

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bioprior.registry.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 TSVETKOV2020 = "Tsvetkov, Malhotra & Bowers (2020), CogSci; Zhang et al. (2017), ICLR"
 RandomKind = Literal["gaussian_noise", "random_labels", "shuffled_pixels"]
@@ -128,8 +128,8 @@ class MemorizationCapacity(Benchmark):
 def _derived(name: str, params: dict[str, Any], images, seed: int):
     import torch
 
-    from bioprior.registry.data import ImageData
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.toolkit.data import ImageData
 
     labels = torch.arange(len(images)) % 10
     data = ImageData("preview", images, labels, images, labels, num_classes=10)

@@ -37,9 +37,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from bioprior.registry.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 Style = Literal[
     "edges", "contours", "line_drawing", "silhouette", "phase_scrambled", "amplitude_swapped"

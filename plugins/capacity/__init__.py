@@ -7,14 +7,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bioprior.registry.constraint import (
+from bioprior.registry.contracts.constraint import (
     UNKNOWN_GEOMETRY,
     Constraint,
     ConstraintError,
     InputGeometry,
 )
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 TSVETKOV2020 = "Tsvetkov, Malhotra & Bowers (2020), Adding biological constraints to deep neural networks reduces their capacity to learn unstructured data (CogSci)"
 
@@ -37,7 +37,7 @@ class InternalNoise(Constraint):
 
     def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
         from bioprior.plugins.capacity.nn import GaussianNoise
-        from bioprior.registry.layers import hidden_activations
+        from bioprior.registry.toolkit.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.post.append(GaussianNoise(self.params.sigma, self.params.at_inference))
@@ -75,7 +75,7 @@ class Activation(Constraint):
 
     def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
         from bioprior.plugins.capacity.nn import ACTIVATIONS
-        from bioprior.registry.layers import hidden_activations
+        from bioprior.registry.toolkit.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.act = ACTIVATIONS[self.params.function]()
@@ -103,7 +103,7 @@ class PrecisionLimit(Constraint):
 
     def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
         from bioprior.plugins.capacity.nn import Quantize
-        from bioprior.registry.layers import hidden_activations
+        from bioprior.registry.toolkit.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.post.append(Quantize(self.params.bits, self.params.low, self.params.high))

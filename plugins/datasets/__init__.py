@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 ZHANG2017 = "Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking generalization"
 

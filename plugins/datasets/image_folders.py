@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioprior.registry.data import DataUnavailable, ImageData
-from bioprior.registry.paths import data_root
+from bioprior.registry.base.paths import data_root
+from bioprior.registry.toolkit.data import DataUnavailable, ImageData
 
 
 def _stack(paths: list[Path], labels: list[int], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,7 +33,7 @@ def _stack(paths: list[Path], labels: list[int], size: int) -> tuple[torch.Tenso
 
 def load_imagenette(params) -> ImageData:
     """torchvision's Imagenette (10 ImageNet classes), train / val, resized to ``image_size``."""
-    from bioprior.registry.torchvision_compat import ensure_torchvision
+    from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
     from torchvision.datasets import Imagenette

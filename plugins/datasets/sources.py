@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bioprior.registry.data import DataUnavailable, ImageData
-from bioprior.registry.paths import data_root
+from bioprior.registry.base.paths import data_root
+from bioprior.registry.toolkit.data import DataUnavailable, ImageData
 
 
 def load_digits(params) -> ImageData:
@@ -43,7 +43,7 @@ HOW_TO_GET = {
 
 
 def _torchvision(name: str, cls_name: str, params) -> ImageData:
-    from bioprior.registry.torchvision_compat import ensure_torchvision
+    from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
     import torchvision.datasets as tvd

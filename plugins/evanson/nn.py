@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from bioprior.plugins.flexible_layer.nn import mark_flexible_site
-from bioprior.registry.layers import model_geometry, scaled
+from bioprior.registry.toolkit.layers import model_geometry, scaled
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "none": nn.Identity}
 

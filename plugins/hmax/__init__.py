@@ -65,8 +65,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from bioprior.registry.entries import ImageModelParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import ImageModelParams
+from bioprior.registry.hooks.specs import hookimpl
 
 EVANSON = (
     "Evanson, Lavrov, Kharitonov, Lu & Kozlov, Biomimetic computations improve neural network "

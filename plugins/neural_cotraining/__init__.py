@@ -76,10 +76,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from bioprior.registry.constraint import UNKNOWN_GEOMETRY, Constraint, InputGeometry
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
-from bioprior.registry.neural import NeuralDataRef
+from bioprior.registry.contracts.constraint import UNKNOWN_GEOMETRY, Constraint, InputGeometry
+from bioprior.registry.contracts.neural_data import NeuralDataRef
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 SAFARANI2021 = (
     "Safarani, Nix, Willeke, Cadena, Restivo, Denfield, Tolias & Sinz (2021), Towards robust "

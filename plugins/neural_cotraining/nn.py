@@ -1,6 +1,6 @@
 """The torch side of safarani2021's co-training (:mod:`bioprior.plugins.neural_cotraining`, which
 documents the readout, the loss and the deviations): the Gaussian readout, the training
-objective (a :class:`~bioprior.registry.neural_metrics.NeuralReadout`, so the
+objective (a :class:`~bioprior.registry.toolkit.neural_metrics.NeuralReadout`, so the
 ``neural_predictivity`` benchmark scores it) and :func:`attach`."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioprior.plugins.neural_cotraining import NeuralCoTrainingParams
-from bioprior.registry import neural
-from bioprior.registry.constraint import UNKNOWN_GEOMETRY, ConstraintError, InputGeometry
-from bioprior.registry.data import fit_images
-from bioprior.registry.layers import capture
-from bioprior.registry.neural_metrics import evaluate_readout
-from bioprior.registry.objective import (
+from bioprior.registry.contracts import neural_data as neural
+from bioprior.registry.contracts.constraint import UNKNOWN_GEOMETRY, ConstraintError, InputGeometry
+from bioprior.registry.toolkit.data import fit_images
+from bioprior.registry.toolkit.layers import capture
+from bioprior.registry.toolkit.neural_metrics import evaluate_readout
+from bioprior.registry.toolkit.objective import (
     TrainingObjective,
     attach_objective,
     exclude_from_weight_decay,
@@ -238,7 +238,7 @@ class NeuralCoTrainingObjective(TrainingObjective):
             task_loss, loss_n, self.log_var_task, self.log_var_neural, self.config.loss
         )
 
-    # -- evaluation (the NeuralReadout protocol of bioprior.registry.neural_metrics) -------
+    # -- evaluation (the NeuralReadout protocol of bioprior.registry.toolkit.neural_metrics) -------
     @property
     def num_neurons(self) -> int:
         return int(self.readout.features.shape[0])

@@ -40,8 +40,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 LI2019 = (
     "Li, Brendel, Walker, Cobos, Muhammad, Reimer, Bethge, Sinz, Pitkow & Tolias (2019), "

@@ -12,7 +12,7 @@ from bioprior.plugins.neural_data import SYNTHETIC_LABEL, NeuralFileParams
 
 def resolve_path(path: str) -> Path:
     """The file a ``path`` parameter names: as given (``~`` expanded), else under the data root."""
-    from bioprior.registry.paths import data_root
+    from bioprior.registry.base.paths import data_root
 
     given = Path(path).expanduser()
     if given.is_absolute() or given.exists():
@@ -29,9 +29,9 @@ def load_neural_file(params: NeuralFileParams):
     """Read a neural data file (module docstring); errors name the file and the array."""
     import torch
 
-    from bioprior.registry.data import DataUnavailable
-    from bioprior.registry.filecheck import check_npz
-    from bioprior.registry.neural import NeuralData
+    from bioprior.registry.contracts.neural_data import NeuralData
+    from bioprior.registry.submissions.files import check_npz
+    from bioprior.registry.toolkit.data import DataUnavailable
 
     path = resolve_path(params.path)
     if not path.is_file():
@@ -41,7 +41,9 @@ def load_neural_file(params: NeuralFileParams):
             "bioprior.plugins.neural_data.files.save_neural_file (format: bioprior.plugins.neural_data), "
             "or use the synthetic_v1 data (synthetic, not recordings)"
         )
-    check_npz(path)  # bioprior.registry.filecheck: headers vs file size, before any allocation
+    check_npz(
+        path
+    )  # bioprior.registry.submissions.files: headers vs file size, before any allocation
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -111,7 +113,7 @@ def load_neural_file(params: NeuralFileParams):
 
 
 def save_neural_file(path: str | Path, data) -> Path:
-    """Write a :class:`~bioprior.registry.neural.NeuralData` in the ``neural_file`` format."""
+    """Write a :class:`~bioprior.registry.contracts.neural_data.NeuralData` in the ``neural_file`` format."""
     arrays: dict[str, np.ndarray] = {"stimuli": data.stimuli.cpu().numpy()}
     if data.responses is not None:
         arrays["responses"] = data.responses.cpu().float().numpy()

@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from bioprior.plugins.neural_similarity import FeatureTarget, NeuralSimilarityParams
-from bioprior.registry.constraint import (
+from bioprior.registry.contracts.constraint import (
     UNKNOWN_GEOMETRY,
     Constraint,
     ConstraintError,
     InputGeometry,
 )
-from bioprior.registry.layers import ACTIVATION_TYPES, HiddenActivation, capture
-from bioprior.registry.objective import (
+from bioprior.registry.toolkit.layers import ACTIVATION_TYPES, HiddenActivation, capture
+from bioprior.registry.toolkit.objective import (
     Batch,
     ObjectiveContext,
     TrainingObjective,
@@ -236,8 +236,8 @@ class NeuralSimilarityObjective(TrainingObjective):
 
     # training ------------------------------------------------------------------------------
     def prepare(self, ctx: ObjectiveContext) -> None:
-        from bioprior.registry.data import fit_images
-        from bioprior.registry.neural import load_neural_data
+        from bioprior.registry.contracts.neural_data import load_neural_data
+        from bioprior.registry.toolkit.data import fit_images
 
         data = load_neural_data(self.params.data)
         self.synthetic = data.synthetic
@@ -336,7 +336,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def neural_target(data, target: str, weighted: bool) -> torch.Tensor:
-    """S_neural from a :class:`~bioprior.registry.neural.NeuralData` (module docstring)."""
+    """S_neural from a :class:`~bioprior.registry.contracts.neural_data.NeuralData` (module docstring)."""
     if target == "similarity" or (target == "auto" and data.similarity is not None):
         if data.similarity is None:
             raise ValueError(f"{data.name}: target 'similarity' but the data has no matrix")
@@ -349,8 +349,8 @@ def neural_target(data, target: str, weighted: bool) -> torch.Tensor:
 @torch.no_grad()
 def feature_similarity(spec: FeatureTarget, stimuli: torch.Tensor, ctx: ObjectiveContext):
     """The 'features' control target: Eq. 9 on ``spec.layer`` of a seeded ``spec.model``."""
-    from bioprior.registry.data import fit_images
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.toolkit.data import fit_images
 
     entry = get_registry().get("model", spec.model)
     params = dict(spec.params)

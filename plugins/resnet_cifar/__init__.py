@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.entries import ImageModelParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import ImageModelParams
+from bioprior.registry.hooks.specs import hookimpl
 
 HE2016 = "He, Zhang, Ren & Sun (2016), Deep residual learning for image recognition (CVPR)"
 LI2019 = (

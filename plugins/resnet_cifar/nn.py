@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from bioprior.plugins.resnet_cifar import DEFAULT_GEOMETRY, STAGE_CHANNELS, ResNetCifarParams
-from bioprior.registry.torchvision_compat import ensure_torchvision
+from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
 ensure_torchvision()
 import timm  # after the shim: timm imports torchvision

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.entries import ImageModelParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import ImageModelParams
+from bioprior.registry.hooks.specs import hookimpl
 
 EVANSON = (
     "Evanson et al., flexible layer (Supplementary: 'Conv2D model', after Zhang et al. 2019 "

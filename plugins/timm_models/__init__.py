@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import Field, create_model, field_validator, model_validator
 
-from bioprior.registry.entries import ImageModelParams, PluginEntry
-from bioprior.registry.hookspecs import hookimpl
-from bioprior.registry.plugins import UnknownPluginError
+from bioprior.registry.hooks.entries import ImageModelParams, PluginEntry
+from bioprior.registry.hooks.loading import UnknownPluginError
+from bioprior.registry.hooks.specs import hookimpl
 
 TIMM = "Wightman (2019), PyTorch Image Models (timm), https://github.com/huggingface/pytorch-image-models"
 
@@ -64,7 +64,7 @@ class TimmParams(ImageModelParams):
 
 def _timm():
     """timm, imported after the torchvision shim (timm imports torchvision)."""
-    from bioprior.registry.torchvision_compat import ensure_torchvision
+    from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
     ensure_torchvision()
     import timm
@@ -109,9 +109,9 @@ def _load_weights(model, file: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from bioprior.registry.filecheck import check_safetensors
+    from bioprior.registry.submissions.files import check_safetensors
 
-    check_safetensors(file)  # bioprior.registry.filecheck: header vs file size, by content
+    check_safetensors(file)  # bioprior.registry.submissions.files: header vs file size, by content
     try:
         state = load_file(file)
     except (SafetensorError, OSError) as exc:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bioprior.plugins.vgg19_fcn import DEFAULT_GEOMETRY, HEAD_WIDTH, VGG19_PLAN, VGG19FCNParams
-from bioprior.registry.layers import scaled
+from bioprior.registry.toolkit.layers import scaled
 
 
 class ConvBlock(nn.Sequential):

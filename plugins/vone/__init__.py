@@ -62,14 +62,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from bioprior.registry.constraint import (
+from bioprior.registry.contracts.constraint import (
     UNKNOWN_GEOMETRY,
     Constraint,
     ConstraintError,
     InputGeometry,
 )
-from bioprior.registry.entries import PluginParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import PluginParams
+from bioprior.registry.hooks.specs import hookimpl
 
 DAPELLO2020 = (
     "Dapello, Marques, Schrimpf, Geiger, Cox & DiCarlo (2020), Simulating a primary visual "

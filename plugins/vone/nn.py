@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioprior.plugins.vone import VOneParams, sample_gabor_params
-from bioprior.registry.layers import gabor_kernel
+from bioprior.registry.toolkit.layers import gabor_kernel
 
 
 def gabor_bank(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.entries import ImageModelParams
-from bioprior.registry.hookspecs import hookimpl
+from bioprior.registry.hooks.entries import ImageModelParams
+from bioprior.registry.hooks.specs import hookimpl
 
 ZHANG2017 = "Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking generalization"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..store import JSON_COLUMNS  # the columns the store writes as JSON
+from bioprior.registry.store.results import JSON_COLUMNS
 
 # Columns of the results table the report knows; any other column is shown as provenance.
 KNOWN_COLUMNS = {

@@ -62,7 +62,7 @@ def build_report(
     ``weights_dirs``: where the cached weights (and with them the training histories behind the
     learning curves) are looked for; default ``weights/`` beside the database, then
     ``$BIOPRIOR_HOME/weights``."""
-    from bioprior.registry.paths import weights_dir
+    from bioprior.registry.base.paths import weights_dir
 
     out = Path(out)
     if out.exists() and not out.is_dir():

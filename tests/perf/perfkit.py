@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from bioprior.registry.trainer import select_device
+from bioprior.registry.engine.trainer import select_device
 
 DEVICE = select_device("auto")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from perfkit import DEVICE, interleave, sync, train_flops
 
-from bioprior.registry.batched import train_batched
-from bioprior.registry.data import fit_data
-from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import Normalized, train_model, uses_bf16
+from bioprior.registry.engine.batched import train_batched
+from bioprior.registry.engine.trainer import Normalized, train_model, uses_bf16
+from bioprior.registry.submissions.schema import TrainingRecipe
+from bioprior.registry.toolkit.data import fit_data
 
 pytestmark = pytest.mark.perf
 K = 16 if DEVICE.type == "cuda" else 8
@@ -27,7 +27,7 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def digits():
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
 
     data = fit_data(get_registry(reload=True).get("dataset", "digits").build({}), 1, 16)
     return data.to(DEVICE)

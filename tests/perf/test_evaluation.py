@@ -9,7 +9,7 @@ import torch
 from perfkit import DEVICE, interleave, sync
 
 from bioprior import create_model
-from bioprior.registry.trainer import Normalized, accuracy
+from bioprior.registry.engine.trainer import Normalized, accuracy
 
 pytestmark = pytest.mark.perf
 N = 16384 if DEVICE.type == "cuda" else 2048

@@ -1,6 +1,6 @@
 """Pair "members-conv": the convolutions of the batched-K pair alone, forward and backward, as a
 batched training runs them (each layer's K members as one grouped convolution on the
-members-channels-last layout of :mod:`bioprior.registry.batched_layout`) against each member's
+members-channels-last layout of :mod:`bioprior.registry.engine.batched_layout`) against each member's
 convolutions in turn (channels last, as the solo trainer runs them). Same models, widths, batch,
 K and precision as test_batched_training.py.
 
@@ -24,8 +24,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from bioprior import create_model
-from bioprior.registry import batched_layout
-from bioprior.registry.batched_autocast import ConvAutocast
+from bioprior.registry.engine import batched_layout
+from bioprior.registry.engine.batched_autocast import ConvAutocast
 
 pytestmark = pytest.mark.perf
 BATCH = 64  # the batched pair's recipe batch size

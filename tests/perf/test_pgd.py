@@ -15,15 +15,15 @@ from perfkit import DEVICE, interleave
 from perfkit import sync as _sync
 
 from bioprior import create_model
-from bioprior.registry.data import fit_data
-from bioprior.registry.trainer import Normalized
+from bioprior.registry.engine.trainer import Normalized
+from bioprior.registry.toolkit.data import fit_data
 
 IMAGES, STEPS, EPS, STEP = 64, 20, 0.031, 0.003
 
 
 @pytest.fixture(scope="module")
 def setup():
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
 
     data = fit_data(get_registry(reload=True).get("dataset", "digits").build({}), 1, 16)
     torch.manual_seed(0)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from perfkit import DEVICE, interleave, sync
 
-from bioprior.registry.plugins import get_registry
-from bioprior.registry.scorer import Scorer
-from bioprior.registry.store import ResultStore
-from bioprior.registry.submission import validate_submission_dict
+from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.scoring.scorer import Scorer
+from bioprior.registry.store.results import ResultStore
+from bioprior.registry.submissions.loading import validate_submission_dict
 
 pytestmark = pytest.mark.perf
 SWEEP = {
@@ -72,7 +72,15 @@ def test_sweep_cpu_workers(benchmark, record, tmp_path_factory, workers):
     def score_with(workers: str) -> None:
         home = tempfile.mkdtemp(prefix="bioprior-perf-")
         out = subprocess.run(
-            [sys.executable, "-m", "bioprior.registry.cli", "score", str(path), "--device", "cpu"]
+            [
+                sys.executable,
+                "-m",
+                "bioprior.registry.cli.app",
+                "score",
+                str(path),
+                "--device",
+                "cpu",
+            ]
             + ["--threads", "2", "--workers", workers, "--batch", "1"],
             env={**os.environ, "BIOPRIOR_HOME": home},
             capture_output=True,

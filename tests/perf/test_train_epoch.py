@@ -13,9 +13,9 @@ from perfkit import DEVICE, interleave, sync, train_flops
 from torch.utils.data import DataLoader, TensorDataset
 
 from bioprior import create_model
-from bioprior.registry.data import fit_data
-from bioprior.registry.schemas import TrainingRecipe
-from bioprior.registry.trainer import train_model
+from bioprior.registry.engine.trainer import train_model
+from bioprior.registry.submissions.schema import TrainingRecipe
+from bioprior.registry.toolkit.data import fit_data
 
 pytestmark = pytest.mark.perf
 PRECISION = "bf16"  # the engine autocasts where bf16 is faster (trainer.bf16_is_faster), else fp32
@@ -23,7 +23,7 @@ PRECISION = "bf16"  # the engine autocasts where bf16 is faster (trainer.bf16_is
 
 @pytest.fixture(scope="module")
 def digits():
-    from bioprior.registry.plugins import get_registry
+    from bioprior.registry.hooks.loading import get_registry
 
     data = fit_data(get_registry(reload=True).get("dataset", "digits").build({}), 1, 16)
     return data.to(DEVICE)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from bioprior import hookimpl
-from bioprior.registry.constraint import UNKNOWN_GEOMETRY, Constraint
-from bioprior.registry.entries import ImageModelParams, PluginParams
+from bioprior.registry.contracts.constraint import UNKNOWN_GEOMETRY, Constraint
+from bioprior.registry.hooks.entries import ImageModelParams, PluginParams
 
 
 class LeNet5Params(ImageModelParams):
@@ -22,7 +22,7 @@ class SynapticFailure(Constraint):
     """Stochastic transmission failure (Bernoulli, rescaled like dropout) after every hidden activation."""
 
     def apply(self, module, geometry=UNKNOWN_GEOMETRY):  # torch is imported here, not at the top
-        from bioprior.registry.layers import hidden_activations
+        from bioprior.registry.toolkit.layers import hidden_activations
 
         from .layers import Failure
 

@@ -1,0 +1,50 @@
+"""What a benchmark plugin's factory returns: a :class:`Benchmark` scored through a context.
+
+A benchmark never touches the core: it asks its :class:`~bioprior.registry.engine.context.BenchmarkContext`
+for trained models (shared and cached across benchmarks), derived datasets and evaluations,
+and returns metrics plus a summary score in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from bioprior.registry.engine.context import BenchmarkContext
+    from bioprior.registry.planning.needs import Needs
+    from bioprior.registry.planning.spec import TrainingSpec
+
+
+@dataclass
+class BenchmarkResult:
+    metrics: dict[str, Any]
+    score: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Benchmark:
+    """Base class: implement ``run``; ``trainings`` declares the models it trains (planned work)."""
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def trainings(self, needs: Needs) -> list[TrainingSpec]:
+        """The trainings ``run`` will ask ``ctx.trained(...)`` for, as specs: call
+        ``needs.trained(...)`` with the same arguments as ``run`` does. The planner trains each
+        once (deduped by content key, batched where it can) before the job runs; asking ``ctx``
+        for an undeclared one is an error. Default: the submission's own model."""
+        return [needs.trained()]
+
+    def run(self, ctx: BenchmarkContext) -> BenchmarkResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def preview(self, images: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """Example stimuli per condition for ``bioprior preview``: ``images`` are float (N, C, H, W)
+        in [0, 1]; return {condition label: transformed images of the same layout}. Benchmarks
+        that show the model transformed images override this."""
+        raise NotImplementedError(f"{type(self).__name__} has no stimuli to preview")

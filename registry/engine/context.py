@@ -1,0 +1,58 @@
+"""What a benchmark sees of the core while it runs: the job's planned, trained model(s), derived
+data, evaluation. Declaring trainings (``Benchmark.trainings``) uses the torch-free base
+:class:`~bioprior.registry.planning.needs.Needs` with the same calls."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bioprior.registry.engine.trainer import accuracy, seeded
+from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.planning.needs import Needs
+
+if TYPE_CHECKING:
+    from bioprior.registry.engine.service import TrainedModel, TrainingService
+    from bioprior.registry.planning.jobs import Job
+
+
+class UndeclaredTraining(RuntimeError):
+    """A benchmark asked for a trained model it did not declare in ``trainings``."""
+
+
+class BenchmarkContext(Needs):
+    def __init__(self, job: Job, service: TrainingService, registry: Registry):
+        super().__init__(job, registry)
+        self.service = service
+        self.used: dict[str, str] = {}  # training key -> weights hash, for provenance
+
+    @property
+    def device(self):
+        return self.service.device
+
+    def trained(self, dataset=None, model=None, constraints=None) -> TrainedModel:
+        """The job's model trained on its dataset (shared with every other benchmark). Override
+        ``dataset`` (e.g. a random derivation), ``model`` and/or ``constraints`` (e.g. an
+        unconstrained surrogate for black-box attacks) to get another model trained with the same
+        recipe and seed. Each must be declared by the benchmark's ``trainings`` (the planner
+        trains it before the job runs, once per content key)."""
+        spec = self.spec(dataset, model, constraints)
+        if spec.key not in self.job.training_keys:
+            raise UndeclaredTraining(
+                f"benchmark {self.job.benchmark.entry.name!r} asked for a training it did not "
+                f"declare: {spec.label} [{spec.key}]; return it from its trainings(needs)"
+            )
+        trained = self.service.trained(spec)
+        self.used[spec.key] = trained.weights_hash
+        return trained
+
+    @property
+    def weights_hash(self) -> str | None:
+        """The hash of the job's own trained weights (else of the first model it used)."""
+        return self.used.get(self.job.training.key) or next(iter(self.used.values()), None)
+
+    def accuracy(self, trained: TrainedModel, split: str = "test") -> float:
+        """Accuracy on a split of the model's own data, with the RNG seeded from the job's seed."""
+        data = trained.data
+        x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+        with seeded(self.seed, self.device):
+            return accuracy(trained.module, x, y)

@@ -1,0 +1,272 @@
+"""Work estimates for the plan: FLOPs from one measured forward (``torch.utils.flop_counter``),
+seconds from a short calibration of the real training step on the chosen device, and the
+automatic number of members per batched training (what fits in memory, where batching pays).
+
+Estimates are per step: a training step costs ``steps_per_epoch x epochs`` calibrated steps of
+its K members together; an evaluation step is counted as one forward pass over the train and
+test splits of every model it declared (benchmarks that evaluate many conditions take longer).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bioprior.registry.engine.streaming import streams
+from bioprior.registry.planning.spec import TrainingSpec
+from bioprior.registry.planning.steps import EvaluateStep, TrainStep
+from bioprior.registry.toolkit.data import to_float
+
+#: most members per batched training when memory would allow more (CPU / GPU)
+CAP = {"cpu": 16, "cuda": 64}
+
+#: On a CPU, batching pays only for launch-bound members: under this many training FLOPs per
+#: step per convolution or linear layer. Measured with 2 threads on an AVX-512 CPU (digits):
+#: small_inception width 0.1 at 16 px, 13 MFLOP per layer, trains 2.3x faster batched (K = 8);
+#: small_alexnet width 0.1 at 8 px, 30 MFLOP, 1.0x (K = 4); at 16 px, 60 MFLOP, 0.8x (K = 8);
+#: the quickstart's width-0.5 AlexNet, 700 MFLOP, 0.9x (K = 4). A rule of the spec and the
+#: device, not a timing, so that a plan (and its numbers) is the same on every run of a machine.
+CPU_BATCHING_FLOPS_PER_LAYER = 20e6
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One model on its data, from one measured forward of a single image."""
+
+    forward_flops: int  # per image
+    params: int
+    activations: int  # output elements of every leaf module, per image
+    layer_calls: int  # convolution and linear layer calls in one forward
+    train_images: int
+    test_images: int
+    image_bytes: int  # one training image
+    streamed: bool = False  # the training split stays in host memory (:mod:`.streaming`)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    flops: float
+    note: str = ""
+
+
+_profiles: dict[str, Profile] = {}
+_calibrated: dict[tuple[str, int], float] = {}
+
+
+def profile(spec: TrainingSpec, service: Any) -> Profile:
+    key = spec.batch_group or spec.key
+    if key in _profiles:
+        return _profiles[key]
+    data = service.data(spec)
+    module = service.build(spec, data)
+    module.eval()
+    counts = [0, 0]  # output elements, convolution / linear calls
+
+    def hook(m: nn.Module, _i: Any, out: Any) -> None:
+        counts[1] += isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+        if isinstance(out, torch.Tensor):
+            counts[0] += out.numel()
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(to_float(data.train_x[:1].to(service.device)))  # streamed data: on the host
+    finally:
+        for h in handles:
+            h.remove()
+    x = data.train_x
+    result = Profile(
+        forward_flops=int(counter.get_total_flops()),
+        params=sum(p.numel() for p in module.parameters()),
+        activations=counts[0],
+        layer_calls=counts[1],
+        train_images=len(data.train_x),
+        test_images=len(data.test_x),
+        image_bytes=x[:1].numel() * x.element_size(),
+        streamed=streams(x, service.device),
+    )
+    _profiles[key] = result
+    return result
+
+
+def member_bytes(p: Profile, spec: TrainingSpec) -> int:
+    """Memory of one member in training: weights, gradients and two optimizer states, its
+    training set (two batches of it where it streams from host memory), and activations kept for
+    the backward pass (about 3x the outputs)."""
+    fp32 = 4
+    batch = spec.recipe.batch_size
+    data = 2 * batch if p.streamed else p.train_images  # images on the device: two batches
+    return 4 * p.params * fp32 + data * p.image_bytes + 3 * batch * p.activations * fp32
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.8)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+#: what a CPU worker process holds beyond its training: its allocator's kept free memory
+#: (:mod:`.allocator`), the pages of the driver it copies on write, its evaluation's batches
+WORKER_BYTES = 512 << 20
+
+
+def workers_that_fit(steps: list, service: Any) -> int:
+    """How many of these training steps fit in memory at once on a CPU: half the free memory
+    (:func:`available_bytes`) over the largest step's need, its members (:func:`member_bytes`)
+    and a worker's own ``WORKER_BYTES``; at least one."""
+    need = max(
+        (
+            WORKER_BYTES + sum(member_bytes(profile(m, service), m) for m in step.members)
+            for step in steps
+        ),
+        default=WORKER_BYTES,
+    )
+    return max(1, available_bytes(service.device) // need)
+
+
+_limits: dict[str, int] = {}
+
+
+def auto_batch_limit(spec: TrainingSpec, service: Any, size: int = 1 << 30) -> int:
+    """Members per batched training: as many as fit in half the free memory (80% of a GPU's),
+    at most ``CAP``; 1 where batching does not pay (:func:`batching_pays`); never more than
+    ``size``, the members there are."""
+    group = f"{spec.batch_group or spec.key}:{size}"
+    if group in _limits:
+        return _limits[group]
+    p = profile(spec, service)
+    device = service.device
+    fits = available_bytes(device) // max(1, member_bytes(p, spec))
+    k = int(max(1, min(CAP.get(device.type, 16), fits, size)))
+    if not batching_pays(p, spec, device):
+        k = 1
+    _limits[group] = k
+    return k
+
+
+def batching_pays(p: Profile, spec: TrainingSpec, device: torch.device) -> bool:
+    """Whether K members trained as one model beat K solo trainings on ``device``: always on a
+    GPU (small models are launch-bound there); on a CPU only when a member's step is
+    launch-bound, under ``CPU_BATCHING_FLOPS_PER_LAYER`` training FLOPs per convolution or
+    linear layer (a compute-bound step runs its convolutions as fast alone as grouped)."""
+    if device.type != "cpu":
+        return True
+    step_flops = 3 * p.forward_flops * spec.recipe.batch_size  # forward + backward
+    return step_flops / max(1, p.layer_calls) < CPU_BATCHING_FLOPS_PER_LAYER
+
+
+def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
+    """Seconds per optimizer step of this step's K members together, measured with the real
+    engine (one warm-up training of a step, then one of ``steps``) on random images of the
+    members' geometry; a slight overestimate (the training's setup is included)."""
+    from bioprior.registry.engine.batched import train_batched
+    from bioprior.registry.engine.trainer import train_model
+
+    first = step.members[0]
+    k = len(step.members)
+    data = service.data(first)
+    key = (cost_key(first, data) if k == 1 else first.batch_group or first.key, k)
+    if key in _calibrated:
+        return _calibrated[key]
+    bs = first.recipe.batch_size
+    gen = torch.Generator().manual_seed(0)
+    n = bs * steps
+    shape = (n, *data.train_x.shape[1:])
+    x = torch.rand(shape, generator=gen).to(data.train_x.device)
+    y = torch.randint(0, data.num_classes, (n,), generator=gen).to(data.train_y.device)
+    recipe = first.recipe.model_copy(update={"epochs": 1})
+    timings = []
+    for m in (1, steps):
+        modules = [service.build(first, data) for _ in range(k)]
+        xm, ym = x[: m * bs], y[: m * bs]
+        sync(service.device)
+        t0 = time.perf_counter()
+        if k == 1:
+            train_model(modules[0], xm, ym, recipe, first.seed)
+        else:
+            train_batched(modules, [xm] * k, [ym] * k, [recipe] * k, [first.seed] * k)
+        sync(service.device)
+        timings.append(time.perf_counter() - t0)
+    per_step = timings[1] / steps  # after a warm-up step; the setup is amortized, not subtracted
+    _calibrated[key] = per_step
+    return per_step
+
+
+def cost_key(spec: TrainingSpec, data: Any) -> str:
+    """What a solo training step costs depends on: the model, the constraints with their
+    parameters (sigma 0 skips the noise), the recipe, and the shape of the training images
+    (the calibration trains on random images of that shape); not on the images themselves or the
+    seed: natural and random data of one shape cost the same, and are calibrated once."""
+    from bioprior.registry.base.hashing import content_hash
+
+    identity = spec.identity()
+    parts = [identity["model"], identity["constraints"], identity["recipe"]]
+    return content_hash([*parts, list(data.train_x.shape)])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_steps(steps: list, service: Any) -> dict[str, Estimate]:
+    """An :class:`Estimate` per step key."""
+    out: dict[str, Estimate] = {}
+    forward_rate: dict[str, float] = {}
+    for step in steps:
+        try:
+            estimate = _estimate(step, service, forward_rate)
+        except Exception:  # noqa: BLE001, S112 - a step that cannot be built fails when it runs
+            continue
+        if estimate is not None:
+            out[step.key] = estimate
+    return out
+
+
+def _estimate(step: Any, service: Any, forward_rate: dict[str, float]) -> Estimate | None:
+    if isinstance(step, TrainStep):
+        first = step.members[0]
+        p = profile(first, service)
+        n_steps = -(-p.train_images // first.recipe.batch_size) * first.recipe.epochs
+        seconds = calibrate(step, service) * n_steps
+        flops = 3.0 * p.forward_flops * p.train_images * first.recipe.epochs * len(step.members)
+        forward_rate[first.batch_group or first.key] = seconds / max(1.0, flops)
+        return Estimate(seconds, flops)
+    elif isinstance(step, EvaluateStep):
+        specs = step.job.declared
+        flops = seconds = 0.0
+        for spec in specs:
+            p = profile(spec, service)
+            f = p.forward_flops * (p.train_images + p.test_images)
+            flops += f
+            rate = forward_rate.get(spec.batch_group or spec.key)
+            seconds += f * rate / 2 if rate else 0.0  # no backward: about a third to a half
+        return Estimate(seconds, flops, "one pass per split and model")
+    return None
+
+
+def human_flops(flops: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.1f} {unit}FLOP"
+    return f"{flops:.0f} FLOP"
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"

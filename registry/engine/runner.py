@@ -1,0 +1,88 @@
+"""The worker: runs one step of the plan and returns its outcome. A training step trains its
+member(s) (batched when there are several) and saves each one's weights under its own key; an
+evaluation step runs the job's benchmark on the models its trainings produced."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from bioprior.registry.base.provenance import torch_threads
+from bioprior.registry.engine.context import BenchmarkContext
+from bioprior.registry.engine.service import TrainingService
+from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.planning.jobs import Job
+from bioprior.registry.planning.outcomes import JobOutcome, Outcome, TrainOutcome, failed, now
+from bioprior.registry.planning.steps import EvaluateStep, TrainStep
+
+
+class StepRunner:
+    """A :data:`~bioprior.registry.planning.outcomes.Worker` for both kinds of step."""
+
+    def __init__(self, service: TrainingService, registry: Registry):
+        self.service = service
+        self.registry = registry
+
+    @classmethod
+    def from_settings(cls, home: str | Path, device: str = "auto") -> StepRunner:
+        """Built from plain settings (for a worker in another process): loads the registry."""
+        from bioprior.registry.engine.trainer import select_device
+        from bioprior.registry.hooks.loading import get_registry
+
+        return cls(TrainingService(Path(home), select_device(device)), get_registry())
+
+    def __call__(self, step: Any) -> Outcome:
+        if isinstance(step, TrainStep):
+            return self.train(step)
+        return self.evaluate(step.job if isinstance(step, EvaluateStep) else step)
+
+    def train(self, step: TrainStep) -> TrainOutcome:
+        started, t0 = now(), time.perf_counter()
+        device = str(self.service.device)
+        try:
+            trained = self.service.train(list(step.members))
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed step
+            return failed(step, exc, started, t0, device)  # type: ignore[return-value]
+        return TrainOutcome(
+            step,
+            "ok",
+            started_at=started,
+            finished_at=now(),
+            duration_s=time.perf_counter() - t0,
+            device=device,
+            weights={t.spec.key: t.weights_hash for t in trained},
+        )
+
+    def evaluate(self, job: Job) -> JobOutcome:
+        started, t0 = now(), time.perf_counter()
+        device = str(self.service.device)
+        try:
+            from bioprior.registry.base.torchvision_compat import ensure_torchvision
+
+            ensure_torchvision()  # before any benchmark code imports torchvision
+            job.declare(self.registry)
+            ctx = BenchmarkContext(job, self.service, self.registry)
+            result = job.instance.run(ctx)
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed job
+            return failed(job, exc, started, t0, device)  # type: ignore[return-value]
+        score = result.score
+        if score is not None and not (isinstance(score, (int, float)) and math.isfinite(score)):
+            score = None
+        return JobOutcome(
+            job,
+            "ok",
+            metrics=result.metrics,
+            score=score,
+            started_at=started,
+            finished_at=now(),
+            duration_s=time.perf_counter() - t0,
+            device=device,
+            weights_hash=ctx.weights_hash,
+            weights=dict(ctx.used),
+            threads=torch_threads(),
+        )
+
+
+JobRunner = StepRunner  # the name before steps

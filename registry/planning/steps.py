@@ -1,0 +1,148 @@
+"""The plan: training steps (each benchmark's declared trainings, deduped by content key, batched
+where they can be) and evaluation steps that depend on them.
+
+Pure bookkeeping (no torch): what to run, what is already done or cached, in which order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from bioprior.registry.base.hashing import content_hash
+from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.planning.jobs import Job
+from bioprior.registry.planning.spec import TrainingSpec
+
+
+# -- steps (the executor contract, CONTRACT.md) --------------------------------------------------
+@dataclass(frozen=True)
+class TrainStep:
+    """One training, or K trainings batched into one model (``members``)."""
+
+    members: tuple[TrainingSpec, ...]
+    note: str = ""  # why it trains alone, when it could not be batched
+    kind: str = "train"
+    depends_on: tuple[str, ...] = ()
+    #: the submissions whose jobs need it (their ``limits:`` apply to it; not part of the key)
+    submissions: tuple[str, ...] = field(default=(), compare=False)
+
+    @cached_property
+    def key(self) -> str:
+        if len(self.members) == 1:
+            return self.members[0].key
+        return "batch-" + content_hash(sorted(m.key for m in self.members))
+
+    @property
+    def epochs(self) -> int:
+        return self.members[0].recipe.epochs
+
+    @property
+    def label(self) -> str:
+        first = self.members[0]
+        if len(self.members) == 1:
+            return first.label
+        return f"{len(self.members)} x {first.model.entry.name} batched ({first.epochs_label})"
+
+
+@dataclass(frozen=True)
+class EvaluateStep:
+    """One job, run once the trainings it declared are ready."""
+
+    job: Job
+    depends_on: tuple[str, ...] = ()
+    kind: str = "evaluate"
+
+    @property
+    def key(self) -> str:
+        return self.job.key
+
+    @property
+    def submission(self) -> str:
+        """Rows (and claims) are per submission: two may share a job's content key."""
+        return self.job.submission
+
+    @property
+    def label(self) -> str:
+        return self.job.label
+
+
+Step = TrainStep | EvaluateStep
+
+
+@dataclass
+class PlanSummary:
+    total: int
+    done: int
+    todo: list[Job] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    cached: list[TrainingSpec] = field(default_factory=list)  # declared, weights already saved
+
+    @property
+    def trainings(self) -> int:
+        return sum(len(s.members) for s in self.train_steps)
+
+    @property
+    def train_steps(self) -> list[TrainStep]:
+        return [s for s in self.steps if isinstance(s, TrainStep)]
+
+    @property
+    def epochs(self) -> int:
+        return sum(len(s.members) * s.epochs for s in self.train_steps)
+
+    def describe(self) -> str:
+        batched = sum(1 for s in self.train_steps if len(s.members) > 1)
+        return (
+            f"{self.total} jobs: {self.done} already done, {len(self.todo)} to run; "
+            f"{self.trainings} trainings to run in {len(self.train_steps)} steps "
+            f"({batched} batched), {len(self.cached)} cached; {self.epochs} epochs"
+        )
+
+
+def summarize(
+    jobs: list[Job],
+    done: set[tuple[str, str]],
+    registry: Registry,
+    is_cached: Callable[[TrainingSpec], bool] = lambda spec: False,
+    batch_limit: Callable[[TrainingSpec, int], int] = lambda spec, size: 1,
+) -> PlanSummary:
+    """The steps for the jobs not done: every declared training not cached, deduped by key and
+    grouped (``TrainingSpec.batch_group``) into batches of at most ``batch_limit(first member,
+    group size)``, then the evaluations, each depending on the steps that train what it
+    declared."""
+    todo = [j for j in jobs if (j.submission, j.key) not in done]
+    needed: dict[str, TrainingSpec] = {}
+    users: dict[str, dict[str, None]] = {}  # training key -> the submissions that need it
+    for job in todo:
+        for spec in job.declare(registry):
+            needed.setdefault(spec.key, spec)
+            users.setdefault(spec.key, {})[job.submission] = None
+
+    def train_step(members: tuple[TrainingSpec, ...], note: str = "") -> TrainStep:
+        subs = dict.fromkeys(n for m in members for n in users.get(m.key, ()))
+        return TrainStep(members, note=note, submissions=tuple(subs))
+
+    cached = [s for s in needed.values() if is_cached(s)]
+    groups: dict[Any, list[TrainingSpec]] = {}
+    for spec in needed.values():
+        if not is_cached(spec):
+            groups.setdefault(spec.batch_group or ("alone", spec.key), []).append(spec)
+    steps: list[Step] = []
+    for group, members in groups.items():
+        if isinstance(group, tuple):  # not batchable
+            steps.append(train_step((members[0],), note=members[0].why_alone))
+            continue
+        k = max(1, batch_limit(members[0], len(members))) if len(members) > 1 else 1
+        if k == 1 and len(members) > 1:
+            note = "alone: batch limit 1 (batching does not pay on this device, or --batch 1)"
+            steps.extend(train_step((m,), note=note) for m in members)
+            continue
+        for i in range(0, len(members), k):
+            steps.append(train_step(tuple(members[i : i + k])))
+    step_of = {m.key: s.key for s in steps if isinstance(s, TrainStep) for m in s.members}
+    for job in todo:
+        deps = dict.fromkeys(step_of[s.key] for s in job.declare(registry) if s.key in step_of)
+        steps.append(EvaluateStep(job, tuple(deps)))
+    return PlanSummary(len(jobs), len(jobs) - len(todo), todo, steps, cached)

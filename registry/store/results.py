@@ -1,0 +1,267 @@
+"""The results store: SQLite (WAL), one row per (job key, submission), written atomically.
+
+A finished (``ok``) row is never overwritten: a rerun skips it. A failed row is replaced when
+the job is run again. Rows carry full provenance: variant, versions, device, weights hash, spec,
+and the software / hardware of the run (``provenance``, see :mod:`.provenance`). Columns are only
+ever added (older databases gain them on open); :meth:`ResultStore.open_readonly` reads a database
+without creating or changing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import quote
+
+from bioprior.registry.planning.outcomes import JobOutcome
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    job_key TEXT NOT NULL,
+    submission TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    benchmark TEXT NOT NULL,
+    benchmark_version TEXT NOT NULL,
+    benchmark_params TEXT NOT NULL,
+    training_key TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    score REAL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    duration_s REAL,
+    device TEXT,
+    plugin_versions TEXT NOT NULL,
+    weights_hash TEXT,
+    weights TEXT,
+    spec TEXT NOT NULL,
+    bioprior_version TEXT,
+    provenance TEXT,
+    UNIQUE (job_key, submission)
+);
+CREATE INDEX IF NOT EXISTS results_submission ON results (submission);
+"""
+
+JSON_COLUMNS = (
+    "variant",
+    "benchmark_params",
+    "metrics",
+    "plugin_versions",
+    "weights",
+    "spec",
+    "provenance",
+)
+#: columns added after the first release: ``ALTER TABLE ... ADD COLUMN`` on older databases
+ADDED_COLUMNS = {"provenance": "TEXT"}
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreError(Exception):
+    """A path that cannot be used as a results database (one line)."""
+
+
+def database_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a results database, or None if it looks like one."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return f"no results database at {path} (run `bioprior score` first)"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{path} is a directory, not a results database"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if head != SQLITE_MAGIC:
+        return f"{path} is not an SQLite database"
+    return None
+
+
+class ResultStore:
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self.conn = _connect_readonly(self.path)
+            self.conn.row_factory = sqlite3.Row
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(results)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in have:
+                try:
+                    self.conn.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
+        migrate_error_class(self.conn)
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> ResultStore:
+        """Open an existing database for reading only; raise :class:`StoreError` (one line)."""
+        path = Path(path)
+        problem = database_problem(path)
+        if problem:
+            raise StoreError(problem)
+        try:
+            return cls(path, readonly=True)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def done(self) -> set[tuple[str, str]]:
+        """(submission, job key) of every finished job."""
+        rows = self.conn.execute("SELECT submission, job_key FROM results WHERE status = 'ok'")
+        return {(r["submission"], r["job_key"]) for r in rows}
+
+    def write(self, outcome: JobOutcome) -> bool:
+        """Insert or replace a failed row, in one transaction; returns False if an ok row exists."""
+        from bioprior import __version__
+        from bioprior.registry.base.provenance import capture
+
+        job = outcome.job
+        row = {
+            "job_key": job.key,
+            "submission": job.submission,
+            "variant": json.dumps(job.variant, sort_keys=True),
+            "seed": job.seed,
+            "benchmark": job.benchmark.entry.name,
+            "benchmark_version": job.benchmark.entry.version,
+            "benchmark_params": json.dumps(
+                job.benchmark.params.model_dump(mode="json"), sort_keys=True
+            ),
+            "training_key": job.training.key,
+            "metrics": json.dumps(outcome.metrics, sort_keys=True, default=_json_default),
+            "score": outcome.score,
+            "status": outcome.status,
+            "error": outcome.error,
+            "error_class": getattr(outcome, "error_class", None)
+            if outcome.status != "ok"
+            else None,
+            "started_at": outcome.started_at,
+            "finished_at": outcome.finished_at,
+            "duration_s": outcome.duration_s,
+            "device": outcome.device,
+            "plugin_versions": json.dumps(job.plugin_versions, sort_keys=True),
+            "weights_hash": outcome.weights_hash,
+            "weights": json.dumps(outcome.weights, sort_keys=True),
+            "spec": json.dumps(job.identity(), sort_keys=True, default=str),
+            "bioprior_version": __version__,
+            "provenance": json.dumps(
+                capture(outcome.device, getattr(outcome, "threads", None)),
+                sort_keys=True,
+                default=str,
+            ),
+        }
+        cols = ", ".join(row)
+        marks = ", ".join(f":{c}" for c in row)
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in row if c not in {"job_key", "submission"}
+        )
+        with self.conn:  # BEGIN ... COMMIT: the row lands whole or not at all
+            cur = self.conn.execute(
+                f"INSERT INTO results ({cols}) VALUES ({marks}) ON CONFLICT (job_key, submission) "
+                f"DO UPDATE SET {updates} WHERE results.status != 'ok'",
+                row,
+            )
+        return cur.rowcount > 0
+
+    def rows(
+        self, submission: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM results WHERE 1=1", []
+        if submission:
+            sql += " AND submission = ?"
+            args.append(submission)
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        sql += " ORDER BY submission, benchmark, variant, seed, id"
+        return [decode(r) for r in self.conn.execute(sql, args)]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows())
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """``mode=ro``; a WAL database in a folder we may not write (no ``-shm`` to create) is
+    read as immutable instead. Checks that the ``results`` table is there."""
+    uri = f"file:{quote(str(path.resolve()))}"
+    for flags in ("?mode=ro", "?mode=ro&immutable=1"):
+        conn = sqlite3.connect(f"{uri}{flags}", uri=True, timeout=30.0, isolation_level=None)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:
+            conn.close()
+            if flags.endswith("immutable=1") or os.access(path.parent, os.W_OK):
+                raise
+            continue
+        if "results" not in tables:
+            conn.close()
+            raise sqlite3.DatabaseError("not a bioprior results database (no results table)")
+        return conn
+    raise sqlite3.OperationalError("unable to open database file")  # not reached
+
+
+def migrate_error_class(conn: sqlite3.Connection) -> None:
+    """Additive migration: the ``error_class`` column (why a job failed, see failures.py)."""
+    from bioprior.registry.base.failures import classify_error_text
+
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    if "error_class" in columns:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # the column and the classes of older failed rows, together
+    try:
+        conn.execute("ALTER TABLE results ADD COLUMN error_class TEXT")
+        failed = conn.execute("SELECT id, error FROM results WHERE status = 'failed'").fetchall()
+        conn.executemany(
+            "UPDATE results SET error_class = ? WHERE id = ?",
+            [(classify_error_text(error), id_) for id_, error in failed],
+        )
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        conn.execute("ROLLBACK")
+        if "duplicate column" not in str(exc):  # else another process added it first
+            raise
+
+
+def decode(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for col in JSON_COLUMNS:
+        if out.get(col) is not None:
+            out[col] = json.loads(out[col])
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
