@@ -144,7 +144,7 @@ class StimulusSet:
         if self.source.dtype != np.uint8 or self.source.ndim != 4:
             raise ValueError("source images must be uint8 (N, C, H, W)")
         if self.cache_dir is None:
-            from bioprior.registry.base.paths import home
+            from bioprior.plugin import home
 
             self.cache_dir = home() / "stimuli"
         self._source_key = array_key(self.source)
@@ -256,7 +256,7 @@ def evaluate(
     with the RNG seeded from ``seed`` for every condition."""
     import torch
 
-    from bioprior.registry.engine.trainer import seeded
+    from bioprior.plugin import seeded
 
     labels = labels.to(device)
     results: dict[Condition, float] = {}
@@ -277,7 +277,7 @@ def predictions(module, a: np.ndarray, device, seed: int, batch_size: int = 1024
     """Softmax probabilities of ``module`` on uint8 images (N, C, H, W), seeded."""
     import torch
 
-    from bioprior.registry.engine.trainer import seeded
+    from bioprior.plugin import seeded
 
     out = []
     module.eval()

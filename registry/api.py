@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bioprior.registry.base import threads as thread_choice
+from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.paths import default_db
 from bioprior.registry.base.progress import EventReporter, ProgressEvent, Reporter
 from bioprior.registry.hooks.entries import ImageModelParams, PluginEntry
-from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.hooks.loading import Registry, get_registry
+from bioprior.registry.scoring.options import ExecutionError, ScoreOptions
+from bioprior.registry.scoring.session import score_submissions
 from bioprior.registry.submissions.loading import (
     LoadedSubmission,
     load_submission,
@@ -104,10 +109,6 @@ class ChannelCheck:
 
 def module_entry(module: nn.Module) -> PluginEntry:
     """An in-memory ``nn.Module`` as a model entry; its content hash is its version."""
-    import copy
-
-    from bioprior.registry.base.hashing import content_hash
-
     state = {k: (tuple(v.shape), float(v.double().sum())) for k, v in module.state_dict().items()}
     return PluginEntry(
         name=f"module:{type(module).__name__}",
@@ -151,83 +152,60 @@ def score(
     (``message`` events), not epoch by epoch; ``workers=1`` trains in this process, with every
     epoch reported. An in-memory ``nn.Module`` always trains in this process.
     """
-    from bioprior.registry.base import threads as thread_choice
-    from bioprior.registry.base.devices import check_device
-    from bioprior.registry.base.paths import home, using_data_root
-    from bioprior.registry.scoring.options import (
-        ExecutionError,
-        ExecutionOptions,
-        build_executor,
-        check_workers,
-        plan_workers,
-    )
-    from bioprior.registry.scoring.scorer import Scorer
-    from bioprior.registry.store.results import ResultStore
-
-    device = check_device(device)
-    choice = thread_choice.choose(threads)
-    requested = thread_choice.parse(workers, "workers")
     in_memory = not isinstance(submission, (str, Path, dict))
+    requested = thread_choice.parse(workers, "workers")
     if in_memory and requested is not None and requested > 1:
         raise ValueError(f"workers={workers!r}: an in-memory nn.Module trains in this process")
     db_path = Path(db) if db is not None else default_db()
     side_by_side = not in_memory and str(db_path) != ":memory:"
-
-    registry = get_registry()
-    if isinstance(submission, (str, Path)):
-        loaded = load_submission(submission, registry)
-    elif isinstance(submission, dict):
-        loaded = validate_submission_dict(submission, registry)
-    else:
-        if benchmarks is None or training is None:
-            raise ValueError("scoring an nn.Module needs benchmarks=[...] and training={...}")
-        entry = module_entry(submission)
-        registry = registry.extended(entry)
-        raw = {
-            "name": name or f"module-{type(submission).__name__}",
-            "model": {"name": entry.name},
-            "constraints": list(constraints or []),
-            "training": training,
-            "seeds": list(seeds),
-            "benchmarks": list(benchmarks),
-        }
-        loaded = validate_submission_dict(raw, registry)
-    reporter = reporter or EventReporter(progress)
-    options = ExecutionOptions(
-        workers=requested if side_by_side else 1,
-        data_root=str(data_root) if data_root is not None else None,
-    )
     try:
-        check_workers(options, device)
-    except ExecutionError:
+        options = ScoreOptions.parse(
+            device=device,
+            threads=threads,
+            workers=requested if side_by_side else 1,
+            db=db_path,
+            data_root=data_root,
+            restore_threads=True,  # the caller's torch settings are left as they were
+            estimate=False,  # nothing prints them
+            unclaimed_in_process=True,  # workers=1: in this process, every epoch reported
+        )
+    except ExecutionError:  # --workers N where the steps run on a GPU
         raise ValueError(
             f"workers={workers!r}: CPU workers only (device={device!r} runs one step per GPU)"
         ) from None
-    with ResultStore(db_path) as store, thread_choice.using(choice):
-        with using_data_root(data_root):
-            scorer = Scorer(store, registry, device=device, reporter=reporter)
-            jobs, summary = scorer.plan([loaded])
-            sharing = plan_workers(options, lambda: scorer.fresh(jobs), device, choice, scorer)
-            reporter.message(f"plan: {summary.describe()}; {sharing.described}")
-            execution = None
-            try:
-                if sharing.workers > 1 and summary.todo:
-                    execution = build_executor(
-                        options,
-                        [loaded],
-                        db_path,
-                        home(),
-                        device,
-                        on_message=reporter.message,
-                        cpu_workers=sharing.workers,
-                        worker_threads=sharing.per_worker,
-                    )
-                    scorer.executor = execution.executor
-                scorer.run(summary)
-            finally:
-                if execution is not None:
-                    execution.close()
-        return store.rows(submission=loaded.submission.name)
+    registry, loaded = _load(submission, benchmarks, training, constraints, seeds, name)
+    result = score_submissions([loaded], options, reporter or EventReporter(progress), registry)
+    return result.rows
+
+
+def _load(
+    submission: str | Path | dict[str, Any] | nn.Module,
+    benchmarks: Sequence[str | dict[str, Any]] | None,
+    training: dict[str, Any] | None,
+    constraints: Sequence[str | dict[str, Any]] | None,
+    seeds: Sequence[int],
+    name: str | None,
+) -> tuple[Registry, LoadedSubmission]:
+    """The submission, checked, and the registry it is checked against (a module's: extended
+    with the module as a model entry)."""
+    registry = get_registry()
+    if isinstance(submission, (str, Path)):
+        return registry, load_submission(submission, registry)
+    if isinstance(submission, dict):
+        return registry, validate_submission_dict(submission, registry)
+    if benchmarks is None or training is None:
+        raise ValueError("scoring an nn.Module needs benchmarks=[...] and training={...}")
+    entry = module_entry(submission)
+    registry = registry.extended(entry)
+    raw = {
+        "name": name or f"module-{type(submission).__name__}",
+        "model": {"name": entry.name},
+        "constraints": list(constraints or []),
+        "training": training,
+        "seeds": list(seeds),
+        "benchmarks": list(benchmarks),
+    }
+    return registry, validate_submission_dict(raw, registry)
 
 
 __all__ = [

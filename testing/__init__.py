@@ -13,7 +13,11 @@ Known exceptions go in ``expected_failed_checks={"model:my_net": {"check": "why"
 plugin (entry point ``pytest11``) adds pytest-benchmark fixtures for a plugin's speed
 (:mod:`bioprior.testing.pytest_plugin`). ``bioprior plugins check DIST`` runs the same checks.
 
-Importing this module does not import torch.
+Importing this module does not import torch (nor pydantic): plugin-facing names come from
+:mod:`bioprior.plugin` on first use, and the few core internals the kit runs (the planner and
+the scorer, for a benchmark's end-to-end check) are imported inside the checks that need them.
+The check modules import :mod:`bioprior.testing.subject` (the subject and the check outcomes),
+never the kit that collects them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .kit import CheckFailed, CheckSkipped, Subject
+from bioprior import plugin
+
+from .constraint_checks import sequential_host
+from .subject import CheckFailed, CheckSkipped, Subject
 
 #: the submission a benchmark is run in: seconds on CPU
 TINY_SUBMISSION: dict[str, Any] = {
@@ -58,11 +61,18 @@ def submission_for(s: Subject) -> dict[str, Any]:
 def _run_once(s: Subject, home: Path):
     import torch
 
-    from bioprior.registry.engine.context import BenchmarkContext
     from bioprior.registry.engine.service import TrainingService
-    from bioprior.registry.planning.jobs import plan
-    from bioprior.registry.scoring.scorer import PreflightError, Scorer
-    from bioprior.registry.submissions.loading import InvalidSubmission, validate_submission_dict
+    from bioprior.registry.planning.declare import (  # lazy: core internals (pydantic)
+        Declared,
+        build_benchmark,
+        declared_trainings,
+    )
+    from bioprior.registry.planning.jobs import plan  # lazy: core internals (pydantic)
+    from bioprior.registry.scoring.scorer import PreflightError, Scorer  # lazy: core internals
+    from bioprior.registry.submissions.loading import (  # lazy: core internals (pydantic)
+        InvalidSubmission,
+        validate_submission_dict,
+    )
 
     raw = submission_for(s)
     try:
@@ -76,15 +86,19 @@ def _run_once(s: Subject, home: Path):
     with _home(home):
         service = TrainingService(home, torch.device("cpu"))
         jobs = plan([loaded])
+        declared: Declared = {}
+        benchmarks = {}
         for job in jobs:  # what the planner does: each benchmark declares its trainings
-            job.declare(s.registry)
+            benchmarks[job.key] = build_benchmark(job)  # built once per job, run as the runner does
+            declared_trainings(job, s.registry, declared, benchmarks[job.key])
         try:
-            Scorer.preflight(jobs, service)
+            Scorer.preflight(jobs, service, declared)
         except PreflightError as exc:
             raise CheckSkipped(f"data not available here: {exc.message}") from None
         for job in jobs:
-            benchmark = job.instance  # built once per job, as the runner does
-            results.append(benchmark.run(BenchmarkContext(job, service, s.registry)))
+            benchmark = benchmarks[job.key]
+            ctx = plugin.BenchmarkContext(job, service, s.registry, declared[job.key])
+            results.append(benchmark.run(ctx))
     return benchmark, results
 
 
@@ -111,11 +125,9 @@ def runs(s: Subject):
 
 def runs_end_to_end(s: Subject) -> None:
     """Runs on tiny digits with a tiny budget and returns a BenchmarkResult."""
-    from bioprior.registry.contracts.benchmark import BenchmarkResult
-
     _, first, _ = runs(s)
     for result in first:
-        if not isinstance(result, BenchmarkResult):
+        if not isinstance(result, plugin.BenchmarkResult):
             raise CheckFailed(f"run() returned {type(result).__name__}, not BenchmarkResult")
         if not result.metrics:
             raise CheckFailed("run() returned no metrics")
@@ -196,19 +208,15 @@ def respects_epsilon_and_bounds(s: Subject) -> None:
     import foolbox as fb
     import torch
 
-    from bioprior.registry.toolkit.data import fit_images
-
-    from .constraint_checks import sequential_host
-
-    plugin = s.entry.build(s.params)
-    norm, attack = getattr(plugin, "norm", None), getattr(plugin, "attack", None)
+    built = s.entry.build(s.params)
+    norm, attack = getattr(built, "norm", None), getattr(built, "attack", None)
     if norm not in EPSILONS or attack is None:
         raise CheckFailed(
             "the factory must return an object with .attack (a foolbox attack), .norm (linf | "
             "l2 | l1 | l0) and .minimal (see bioprior's attack plugins)"
         )
     digits = s.registry.get("dataset", "digits").build({})
-    x = fit_images(digits.test_x[:8], 1, 16)
+    x = plugin.fit_images(digits.test_x[:8], 1, 16)
     y = digits.test_y[:8]
     torch.manual_seed(0)
     model = sequential_host().eval()
@@ -226,7 +234,7 @@ def respects_epsilon_and_bounds(s: Subject) -> None:
                 f"{label} adversarials leave [0, 1] ({float(advs.min()):.3g}..{float(advs.max()):.3g}):"
                 " clip to the model's bounds"
             )
-    checked = clipped[0] if getattr(plugin, "minimal", False) else raw[0]
+    checked = clipped[0] if getattr(built, "minimal", False) else raw[0]
     worst = float(_norms(checked - x, norm).max())
     if worst > eps * (1 + 1e-3) + 1e-5:
         raise CheckFailed(

@@ -1,8 +1,8 @@
 """The checks, by kind. Every entry gets :data:`COMMON`; models, constraints, datasets,
 neural data, benchmarks and attacks add their own (see the modules beside this one).
 
-Each check takes a :class:`~bioprior.testing.kit.Subject` and raises
-:class:`~bioprior.testing.kit.CheckFailed` with a message that says what to fix.
+Each check takes a :class:`~bioprior.testing.subject.Subject` and raises
+:class:`~bioprior.testing.subject.CheckFailed` with a message that says what to fix.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .kit import CheckFailed, CheckSkipped, Subject
+from . import benchmark_checks, constraint_checks, data_checks, model_checks
 from .listing import probe
+from .subject import CheckFailed, CheckSkipped, Subject
 
 if TYPE_CHECKING:
-    from bioprior.registry.hooks.entries import PluginEntry
+    from bioprior.plugin import PluginEntry
 
 CheckFunction = Callable[[Subject], None]
 
@@ -32,7 +33,7 @@ def params_documented(s: Subject) -> None:
     if params.model_config.get("extra") != "forbid":
         raise CheckFailed(
             f"{params.__name__} accepts unknown keys: subclass "
-            "bioprior.registry.hooks.entries.PluginParams (extra='forbid') so a misspelt parameter "
+            "bioprior.plugin.PluginParams (extra='forbid') so a misspelt parameter "
             "is an error, not silently ignored"
         )
 
@@ -142,8 +143,6 @@ COMMON: list[tuple[str, CheckFunction]] = [
 
 def checks_of_kind(entry: PluginEntry) -> list[tuple[str, CheckFunction]]:
     """The checks that apply to ``entry``: the common ones, then its kind's."""
-    from . import benchmark_checks, constraint_checks, data_checks, model_checks
-
     by_kind = {
         "model": model_checks.CHECKS,
         "constraint": constraint_checks.CHECKS,

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kit import CheckFailed, CheckSkipped, Subject
+from bioprior import plugin
+
 from .model_checks import forward, images
+from .subject import CheckFailed, CheckSkipped, Subject
 
 #: (in_channels, num_classes, input_size) of every host model
 GEOMETRY = (1, 10, 16)
@@ -35,9 +37,7 @@ def sequential_host(geometry=GEOMETRY):
 
 
 def timm_host(geometry=GEOMETRY):
-    from bioprior.registry.base.torchvision_compat import ensure_torchvision
-
-    ensure_torchvision()
+    plugin.ensure_torchvision()
     import timm
 
     channels, classes, _ = geometry
@@ -45,13 +45,11 @@ def timm_host(geometry=GEOMETRY):
 
 
 def constraint_of(s: Subject, **override: Any):
-    from bioprior.registry.contracts.constraint import Constraint
-
     constraint = s.entry.build({**s.params, **override})
-    if not isinstance(constraint, Constraint):
+    if not isinstance(constraint, plugin.Constraint):
         raise CheckFailed(
             f"the factory returned {type(constraint).__name__}: return a "
-            "bioprior.registry.contracts.constraint.Constraint subclass instance"
+            "bioprior.plugin.Constraint subclass instance"
         )
     return constraint
 
@@ -65,11 +63,13 @@ def needed_model_params(s: Subject, constraint) -> tuple[str, ...]:
 
 def apply_constraint(constraint, net, geometry=GEOMETRY, model: str = ""):
     """``constraint.apply`` as the trainer calls it (the one place the kit does), with the
-    :class:`~bioprior.registry.contracts.constraint.InputGeometry` of the images the network receives."""
-    from bioprior.registry.contracts.constraint import InputGeometry
+    :class:`~bioprior.plugin.InputGeometry` of the images the network receives (a constraint
+    written against the first contract, ``apply(self, module)``, gets the module only)."""
+    from bioprior.registry.contracts import constraint as core  # lazy: core helper (pydantic)
 
     channels, classes, size = geometry
-    return constraint.apply(net, InputGeometry(channels, size, classes, model))
+    geometry = plugin.InputGeometry(channels, size, classes, model)
+    return core.apply_constraint(constraint, net, geometry)
 
 
 def hosted(s: Subject, host: str, constraints, seed: int = 0):
@@ -132,9 +132,7 @@ def constrained_model(
     builds it (for speed tests: ``plugin_forward_benchmark(constrained_model("my_noise"), ...)``)."""
     import torch
 
-    from bioprior.registry.hooks.loading import get_registry
-
-    registry = get_registry()
+    registry = plugin.get_registry()
     c = registry.get("constraint", constraint).build(params or {})
     entry = registry.get("model", model)
     small = REGISTRY_HOST[1] if model == REGISTRY_HOST[0] and model_params is None else {}
@@ -242,14 +240,12 @@ def objective_adds_finite_loss(s: Subject) -> None:
     import torch
     import torch.nn.functional as F
 
-    from bioprior.registry.toolkit.objective import Batch, ObjectiveContext, objectives
-
     _, net = hosted(s, "small_alexnet", [constraint_of(s)])
-    found = objectives(net)
+    found = plugin.objectives(net)
     if not found:
         raise CheckSkipped("attaches no training objective (not a loss-term constraint)")
     channels, classes, size = GEOMETRY
-    ctx = ObjectiveContext(
+    ctx = plugin.ObjectiveContext(
         channels=channels,
         size=size,
         device=torch.device("cpu"),
@@ -267,7 +263,7 @@ def objective_adds_finite_loss(s: Subject) -> None:
     task = F.cross_entropy(logits, y)
     total = task
     for objective in found:
-        total = objective.total_loss(net, total, Batch(x, y, logits))
+        total = objective.total_loss(net, total, plugin.Batch(x, y, logits))
     if not isinstance(total, torch.Tensor) or total.ndim != 0:
         raise CheckFailed("total_loss must return a scalar tensor (task loss plus the term)")
     if not torch.isfinite(total):

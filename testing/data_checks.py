@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from .kit import CheckFailed, CheckSkipped, Subject
+from bioprior import plugin
+
+from .subject import CheckFailed, CheckSkipped, Subject
 
 #: derivations are applied to this source, fitted to (channels, size)
 SOURCE = ("digits", 1, 8)
 
 
 def _build(s: Subject, seed: int = 0):
-    from bioprior.registry.toolkit.data import DataUnavailable, ImageData, fit_data
-
     try:
         if s.entry.extra.get("derivation"):
             name, channels, size = SOURCE
-            source = fit_data(s.registry.get("dataset", name).build({}), channels, size)
+            source = plugin.fit_data(s.registry.get("dataset", name).build({}), channels, size)
             data = s.entry.build(s.params, source=source, seed=seed)
         else:
             data = s.entry.build(s.params)
-    except DataUnavailable as exc:
+    except plugin.DataUnavailable as exc:
         raise CheckSkipped(f"data not available here: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, ImageData):
+    if not isinstance(data, plugin.ImageData):
         raise CheckFailed(
-            f"the factory returned {type(data).__name__}: return bioprior.registry.toolkit.data.ImageData"
+            f"the factory returned {type(data).__name__}: return bioprior.plugin.ImageData"
         )
     return data
 
@@ -116,18 +116,15 @@ CHECKS = [
 
 # -- neural data ------------------------------------------------------------------------------
 def _neural(s: Subject, fresh: bool = False):
-    from bioprior.registry.contracts.neural_data import NeuralData
-    from bioprior.registry.toolkit.data import DataUnavailable
-
     if "neural" in s.cache and not fresh:
         return s.cache["neural"]
     try:
         nd = s.entry.build(s.params)
-    except DataUnavailable as exc:
+    except plugin.DataUnavailable as exc:
         raise CheckSkipped(f"data not available here: {' '.join(str(exc).split())}") from None
-    if not isinstance(nd, NeuralData):
+    if not isinstance(nd, plugin.NeuralData):
         raise CheckFailed(
-            f"the factory returned {type(nd).__name__}: return bioprior.registry.contracts.neural_data.NeuralData"
+            f"the factory returned {type(nd).__name__}: return bioprior.plugin.NeuralData"
         )
     if not fresh:
         s.cache["neural"] = nd

@@ -9,51 +9,27 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bioprior import plugin
+
+from .checks import checks_of_kind
+from .subject import GEOMETRIES, CheckFailed, CheckSkipped, KitConfig, Subject
+
 if TYPE_CHECKING:
-    from bioprior.registry.hooks.entries import PluginEntry
-    from bioprior.registry.hooks.loading import Registry
+    from bioprior.plugin import PluginEntry, Registry
 
-
-class CheckFailed(AssertionError):
-    """A check that failed; the message says what to fix."""
-
-
-class CheckSkipped(Exception):
-    """A check that does not apply to this entry (or needs data that is not on disk)."""
-
-
-#: geometries every model is built for: (in_channels, num_classes, input_size)
-GEOMETRIES: tuple[tuple[int, int, int], ...] = ((1, 10, 16), (3, 4, 32))
-
-
-@dataclass
-class KitConfig:
-    """How the kit exercises entries. Keys of the mappings are ``"kind:name"`` or ``"name"``.
-
-    ``params``: parameter overrides per entry, to keep checks small (a width, a tiny budget);
-    ``geometries``: (channels, classes, size) each model is built for (per entry or ``"*"``);
-    ``family_members``: the member a family entry's model checks run on (default: the first);
-    ``submission``: the tiny submission a benchmark runs in (model and training; its
-    ``benchmarks`` are replaced by the entry under test).
-    """
-
-    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    geometries: Mapping[str, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
-    family_members: Mapping[str, str] = field(default_factory=dict)
-    submission: Mapping[str, Any] = field(default_factory=dict)
-
-    def lookup(self, table: Mapping[str, Any], entry: PluginEntry, default: Any = None) -> Any:
-        for key in (f"{entry.kind}:{entry.name}", entry.name):
-            if key in table:
-                return table[key]
-        return table.get("*", default)
-
-    def params_for(self, entry: PluginEntry) -> dict[str, Any]:
-        own = entry.extra.get("check_params", {})  # an entry may ship small parameters itself
-        return {**own, **dict(self.lookup(self.params, entry, {}))}
-
-    def geometries_for(self, entry: PluginEntry) -> tuple[tuple[int, int, int], ...]:
-        return tuple(self.lookup(self.geometries, entry, GEOMETRIES))
+__all__ = [  # the kit's names; CheckFailed ... Subject live in .subject, a leaf
+    "GEOMETRIES",
+    "Check",
+    "CheckFailed",
+    "CheckResult",
+    "CheckSkipped",
+    "KitConfig",
+    "Subject",
+    "checks_for",
+    "parametrize_with_checks",
+    "run_checks",
+    "select_entries",
+]
 
 
 @dataclass
@@ -106,32 +82,6 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text} (at {where.filename}:{where.lineno})"
 
 
-class Subject:
-    """An entry under test, with the registry it came from and the kit's configuration."""
-
-    def __init__(self, entry: PluginEntry, registry: Registry, config: KitConfig):
-        self.entry, self.registry, self.config = entry, registry, config
-        self.cache: dict[Any, Any] = {}
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.config.params_for(self.entry)
-
-    @property
-    def target(self) -> PluginEntry:
-        """The entry that is built: a family's member (``timm:test_resnet``) or the entry."""
-        if "family_members" not in self.entry.extra:
-            return self.entry
-        if "target" not in self.cache:
-            from bioprior.registry.hooks.entries import load_attribute
-
-            member = self.config.lookup(self.config.family_members, self.entry)
-            if member is None:
-                member = min(load_attribute(self.entry.extra["family_members"])())
-            self.cache["target"] = self.registry.get(self.entry.kind, f"{self.entry.name}:{member}")
-        return self.cache["target"]
-
-
 def select_entries(
     registry: Registry,
     distribution: str | Iterable[str] | None = None,
@@ -140,7 +90,7 @@ def select_entries(
 ) -> list[PluginEntry]:
     """Entries of ``distribution`` (one or several; None: all), optionally only ``names``
     (globs on ``name`` or ``kind:name``) and one ``kind``."""
-    from bioprior.registry.hooks.loading import normalize_distribution
+    from bioprior.registry.hooks.loading import normalize_distribution  # lazy: core, pydantic
 
     dists = None
     if distribution is not None:
@@ -178,11 +128,7 @@ def checks_for(
     check name ``"*"`` covers all checks of the entry. An entry may declare its own known
     failures with ``extra={"expected_failed_checks": {check: reason}}`` (and small check
     parameters with ``extra={"check_params": {...}}``); ``bioprior plugins check`` honours both."""
-    from bioprior.registry.hooks.loading import get_registry
-
-    from .checks import checks_of_kind
-
-    registry = registry or get_registry()
+    registry = registry or plugin.get_registry()
     config = config or KitConfig()
     if entries is None:
         entries = select_entries(registry, distribution, names)

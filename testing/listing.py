@@ -19,7 +19,7 @@ import json, sys, time
 HEAVY = %(heavy)r
 def heavy():
     return sorted(m for m in HEAVY if m in sys.modules)
-from bioprior.registry.hooks.loading import Registry
+from bioprior.plugin import Registry
 for name in %(modules)r:
     out = {"module": name, "error": None, "import_heavy": [], "listing_heavy": []}
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kit import CheckFailed, Subject
+from .subject import CheckFailed, Subject
 
 BATCH = 4
 

@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 
+from bioprior import plugin
+
 
 @pytest.fixture
 def bioprior_registry():
-    from bioprior.registry.hooks.loading import get_registry, set_registry
+    from bioprior.registry.hooks.loading import set_registry  # lazy: core internals (pydantic)
 
-    registry = get_registry(reload=True)
+    registry = plugin.get_registry(reload=True)
     yield registry
     set_registry(None)
 

@@ -166,7 +166,7 @@ def test_bad_attack_name_gives_close_matches(bioprior_home):
     sub["training"] = {**TRAINING, "epochs": 1}
     from bioprior.registry.submissions.loading import InvalidSubmission
 
-    # refused when the submission is validated, before anything trains (issue 11)
+    # refused when the submission is validated, before anything trains
     with pytest.raises(InvalidSubmission, match="did you mean pgd_linf"):
         bioprior.score(sub, device="cpu")
 

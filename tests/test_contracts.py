@@ -1,5 +1,5 @@
-"""The contracts the README promises plugin authors, and the review's defects (each test here
-failed before its fix)."""
+"""The contracts the documentation promises plugin authors, and regression tests for past
+defects (each test here failed before its fix)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Corruptions on small images (16-32 px): the preset follows the image size and CIFAR-10-C's
-elastic_transform deforms smoothly instead of scrambling pixels (issue 12)."""
+elastic_transform deforms smoothly instead of scrambling pixels."""
 
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def test_a_kill_during_a_weights_save_leaves_nothing_half_written(tmp_path):
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from bioprior.registry import atomic\n"
+        "from bioprior.registry.base import atomic\n"
         "def half(tmp):\n"
         "    Path(tmp).write_bytes(b'x' * 1000)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -1,4 +1,4 @@
-"""The first run as a new user lives it (issue 12): progress when piped, quiet warnings, the
+"""The first run as a new user lives it: progress when piped, quiet warnings, the
 result table, typed --device errors, results --submission hints, plain --help, --verify."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Hostile and malformed input: every bad submission, file and option is one short line, exit 2.
 
-One regression test per class found by feeding mutated submissions to `bioprior validate`
-(issue 11), plus the files a submission names, the `results` / `score` paths and provenance, and
+One regression test per class found by feeding mutated submissions to `bioprior validate`,
+plus the files a submission names, the `results` / `score` paths and provenance, and
 a hypothesis fuzz test of `validate` on mutations of the shipped submissions (a bounded number of
 examples by default, 1,500 with ``-m slow``).
 """

@@ -9,6 +9,8 @@ import sys
 from conftest import ROOT, run_cli, tiny_submission
 
 from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.planning import declare
+from bioprior.registry.planning.declare import build_benchmark, declared_trainings
 from bioprior.registry.planning.jobs import plan
 from bioprior.registry.planning.steps import EvaluateStep, summarize
 from bioprior.registry.submissions.loading import load_submission, validate_submission_dict
@@ -29,6 +31,29 @@ def _summary(sub: dict, batch: int = 8):
 def test_quickstart_keys_unchanged():
     jobs = plan([load_submission(ROOT / "submissions" / "quickstart.yaml", get_registry())])
     assert {j.label: (j.key, j.training.key) for j in jobs} == QUICKSTART
+
+
+def test_jobs_are_plain_data_and_the_caller_owns_the_declared_trainings(monkeypatch):
+    registry = get_registry()
+    jobs = plan([load_submission(ROOT / "submissions" / "quickstart.yaml", registry)])
+    first, second = jobs
+    built = []
+    monkeypatch.setattr(
+        declare, "build_benchmark", lambda job: built.append(job) or build_benchmark(job)
+    )
+    cache: declare.Declared = {}
+    specs = declared_trainings(first, registry, cache)
+    assert cache == {first.key: specs} and first.training in specs and built == [first]
+    assert declared_trainings(first, registry, cache) is specs and built == [first]  # cached
+    summary = summarize(jobs, set(), registry, declared=cache)
+    assert built == [first, second]  # only the job not declared yet was built
+    assert summary.declared == {j.key: cache[j.key] for j in jobs}
+    evaluations = [s for s in summary.steps if isinstance(s, EvaluateStep)]
+    assert [e.trainings for e in evaluations] == [cache[first.key], cache[second.key]]
+    assert evaluations[0].training_keys == {s.key for s in specs}
+    # the job itself holds nothing built or declared: its fields and its cached key
+    fields = {"submission", "variant", "seed", "training", "benchmark", "key"}
+    assert set(vars(first)) == fields and not hasattr(first, "declare")
 
 
 def test_planner_is_torch_free():

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, run_cli
 
 from bioprior.registry.hooks.loading import PluginConflictError, Registry, preferences
+from bioprior.registry.hooks.precedence import Decision, decide, preferred, winner
 
 PLUGIN = """
 from pydantic import Field
@@ -28,6 +29,88 @@ def register_models(register):
 """
 
 
+# -- the rule as a table: (kept, new, BIOPRIOR_PREFER) -> decision, for model "deepnet" ---------
+RULE = [
+    # one distribution registering a name twice keeps its first
+    ("alpha-nets", "alpha-nets", {}, "keep", "same-distribution"),
+    ("Alpha_Nets", "alpha.nets", {}, "keep", "same-distribution"),  # names are normalized
+    ("bioprior", "bioprior", {}, "keep", "same-distribution"),
+    ("alpha-nets", "alpha-nets", {"deepnet": "beta-nets"}, "keep", "same-distribution"),
+    # bioprior's own always wins, whichever came first, and a pick cannot override it
+    ("bioprior", "aardvark-probe", {}, "keep", "builtin"),
+    ("aardvark-probe", "bioprior", {}, "replace", "builtin"),
+    ("aardvark-probe", "Bioprior", {}, "replace", "builtin"),
+    ("bioprior", "aardvark-probe", {"deepnet": "aardvark-probe"}, "keep", "builtin"),
+    ("bioprior", "aardvark-probe", {"model:deepnet": "aardvark-probe"}, "keep", "builtin"),
+    ("aardvark-probe", "bioprior", {"deepnet": "aardvark-probe"}, "replace", "builtin"),
+    # two third parties: the user's pick wins ...
+    ("alpha-nets", "beta-nets", {"deepnet": "beta-nets"}, "replace", "preferred"),
+    ("alpha-nets", "beta-nets", {"deepnet": "alpha-nets"}, "keep", "preferred"),
+    ("beta-nets", "alpha-nets", {"deepnet": "beta-nets"}, "keep", "preferred"),
+    ("alpha-nets", "beta-nets", {"deepnet": "Beta_Nets"}, "replace", "preferred"),
+    ("alpha-nets", "beta-nets", {"model:deepnet": "beta-nets"}, "replace", "preferred"),
+    # ... the kind-qualified pick before the plain one
+    (
+        "alpha-nets",
+        "beta-nets",
+        {"model:deepnet": "alpha-nets", "deepnet": "beta-nets"},
+        "keep",
+        "preferred",
+    ),
+    # ... else neither is registered
+    ("alpha-nets", "beta-nets", {}, "conflict", "unpicked"),
+    ("beta-nets", "alpha-nets", {}, "conflict", "unpicked"),
+    ("alpha-nets", "beta-nets", {"othernet": "beta-nets"}, "conflict", "unpicked"),
+    ("alpha-nets", "beta-nets", {"constraint:deepnet": "beta-nets"}, "conflict", "unpicked"),
+    ("alpha-nets", "beta-nets", {"deepnet": "gamma-nets"}, "conflict", "pick-elsewhere"),
+]
+
+
+@pytest.mark.parametrize(("kept", "new", "prefer", "verdict", "reason"), RULE)
+def test_the_rule(kept, new, prefer, verdict, reason):
+    decision = decide("model", "deepnet", kept, new, prefer)
+    assert (decision.verdict, decision.reason) == (verdict, reason)
+    assert decision.pick == preferred("model", "deepnet", prefer)
+
+
+@pytest.mark.parametrize(("kept", "new", "prefer", "verdict", "reason"), RULE)
+def test_the_rule_does_not_depend_on_order(kept, new, prefer, verdict, reason):
+    swapped = {"keep": "replace", "replace": "keep", "conflict": "conflict"}[verdict]
+    if reason == "same-distribution":
+        swapped = "keep"
+    assert decide("model", "deepnet", new, kept, prefer) == Decision(
+        swapped, reason, preferred("model", "deepnet", prefer)
+    )
+
+
+# -- every distribution providing a name -> the one registered (None: a conflict) --------------
+WINNER = [
+    (["alpha-nets"], {}, "alpha-nets"),
+    (["alpha-nets"], {"deepnet": "beta-nets"}, "alpha-nets"),  # the only provider
+    (["alpha-nets", "bioprior"], {}, "bioprior"),
+    (["alpha-nets", "beta-nets", "bioprior"], {"deepnet": "beta-nets"}, "bioprior"),
+    (["alpha-nets", "beta-nets"], {}, None),
+    (["alpha-nets", "beta-nets"], {"deepnet": "gamma-nets"}, None),
+    (["alpha-nets", "beta-nets"], {"deepnet": "beta-nets"}, "beta-nets"),
+    (["alpha-nets", "beta-nets", "gamma-nets"], {"deepnet": "gamma-nets"}, "gamma-nets"),
+    (["alpha-nets", "beta-nets", "gamma-nets"], {}, None),
+]
+
+
+@pytest.mark.parametrize(("dists", "prefer", "expected"), WINNER)
+def test_the_winner_in_any_order(dists, prefer, expected):
+    assert winner("model", "deepnet", dists, prefer) == expected
+    assert winner("model", "deepnet", dists[::-1], prefer) == expected
+
+
+def test_preferences_by_kind_then_name():
+    prefer = {"model:deepnet": "Alpha_Nets", "deepnet": "beta-nets"}
+    assert preferred("model", "deepnet", prefer) == "alpha-nets"
+    assert preferred("constraint", "deepnet", prefer) == "beta-nets"
+    assert preferred("model", "othernet", prefer) is None
+
+
+# -- end to end: real installed distributions ------------------------------------------------
 def _dist(root, dist: str, model: str):
     """A real installed distribution (dist-info + module) providing the model ``model``."""
     module = dist.replace("-", "_") + "_plugin"

@@ -1,4 +1,4 @@
-"""The trainer's extension points for #5: training objectives attached by constraints, parameters
+"""The trainer's extension points: training objectives attached by constraints, parameters
 exempt from weight decay, seeded batch augmentation."""
 
 from __future__ import annotations
@@ -113,7 +113,6 @@ def test_augmentation_flips_and_translates_reproducibly():
 
 
 def test_augmentation_enters_the_content_key_only_when_used(registry):
-    from bioprior.registry.engine.context import BenchmarkContext
     from bioprior.registry.engine.service import TrainingSpec
     from bioprior.registry.submissions.loading import resolve_component
     from bioprior.registry.submissions.schema import PluginRef

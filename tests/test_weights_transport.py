@@ -93,7 +93,7 @@ def test_weights_trained_by_one_worker_serve_another_without_a_shared_home(
         )
         assert result["fields"]["status"] == "ok" and all(blobs)
         files.update(zip(keys, blobs))
-    assert set(files) == evaluation.job.training_keys
+    assert set(files) == evaluation.training_keys
 
     evaluator, evaluator_store = worker("evaluator")
     install = tuple((key, checked_hash(key, blob)) for key, blob in files.items())

@@ -9,7 +9,7 @@ import pickle
 import pytest
 from conftest import tiny_submission
 
-from bioprior.registry.engine.runner import JobRunner
+from bioprior.registry.engine.runner import StepRunner
 from bioprior.registry.engine.worker import StepWorker
 from bioprior.registry.execution.isolated import IsolatedExecutor
 from bioprior.registry.planning.jobs import plan
@@ -75,7 +75,7 @@ def test_spawned_children_rebuild_worker_and_step(registry, bioprior_home, tmp_p
     from bioprior.registry.engine.service import TrainingService
 
     service = TrainingService(tmp_path / "elsewhere", torch.device("cpu"))  # trained anew
-    local = JobRunner(service, registry)(job)
+    local = StepRunner(service, registry)(job)
     assert local.metrics == remote.metrics and local.weights_hash == remote.weights_hash
 
 

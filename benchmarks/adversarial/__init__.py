@@ -60,9 +60,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
 
 CITATION = (
     "Evanson et al., flexible layer (FGSM, PGD white/black-box); Li et al. (2019), NeurIPS "

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import PluginParams, hookimpl
 
 _IMPL = "bioprior.benchmarks.adversarial.foolbox_attacks"
 FOOLBOX = "Rauber, Brendel & Bethge (2017/2020), Foolbox 3 (JOSS)"

@@ -23,9 +23,7 @@ from bioprior.benchmarks.adversarial.eot import (
     with_eot,
 )
 from bioprior.benchmarks.adversarial.foolbox_attacks import NORMS, AttackPlugin
-from bioprior.registry.contracts.benchmark import BenchmarkResult
-from bioprior.registry.engine.trainer import seeded
-from bioprior.registry.toolkit.data import to_float
+from bioprior.plugin import BenchmarkResult, seeded, to_float
 
 
 @dataclass

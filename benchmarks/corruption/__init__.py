@@ -45,9 +45,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
 
 from .imagecorruptions_compat import CORRUPTIONS
 

@@ -152,7 +152,7 @@ def load_precomputed(folder: Path, name: str, severity: int, channels: int, size
     major, and ``<folder>/labels.npy``; returns (images uint8 N, C, H, W fitted, labels)."""
     import torch
 
-    from bioprior.registry.toolkit.data import DataUnavailable, fit_images
+    from bioprior.plugin import DataUnavailable, fit_images
 
     path = folder / f"{name}.npy"
     if not path.exists():
@@ -267,7 +267,7 @@ def baseline_model(p, ctx):
 
 
 def run(p, ctx):
-    from bioprior.registry.contracts.benchmark import BenchmarkResult
+    from bioprior.plugin import BenchmarkResult
 
     trained = ctx.trained()
     conds = conditions(p, trained.data.size)

@@ -22,9 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
 
 TSVETKOV2020 = "Tsvetkov, Malhotra & Bowers (2020), CogSci; Zhang et al. (2017), ICLR"
 RandomKind = Literal["gaussian_noise", "random_labels", "shuffled_pixels"]
@@ -128,8 +126,7 @@ class MemorizationCapacity(Benchmark):
 def _derived(name: str, params: dict[str, Any], images, seed: int):
     import torch
 
-    from bioprior.registry.hooks.loading import get_registry
-    from bioprior.registry.toolkit.data import ImageData
+    from bioprior.plugin import ImageData, get_registry
 
     labels = torch.arange(len(images)) % 10
     data = ImageData("preview", images, labels, images, labels, num_classes=10)

@@ -1,10 +1,10 @@
 """Neural predictivity of a model's neural readout (safarani2021 Fig. 3C; Cadena et al. 2019).
 
-Any constraint that attaches a :class:`~bioprior.registry.toolkit.neural_metrics.NeuralReadout` (the
+Any constraint that attaches a :class:`~bioprior.plugin.NeuralReadout` (the
 ``neural_cotraining`` readout is one) is scored: the readout's predictions for its held-out
 stimuli (for ``neural_cotraining``, the constraint's ``test_fraction`` split, same seed; or
 another data set of the same neurons named by ``data``) are compared with the recorded
-responses by :func:`~bioprior.registry.toolkit.neural_metrics.evaluate_readout`: ``correlation``
+responses by :func:`~bioprior.plugin.evaluate_readout`: ``correlation``
 (Pearson, per neuron, averaged) and ``feve`` (fraction of explainable variance explained,
 Cadena et al. 2019, over neurons whose explainable fraction exceeds ``min_fev``; needs >= 2
 repeats, "when the data allows"; otherwise ``feve_note`` says why). The metrics' definitions are
@@ -25,10 +25,7 @@ from typing import Any
 
 from pydantic import Field
 
-from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.contracts.neural_data import NeuralDataRef
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, NeuralDataRef, PluginParams, hookimpl
 
 CITATION = (
     "Safarani et al. (2021), NeurIPS (Fig. 3C); Cadena et al. (2019), Deep convolutional models "
@@ -67,8 +64,7 @@ class NoReadoutError(LookupError):
 
 class NeuralPredictivity(Benchmark):
     def run(self, ctx) -> BenchmarkResult:
-        from bioprior.registry.contracts.neural_data import load_neural_data
-        from bioprior.registry.toolkit.neural_metrics import evaluate_readout, readouts
+        from bioprior.plugin import evaluate_readout, load_neural_data, readouts
 
         trained = ctx.trained()
         found = readouts(trained.module)

@@ -37,9 +37,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
 
 Style = Literal[
     "edges", "contours", "line_drawing", "silhouette", "phase_scrambled", "amplitude_swapped"

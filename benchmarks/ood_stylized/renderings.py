@@ -150,7 +150,7 @@ def load_folder(path: Path, channels: int, size: int):
     import torch
     from PIL import Image
 
-    from bioprior.registry.toolkit.data import fit_images
+    from bioprior.plugin import fit_images
 
     images, classes, stems = [], [], []
     for folder in sorted(d for d in path.iterdir() if d.is_dir()):
@@ -207,7 +207,7 @@ def texture_class(stem: str) -> str | None:
 def score_external(ext, trained, ctx) -> dict[str, Any]:
     path = Path(ext.path).expanduser()
     if not path.is_dir():
-        from bioprior.registry.toolkit.data import DataUnavailable
+        from bioprior.plugin import DataUnavailable
 
         raise DataUnavailable(missing_message(ext, path))
     data = trained.data
@@ -247,7 +247,7 @@ def score_external(ext, trained, ctx) -> dict[str, Any]:
 
 def run(p, ctx):
     from bioprior.benchmarks.stimuli import subset_indices
-    from bioprior.registry.contracts.benchmark import BenchmarkResult
+    from bioprior.plugin import BenchmarkResult
 
     trained = ctx.trained()
     data = trained.data

@@ -35,9 +35,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from bioprior.benchmarks.corruption import CORRUPTIONS
-from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
 
 CITATION = "Evanson et al. (2022); Hendrycks & Dietterich (2019), ICLR; Yin et al. (2019), NeurIPS"
 

@@ -136,7 +136,7 @@ def fourier_heatmap(trained, x, y, p, ctx) -> dict[str, Any]:
     (``heatmap_rms`` x sqrt(pixels)), clipped to [0, 1]; generated on the fly (not cached)."""
     import torch
 
-    from bioprior.registry.engine.trainer import seeded
+    from bioprior.plugin import seeded
 
     n = min(len(x), p.heatmap_images)
     x, y = x[:n], y[:n]
@@ -167,7 +167,7 @@ def fourier_heatmap(trained, x, y, p, ctx) -> dict[str, Any]:
 
 def run(p, ctx):
     from bioprior.benchmarks.corruption import run as ci
-    from bioprior.registry.contracts.benchmark import BenchmarkResult
+    from bioprior.plugin import BenchmarkResult
 
     trained = ctx.trained()
     data = trained.data

@@ -7,14 +7,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bioprior.registry.contracts.constraint import (
+from bioprior.plugin import (
     UNKNOWN_GEOMETRY,
     Constraint,
     ConstraintError,
     InputGeometry,
+    PluginParams,
+    hookimpl,
 )
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
 
 TSVETKOV2020 = "Tsvetkov, Malhotra & Bowers (2020), Adding biological constraints to deep neural networks reduces their capacity to learn unstructured data (CogSci)"
 
@@ -36,8 +36,8 @@ class InternalNoise(Constraint):
     """Gaussian noise on the output of every hidden conv / linear activation, not the output layer."""
 
     def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
+        from bioprior.plugin import hidden_activations
         from bioprior.plugins.capacity.nn import GaussianNoise
-        from bioprior.registry.toolkit.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.post.append(GaussianNoise(self.params.sigma, self.params.at_inference))
@@ -74,8 +74,8 @@ class Activation(Constraint):
     """Replace every hidden nonlinearity."""
 
     def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
+        from bioprior.plugin import hidden_activations
         from bioprior.plugins.capacity.nn import ACTIVATIONS
-        from bioprior.registry.toolkit.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.act = ACTIVATIONS[self.params.function]()
@@ -102,8 +102,8 @@ class PrecisionLimit(Constraint):
     """Round hidden activations to ``bits`` with a straight-through gradient."""
 
     def apply(self, module, geometry: InputGeometry = UNKNOWN_GEOMETRY):
+        from bioprior.plugin import hidden_activations
         from bioprior.plugins.capacity.nn import Quantize
-        from bioprior.registry.toolkit.layers import hidden_activations
 
         for act in hidden_activations(module):
             act.post.append(Quantize(self.params.bits, self.params.low, self.params.high))

@@ -1,6 +1,6 @@
 """The torch side of tsvetkov2020's constraints (:mod:`bioprior.plugins.capacity`): the
 operations put after every hidden activation (found and wrapped by
-:func:`bioprior.registry.toolkit.layers.hidden_activations`) and the nonlinearities it can swap in."""
+:func:`bioprior.plugin.hidden_activations`) and the nonlinearities it can swap in."""
 
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import PluginParams, hookimpl
 
 ZHANG2017 = "Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking generalization"
 

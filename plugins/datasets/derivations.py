@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from bioprior.registry.toolkit.data import ImageData, to_float
+from bioprior.plugin import ImageData, to_float
 
 
 def _generator(params, seed: int) -> torch.Generator:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bioprior.registry.base.paths import data_root
-from bioprior.registry.toolkit.data import DataUnavailable, ImageData
+from bioprior.plugin import DataUnavailable, ImageData, data_root
 
 
 def _stack(paths: list[Path], labels: list[int], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,7 +32,7 @@ def _stack(paths: list[Path], labels: list[int], size: int) -> tuple[torch.Tenso
 
 def load_imagenette(params) -> ImageData:
     """torchvision's Imagenette (10 ImageNet classes), train / val, resized to ``image_size``."""
-    from bioprior.registry.base.torchvision_compat import ensure_torchvision
+    from bioprior.plugin import ensure_torchvision
 
     ensure_torchvision()
     from torchvision.datasets import Imagenette

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bioprior.registry.base.paths import data_root
-from bioprior.registry.toolkit.data import DataUnavailable, ImageData
+from bioprior.plugin import DataUnavailable, ImageData, data_root
 
 
 def load_digits(params) -> ImageData:
@@ -43,7 +42,7 @@ HOW_TO_GET = {
 
 
 def _torchvision(name: str, cls_name: str, params) -> ImageData:
-    from bioprior.registry.base.torchvision_compat import ensure_torchvision
+    from bioprior.plugin import ensure_torchvision
 
     ensure_torchvision()
     import torchvision.datasets as tvd

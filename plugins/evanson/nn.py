@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bioprior.plugin import model_geometry, scaled
 from bioprior.plugins.flexible_layer.nn import mark_flexible_site
-from bioprior.registry.toolkit.layers import model_geometry, scaled
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "none": nn.Identity}
 

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bioprior.registry.contracts.constraint import (
+from bioprior.plugin import (
     UNKNOWN_GEOMETRY,
     Constraint,
     ConstraintError,
     InputGeometry,
+    PluginParams,
+    hookimpl,
 )
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
 
 if TYPE_CHECKING:
     from torch import nn
@@ -152,7 +152,7 @@ class FlexibleLayerConstraint(Constraint):
         """Each conv's input (H, W), from one forward pass on zeros (None when unknown)."""
         import torch
 
-        from bioprior.registry.toolkit.layers import capture
+        from bioprior.plugin import capture
 
         channels, size = geometry.in_channels, geometry.input_size
         if self.params.threshold != "learned" or not (channels and size):

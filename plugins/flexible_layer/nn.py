@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
-from bioprior.registry.toolkit.objective import exclude_from_weight_decay
+from bioprior.plugin import exclude_from_weight_decay
 
 THRESHOLD_MODES = ("learned", "uniform", "random", "conv", "pool")
 

@@ -65,8 +65,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import ImageModelParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import ImageModelParams, hookimpl
 
 EVANSON = (
     "Evanson, Lavrov, Kharitonov, Lu & Kozlov, Biomimetic computations improve neural network "

@@ -76,10 +76,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from bioprior.registry.contracts.constraint import UNKNOWN_GEOMETRY, Constraint, InputGeometry
-from bioprior.registry.contracts.neural_data import NeuralDataRef
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import (
+    UNKNOWN_GEOMETRY,
+    Constraint,
+    InputGeometry,
+    NeuralDataRef,
+    PluginParams,
+    hookimpl,
+)
 
 SAFARANI2021 = (
     "Safarani, Nix, Willeke, Cadena, Restivo, Denfield, Tolias & Sinz (2021), Towards robust "

@@ -1,6 +1,6 @@
 """The torch side of safarani2021's co-training (:mod:`bioprior.plugins.neural_cotraining`, which
 documents the readout, the loss and the deviations): the Gaussian readout, the training
-objective (a :class:`~bioprior.registry.toolkit.neural_metrics.NeuralReadout`, so the
+objective (a :class:`~bioprior.plugin.NeuralReadout`, so the
 ``neural_predictivity`` benchmark scores it) and :func:`attach`."""
 
 from __future__ import annotations
@@ -11,17 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bioprior.plugins.neural_cotraining import NeuralCoTrainingParams
-from bioprior.registry.contracts import neural_data as neural
-from bioprior.registry.contracts.constraint import UNKNOWN_GEOMETRY, ConstraintError, InputGeometry
-from bioprior.registry.toolkit.data import fit_images
-from bioprior.registry.toolkit.layers import capture
-from bioprior.registry.toolkit.neural_metrics import evaluate_readout
-from bioprior.registry.toolkit.objective import (
+from bioprior.plugin import (
+    UNKNOWN_GEOMETRY,
+    ConstraintError,
+    InputGeometry,
     TrainingObjective,
     attach_objective,
+    capture,
+    evaluate_readout,
     exclude_from_weight_decay,
+    fit_images,
+    load_neural_data,
 )
+from bioprior.plugins.neural_cotraining import NeuralCoTrainingParams
 
 
 def kendall_loss(task_loss, neural_loss, log_var_task, log_var_neural, neural: str = "poisson"):
@@ -170,7 +172,7 @@ class NeuralCoTrainingObjective(TrainingObjective):
 
     # -- data ------------------------------------------------------------------------
     def splits(self):
-        data = neural.load_neural_data(self.config.data)
+        data = load_neural_data(self.config.data)
         return data.split(self.config.test_fraction, self.config.split_seed)
 
     def neural_batch_size(self, batch_size: int) -> int:
@@ -238,7 +240,7 @@ class NeuralCoTrainingObjective(TrainingObjective):
             task_loss, loss_n, self.log_var_task, self.log_var_neural, self.config.loss
         )
 
-    # -- evaluation (the NeuralReadout protocol of bioprior.registry.toolkit.neural_metrics) -------
+    # -- evaluation (the NeuralReadout protocol of bioprior.plugin) --------------------------------
     @property
     def num_neurons(self) -> int:
         return int(self.readout.features.shape[0])
@@ -294,7 +296,7 @@ def attach(
     """Resolve the layer, load the data, build the objective and attach it to ``net``
     (``attach_objective``: the net's own forward is unchanged, a Sequential included)."""
     name = resolve_layer(net, params.layer)
-    data = neural.load_neural_data(params.data)
+    data = load_neural_data(params.data)
     if data.responses is None:
         raise ConstraintError(f"{data.name}: neural_cotraining needs responses, not a similarity")
     train, _ = data.split(params.test_fraction, params.split_seed)

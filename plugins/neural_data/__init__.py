@@ -40,8 +40,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import PluginParams, hookimpl
 
 LI2019 = (
     "Li, Brendel, Walker, Cobos, Muhammad, Reimer, Bethge, Sinz, Pitkow & Tolias (2019), "

@@ -12,7 +12,7 @@ from bioprior.plugins.neural_data import SYNTHETIC_LABEL, NeuralFileParams
 
 def resolve_path(path: str) -> Path:
     """The file a ``path`` parameter names: as given (``~`` expanded), else under the data root."""
-    from bioprior.registry.base.paths import data_root
+    from bioprior.plugin import data_root
 
     given = Path(path).expanduser()
     if given.is_absolute() or given.exists():
@@ -29,9 +29,7 @@ def load_neural_file(params: NeuralFileParams):
     """Read a neural data file (module docstring); errors name the file and the array."""
     import torch
 
-    from bioprior.registry.contracts.neural_data import NeuralData
-    from bioprior.registry.submissions.files import check_npz
-    from bioprior.registry.toolkit.data import DataUnavailable
+    from bioprior.plugin import DataUnavailable, NeuralData, check_npz
 
     path = resolve_path(params.path)
     if not path.is_file():
@@ -113,7 +111,7 @@ def load_neural_file(params: NeuralFileParams):
 
 
 def save_neural_file(path: str | Path, data) -> Path:
-    """Write a :class:`~bioprior.registry.contracts.neural_data.NeuralData` in the ``neural_file`` format."""
+    """Write a :class:`~bioprior.plugin.NeuralData` in the ``neural_file`` format."""
     arrays: dict[str, np.ndarray] = {"stimuli": data.stimuli.cpu().numpy()}
     if data.responses is not None:
         arrays["responses"] = data.responses.cpu().float().numpy()

@@ -97,7 +97,7 @@ def synthetic_v1(params: SyntheticV1Params):
     """SYNTHETIC, not recordings: seeded Gabor-population responses with Poisson noise."""
     import torch
 
-    from bioprior.registry.contracts.neural_data import NeuralData
+    from bioprior.plugin import NeuralData
 
     rng = np.random.default_rng(params.seed)
     gray = (

@@ -21,7 +21,7 @@ Target ``S_neural`` (from a ``neural_data`` plugin):
 
 Deviations and choices (the paper leaves these open):
 
-* Stimuli are fitted to the model's input (``bioprior.registry.toolkit.data.fit_images``: gray <-> RGB,
+* Stimuli are fitted to the model's input (``bioprior.plugin.fit_images``: gray <-> RGB,
   bilinear resize to size x size, so non-square stimuli such as li2019's 64 x 36 are stretched).
 * Layers: ``auto`` takes 5 evenly spaced candidate layers, first and last included. On a ResNet
   the candidates are the stem output and every residual block's output, so ResNet18 gives the
@@ -62,9 +62,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
-from bioprior.registry.contracts.neural_data import NeuralDataRef
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import NeuralDataRef, PluginParams, hookimpl
 
 LI2019 = (
     "Li, Brendel, Walker, Cobos, Muhammad, Reimer, Bethge, Sinz, Pitkow & Tolias (2019), "
@@ -93,7 +91,7 @@ class FeatureTarget(PluginParams):
     def _known(self, info: ValidationInfo) -> FeatureTarget:
         from pydantic import ValidationError
 
-        from bioprior.registry.hooks.loading import UnknownPluginError, get_registry
+        from bioprior.plugin import UnknownPluginError, get_registry
 
         registry = (info.context or {}).get("registry") or get_registry()
         try:

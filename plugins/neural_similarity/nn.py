@@ -13,21 +13,21 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from bioprior.plugins.neural_similarity import FeatureTarget, NeuralSimilarityParams
-from bioprior.registry.contracts.constraint import (
+from bioprior.plugin import (
+    ACTIVATION_TYPES,
     UNKNOWN_GEOMETRY,
+    Batch,
     Constraint,
     ConstraintError,
+    HiddenActivation,
     InputGeometry,
-)
-from bioprior.registry.toolkit.layers import ACTIVATION_TYPES, HiddenActivation, capture
-from bioprior.registry.toolkit.objective import (
-    Batch,
     ObjectiveContext,
     TrainingObjective,
     attach_objective,
+    capture,
     exclude_from_weight_decay,
 )
+from bioprior.plugins.neural_similarity import FeatureTarget, NeuralSimilarityParams
 
 RESIDUAL_BLOCKS = ("BasicBlock", "Bottleneck", "PreActBlock", "PreActBottleneck")
 
@@ -236,8 +236,7 @@ class NeuralSimilarityObjective(TrainingObjective):
 
     # training ------------------------------------------------------------------------------
     def prepare(self, ctx: ObjectiveContext) -> None:
-        from bioprior.registry.contracts.neural_data import load_neural_data
-        from bioprior.registry.toolkit.data import fit_images
+        from bioprior.plugin import fit_images, load_neural_data
 
         data = load_neural_data(self.params.data)
         self.synthetic = data.synthetic
@@ -336,7 +335,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def neural_target(data, target: str, weighted: bool) -> torch.Tensor:
-    """S_neural from a :class:`~bioprior.registry.contracts.neural_data.NeuralData` (module docstring)."""
+    """S_neural from a :class:`~bioprior.plugin.NeuralData` (module docstring)."""
     if target == "similarity" or (target == "auto" and data.similarity is not None):
         if data.similarity is None:
             raise ValueError(f"{data.name}: target 'similarity' but the data has no matrix")
@@ -349,8 +348,7 @@ def neural_target(data, target: str, weighted: bool) -> torch.Tensor:
 @torch.no_grad()
 def feature_similarity(spec: FeatureTarget, stimuli: torch.Tensor, ctx: ObjectiveContext):
     """The 'features' control target: Eq. 9 on ``spec.layer`` of a seeded ``spec.model``."""
-    from bioprior.registry.hooks.loading import get_registry
-    from bioprior.registry.toolkit.data import fit_images
+    from bioprior.plugin import fit_images, get_registry
 
     entry = get_registry().get("model", spec.model)
     params = dict(spec.params)

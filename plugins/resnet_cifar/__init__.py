@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import ImageModelParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import ImageModelParams, hookimpl
 
 HE2016 = "He, Zhang, Ren & Sun (2016), Deep residual learning for image recognition (CVPR)"
 LI2019 = (

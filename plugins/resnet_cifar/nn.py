@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from bioprior.plugin import ensure_torchvision
 from bioprior.plugins.resnet_cifar import DEFAULT_GEOMETRY, STAGE_CHANNELS, ResNetCifarParams
-from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
 ensure_torchvision()
 import timm  # after the shim: timm imports torchvision

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import ImageModelParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import ImageModelParams, hookimpl
 
 EVANSON = (
     "Evanson et al., flexible layer (Supplementary: 'Conv2D model', after Zhang et al. 2019 "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioprior.registry.toolkit.layers import model_geometry, scaled
+from bioprior.plugin import model_geometry, scaled
 
 
 class CWConv2d(nn.Module):

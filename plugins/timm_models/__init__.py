@@ -21,9 +21,7 @@ from typing import Any
 
 from pydantic import Field, create_model, field_validator, model_validator
 
-from bioprior.registry.hooks.entries import ImageModelParams, PluginEntry
-from bioprior.registry.hooks.loading import UnknownPluginError
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import ImageModelParams, PluginEntry, UnknownPluginError, hookimpl
 
 TIMM = "Wightman (2019), PyTorch Image Models (timm), https://github.com/huggingface/pytorch-image-models"
 
@@ -64,7 +62,7 @@ class TimmParams(ImageModelParams):
 
 def _timm():
     """timm, imported after the torchvision shim (timm imports torchvision)."""
-    from bioprior.registry.base.torchvision_compat import ensure_torchvision
+    from bioprior.plugin import ensure_torchvision
 
     ensure_torchvision()
     import timm
@@ -109,7 +107,7 @@ def _load_weights(model, file: str) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from bioprior.registry.submissions.files import check_safetensors
+    from bioprior.plugin import check_safetensors
 
     check_safetensors(file)  # bioprior.registry.submissions.files: header vs file size, by content
     try:

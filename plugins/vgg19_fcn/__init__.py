@@ -9,7 +9,7 @@ two, then a global max-pool (the softmax is in the cross-entropy loss). Being fu
 it takes any input size.
 
 Inputs: the paper classifies grayscale Tiny ImageNet at 64 x 64 px. ``in_channels`` /
-``input_size`` of :class:`~bioprior.registry.hooks.entries.ImageModelParams` default to the dataset's
+``input_size`` of :class:`~bioprior.plugin.ImageModelParams` default to the dataset's
 (None); the safarani2021 submissions set ``in_channels: 1, input_size: 64``.
 
 Layer names (``net.named_modules()``), used by ``neural_cotraining``'s ``layer`` parameter::
@@ -39,8 +39,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import ImageModelParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import ImageModelParams, hookimpl
 
 SAFARANI2021 = (
     "Safarani, Nix, Willeke, Cadena, Restivo, Denfield, Tolias & Sinz (2021), Towards robust "

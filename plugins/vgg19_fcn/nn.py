@@ -8,8 +8,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from bioprior.plugin import scaled
 from bioprior.plugins.vgg19_fcn import DEFAULT_GEOMETRY, HEAD_WIDTH, VGG19_PLAN, VGG19FCNParams
-from bioprior.registry.toolkit.layers import scaled
 
 
 class ConvBlock(nn.Sequential):

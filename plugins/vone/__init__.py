@@ -28,7 +28,7 @@ The block (the linear-nonlinear-Poisson model of V1 the paper builds the VOneBlo
 * a trained 1x1 convolution (no bias, Kaiming fan-out init) to the back end, 64 channels in
   VOneNet.
 
-Connection to an arbitrary model (the issue leaves it open; VOneNet instead removes the back end's
+Connection to an arbitrary model (the paper leaves it open; VOneNet instead removes the back end's
 stem): ``VOneBlock (stride s) -> 1x1 bottleneck -> bilinear upsampling back to the input size ->
 the model``, built with ``in_channels = bottleneck_channels`` (its only change; ``None`` keeps the
 model's own input channels). ``back_end_size: strided`` skips the upsampling and builds the model
@@ -62,14 +62,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from bioprior.registry.contracts.constraint import (
+from bioprior.plugin import (
     UNKNOWN_GEOMETRY,
     Constraint,
     ConstraintError,
     InputGeometry,
+    PluginParams,
+    hookimpl,
 )
-from bioprior.registry.hooks.entries import PluginParams
-from bioprior.registry.hooks.specs import hookimpl
 
 DAPELLO2020 = (
     "Dapello, Marques, Schrimpf, Geiger, Cox & DiCarlo (2020), Simulating a primary visual "

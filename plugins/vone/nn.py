@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bioprior.plugin import gabor_kernel
 from bioprior.plugins.vone import VOneParams, sample_gabor_params
-from bioprior.registry.toolkit.layers import gabor_kernel
 
 
 def gabor_bank(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior.registry.hooks.entries import ImageModelParams
-from bioprior.registry.hooks.specs import hookimpl
+from bioprior.plugin import ImageModelParams, hookimpl
 
 ZHANG2017 = "Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking generalization"
 

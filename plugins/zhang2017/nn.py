@@ -1,7 +1,7 @@
 """The small CIFAR networks of Zhang et al. (2017, Appendix A), as used by tsvetkov2020 (Methods).
 
 Hidden activations are ``nn.ReLU`` modules and the output layer has none, so constraints can
-find and wrap every hidden activation (``bioprior.registry.toolkit.layers.hidden_activations``).
+find and wrap every hidden activation (``bioprior.plugin.hidden_activations``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioprior.registry.toolkit.layers import (
+from bioprior.plugin import (
     CIFAR10_GEOMETRY,
     LocalResponseNorm,
     model_geometry,

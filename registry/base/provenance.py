@@ -62,7 +62,7 @@ def _version_file(dist: str) -> str | None:
 @lru_cache(maxsize=1)
 def git_commit() -> dict[str, Any] | None:
     """``{"commit": sha, "dirty": bool}`` of the checkout bioprior is imported from, else None."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # registry/base/ -> the repository root
     if not (root / ".git").exists():
         return None
     try:

@@ -149,8 +149,8 @@ def cpu_workers(
 ) -> int:
     """How many steps run at once on a CPU: ``requested`` (``--workers N``), else one per thread
     for as many steps as can run side by side (the training steps of the plan from scratch, or
-    its evaluations when it has none: :func:`.execution.cpu_worker_count`) and as many as ``fit``
-    in memory at once. Each gets ``threads // workers`` threads (at least one)."""
+    its evaluations when it has none: ``scoring.workers.cpu_worker_count``) and as many as
+    ``fit`` in memory at once. Each gets ``threads // workers`` threads (at least one)."""
     if requested is not None:
         return requested
     return max(1, min(threads, side_by_side, fit or side_by_side))

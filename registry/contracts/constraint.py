@@ -6,10 +6,17 @@ transform the built module (``apply``; e.g. noise after every hidden activation)
 given the :class:`InputGeometry` of the images the model will receive, so a constraint that
 probes the network (a forward pass on zeros) or builds a front end for it needs no state from
 ``configure``.
+
+Every caller applies a constraint through :func:`apply_constraint`, which also accepts the first
+published contract's ``apply(self, module)`` (deprecated in 0.2, accepted until at least 0.3):
+such a constraint is called with the module only, and its class warns once.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,3 +74,54 @@ class Constraint:
         """Return the transformed module (after building); ``geometry`` is what it receives
         (the scorer always passes it; its fields are None where unknown)."""
         return module
+
+
+#: per constraint class: does its ``apply`` take the geometry? (inspected once per class)
+_TAKES_GEOMETRY: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _takes_geometry(constraint: Any) -> bool:
+    """False for the first contract's ``apply(self, module)``: one positional parameter after
+    ``self`` and no ``*args`` (anything else is given the geometry, positionally)."""
+    try:
+        parameters = inspect.signature(constraint.apply).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: assume today's contract
+        return True
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) != 1 or positional[0].kind is inspect.Parameter.VAR_POSITIONAL
+
+
+def _warn_legacy(cls: type) -> None:
+    apply = inspect.unwrap(cls.apply)
+    code = getattr(apply, "__code__", None)
+    warnings.warn_explicit(
+        f"{cls.__module__}.{cls.__qualname__}.apply(self, module) is the first constraint "
+        "contract, deprecated since bioprior 0.2 and removed no earlier than 0.3: define "
+        "apply(self, module, geometry=UNKNOWN_GEOMETRY) (InputGeometry and UNKNOWN_GEOMETRY "
+        "from bioprior.plugin)",
+        DeprecationWarning,
+        code.co_filename if code else f"<{cls.__module__}>",
+        code.co_firstlineno if code else 0,
+        module=cls.__module__,
+    )
+
+
+def apply_constraint(
+    constraint: Constraint, module: nn.Module, geometry: InputGeometry = UNKNOWN_GEOMETRY
+) -> nn.Module:
+    """``constraint.apply(module, geometry)``, the one way the core applies a constraint.
+
+    A constraint written against the first contract (``apply(self, module)``) is called with the
+    module only; its class warns once (``DeprecationWarning``, naming today's signature) instead
+    of failing with a ``TypeError`` in the middle of a sweep."""
+    cls = type(constraint)
+    takes = _TAKES_GEOMETRY.get(cls)
+    if takes is None:
+        takes = _TAKES_GEOMETRY[cls] = _takes_geometry(constraint)
+        if not takes:
+            _warn_legacy(cls)
+    return constraint.apply(module, geometry) if takes else constraint.apply(module)

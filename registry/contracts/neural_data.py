@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from bioprior.registry.base.hashing import content_hash
+from bioprior.registry.hooks import loading as plugins
 
 if TYPE_CHECKING:
     import torch
@@ -104,10 +107,6 @@ class NeuralDataRef(BaseModel):
 
     @model_validator(mode="after")
     def _known(self, info: ValidationInfo) -> NeuralDataRef:
-        from pydantic import ValidationError
-
-        from bioprior.registry.hooks import loading as plugins
-
         registry = (info.context or {}).get("registry")
         if registry is None:  # no context: the process-wide registry, if it is loaded yet
             registry = plugins._REGISTRY
@@ -126,12 +125,9 @@ class NeuralDataRef(BaseModel):
 
 def load_neural_data(ref: NeuralDataRef) -> NeuralData:
     """Build the neural data a reference names (cached per process by content)."""
-    from bioprior.registry.base.hashing import content_hash
-    from bioprior.registry.hooks.loading import get_registry
-
     key = content_hash({"name": ref.name, "params": ref.params})
     if key not in _CACHE:
-        data = get_registry().get("neural_data", ref.name).build(ref.params)
+        data = plugins.get_registry().get("neural_data", ref.name).build(ref.params)
         if not isinstance(data, NeuralData):
             raise TypeError(
                 f"neural_data {ref.name!r} returned {type(data).__name__}, not NeuralData"

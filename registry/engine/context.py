@@ -4,15 +4,18 @@ data, evaluation. Declaring trainings (``Benchmark.trainings``) uses the torch-f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from bioprior.registry.engine.trainer import accuracy, seeded
 from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.planning.declare import declared_trainings, training_keys
+from bioprior.registry.planning.jobs import Job
 from bioprior.registry.planning.needs import Needs
+from bioprior.registry.planning.spec import TrainingSpec
 
 if TYPE_CHECKING:
     from bioprior.registry.engine.service import TrainedModel, TrainingService
-    from bioprior.registry.planning.jobs import Job
 
 
 class UndeclaredTraining(RuntimeError):
@@ -20,9 +23,21 @@ class UndeclaredTraining(RuntimeError):
 
 
 class BenchmarkContext(Needs):
-    def __init__(self, job: Job, service: TrainingService, registry: Registry):
+    """``trainings``: what the job's benchmark declared (None: declared here, with a benchmark
+    built for it); only these may be asked for."""
+
+    def __init__(
+        self,
+        job: Job,
+        service: TrainingService,
+        registry: Registry,
+        trainings: Iterable[TrainingSpec] | None = None,
+    ):
         super().__init__(job, registry)
         self.service = service
+        if trainings is None:
+            trainings = declared_trainings(job, registry)
+        self.training_keys = training_keys(trainings)
         self.used: dict[str, str] = {}  # training key -> weights hash, for provenance
 
     @property
@@ -36,7 +51,7 @@ class BenchmarkContext(Needs):
         recipe and seed. Each must be declared by the benchmark's ``trainings`` (the planner
         trains it before the job runs, once per content key)."""
         spec = self.spec(dataset, model, constraints)
-        if spec.key not in self.job.training_keys:
+        if spec.key not in self.training_keys:
             raise UndeclaredTraining(
                 f"benchmark {self.job.benchmark.entry.name!r} asked for a training it did not "
                 f"declare: {spec.label} [{spec.key}]; return it from its trainings(needs)"

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.engine.streaming import streams
 from bioprior.registry.planning.spec import TrainingSpec
 from bioprior.registry.planning.steps import EvaluateStep, TrainStep
@@ -209,8 +210,6 @@ def cost_key(spec: TrainingSpec, data: Any) -> str:
     parameters (sigma 0 skips the noise), the recipe, and the shape of the training images
     (the calibration trains on random images of that shape); not on the images themselves or the
     seed: natural and random data of one shape cost the same, and are calibrated once."""
-    from bioprior.registry.base.hashing import content_hash
-
     identity = spec.identity()
     parts = [identity["model"], identity["constraints"], identity["recipe"]]
     return content_hash([*parts, list(data.train_x.shape)])
@@ -245,7 +244,7 @@ def _estimate(step: Any, service: Any, forward_rate: dict[str, float]) -> Estima
         forward_rate[first.batch_group or first.key] = seconds / max(1.0, flops)
         return Estimate(seconds, flops)
     elif isinstance(step, EvaluateStep):
-        specs = step.job.declared
+        specs = step.declared
         flops = seconds = 0.0
         for spec in specs:
             p = profile(spec, service)

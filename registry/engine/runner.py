@@ -1,4 +1,4 @@
-"""The worker: runs one step of the plan and returns its outcome. A training step trains its
+"""The runner: runs one step of the plan in this process and returns its outcome. A training step trains its
 member(s) (batched when there are several) and saves each one's weights under its own key; an
 evaluation step runs the job's benchmark on the models its trainings produced."""
 
@@ -6,37 +6,37 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 from bioprior.registry.base.provenance import torch_threads
 from bioprior.registry.engine.context import BenchmarkContext
 from bioprior.registry.engine.service import TrainingService
 from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.planning.declare import Declared, build_benchmark, declared_trainings
 from bioprior.registry.planning.jobs import Job
 from bioprior.registry.planning.outcomes import JobOutcome, Outcome, TrainOutcome, failed, now
 from bioprior.registry.planning.steps import EvaluateStep, TrainStep
 
 
 class StepRunner:
-    """A :data:`~bioprior.registry.planning.outcomes.Worker` for both kinds of step."""
+    """Runs both kinds of step in this process (a
+    :data:`~bioprior.registry.planning.outcomes.Worker`); :class:`~.worker.StepWorker` rebuilds
+    one from plain settings in any process."""
 
     def __init__(self, service: TrainingService, registry: Registry):
         self.service = service
         self.registry = registry
-
-    @classmethod
-    def from_settings(cls, home: str | Path, device: str = "auto") -> StepRunner:
-        """Built from plain settings (for a worker in another process): loads the registry."""
-        from bioprior.registry.engine.trainer import select_device
-        from bioprior.registry.hooks.loading import get_registry
-
-        return cls(TrainingService(Path(home), select_device(device)), get_registry())
+        #: job key -> the trainings its benchmark declared (planned steps bring theirs)
+        self.declared: Declared = {}
 
     def __call__(self, step: Any) -> Outcome:
         if isinstance(step, TrainStep):
             return self.train(step)
-        return self.evaluate(step.job if isinstance(step, EvaluateStep) else step)
+        if isinstance(step, EvaluateStep):
+            if step.trainings is not None:  # declared when it was planned
+                self.declared.setdefault(step.key, step.trainings)
+            return self.evaluate(step.job)
+        return self.evaluate(step)
 
     def train(self, step: TrainStep) -> TrainOutcome:
         started, t0 = now(), time.perf_counter()
@@ -62,9 +62,10 @@ class StepRunner:
             from bioprior.registry.base.torchvision_compat import ensure_torchvision
 
             ensure_torchvision()  # before any benchmark code imports torchvision
-            job.declare(self.registry)
-            ctx = BenchmarkContext(job, self.service, self.registry)
-            result = job.instance.run(ctx)
+            benchmark = build_benchmark(job)
+            trainings = declared_trainings(job, self.registry, self.declared, benchmark)
+            ctx = BenchmarkContext(job, self.service, self.registry, trainings)
+            result = benchmark.run(ctx)
         except Exception as exc:  # noqa: BLE001 - recorded as a failed job
             return failed(job, exc, started, t0, device)  # type: ignore[return-value]
         score = result.score
@@ -83,6 +84,3 @@ class StepRunner:
             weights=dict(ctx.used),
             threads=torch_threads(),
         )
-
-
-JobRunner = StepRunner  # the name before steps

@@ -20,7 +20,7 @@ from bioprior.registry.base import atomic
 from bioprior.registry.base.allocator import keep_freed_memory
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.progress import Reporter
-from bioprior.registry.contracts.constraint import InputGeometry
+from bioprior.registry.contracts.constraint import InputGeometry, apply_constraint
 from bioprior.registry.engine.output_check import check_logits
 from bioprior.registry.engine.streaming import place
 from bioprior.registry.engine.trainer import Normalized, train_model
@@ -133,7 +133,7 @@ class TrainingService:
         torch.manual_seed(spec.seed)
         net = model_entry.build(model_entry.params.model_validate(params))
         for constraint in constraints:
-            net = constraint.apply(net, geometry)
+            net = apply_constraint(constraint, net, geometry)
         mean, std = data.channel_stats()
         return Normalized(net, mean, std).to(self.device)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bioprior.registry.base.failures import classify_exception
+from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.planning.outcomes import now
 from bioprior.registry.planning.payloads import (
     WorkerSettings,
     failed_outcome,
@@ -37,8 +39,6 @@ class StepWorker:
     @property
     def registry(self):
         if self._registry is None:
-            from bioprior.registry.hooks.loading import get_registry
-
             self.settings.apply_environment()
             self._registry = get_registry()
         return self._registry
@@ -46,19 +46,17 @@ class StepWorker:
     @property
     def runner(self):
         if self._runner is None:
-            from bioprior.registry.engine.runner import JobRunner
+            from bioprior.registry.engine.runner import StepRunner
             from bioprior.registry.engine.service import TrainingService
             from bioprior.registry.engine.trainer import select_device
 
             self.settings.apply_environment()
             device = select_device(self.settings.device)
             service = TrainingService(Path(self.settings.home), device, self._reporter)
-            self._runner = JobRunner(service, self.registry)
+            self._runner = StepRunner(service, self.registry)
         return self._runner
 
     def __call__(self, step):
-        from bioprior.registry.planning.outcomes import now
-
         started = now()
         try:
             runner = self.runner
@@ -77,8 +75,6 @@ class StepWorker:
 
     def run_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
         """JSON step in, plain outcome dict out (for workers in other processes)."""
-        from bioprior.registry.planning.outcomes import now
-
         started = now()
         try:
             step = step_from_payload(self.registry, payload)

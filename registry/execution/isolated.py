@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from bioprior.registry.base.failures import classify_exception, signal_name
+from bioprior.registry.base.progress import (
+    ForwardingReporter,
+    is_forwarded_message,
+    remote_training_line,
+)
 from bioprior.registry.execution.scheduling import Limits, schedule
+from bioprior.registry.planning.outcomes import now
 from bioprior.registry.planning.payloads import (
     WorkerSettings,
     failed_outcome,
@@ -39,6 +45,7 @@ from bioprior.registry.planning.payloads import (
     outcome_payload,
     step_payload,
 )
+from bioprior.registry.store.weights import stored_history
 
 #: what a fork server imports once for all its children (torch's optimizers import torch._dynamo
 #: on their first step; scikit-learn holds the digits)
@@ -62,9 +69,6 @@ def report_training(on_message, step, outcome, weights_dir: str | Path) -> None:
         or not members
     ):
         return
-    from bioprior.registry.base.progress import remote_training_line
-    from bioprior.registry.store.weights import stored_history
-
     history = stored_history(weights_dir, members[0].key)  # a batch: its first member's
     on_message(remote_training_line(step.label, outcome.duration_s, outcome.device, history))
 
@@ -84,6 +88,21 @@ def local_devices(device: str = "auto", count: Callable[[], int] | None = None) 
             raise ValueError("--device cuda: no CUDA device is available (use auto or cpu)")
         return ["cpu"]
     return [f"cuda:{i}" for i in range(n)]
+
+
+def device_slots(
+    device: str,
+    cpu_workers: int = 1,
+    worker_threads: int | None = None,
+    count: Callable[[], int] | None = None,
+) -> tuple[list[str], int | None]:
+    """Where the steps of an isolated run go, one at a time per slot, and each child's threads:
+    a slot per GPU (:func:`local_devices`), else ``cpu_workers`` slots on the CPU, each child
+    with ``worker_threads`` threads (None: the driver's). ValueError where no GPU is."""
+    devices = local_devices(device, count)
+    if devices == ["cpu"] and cpu_workers > 1:
+        return ["cpu"] * cpu_workers, worker_threads
+    return devices, None
 
 
 def _apply_memory_limit(limit: int | None, device: str, data_only: bool = False) -> None:
@@ -141,8 +160,6 @@ def _child(
             torch.set_num_threads(threads)
         use_reporter = getattr(runner, "use_reporter", None)
         if use_reporter is not None:  # the step's notices reach the driver's console
-            from bioprior.registry.base.progress import ForwardingReporter
-
             use_reporter(ForwardingReporter(conn.send))
         if payload is not None:  # spawned: rebuild worker and step here
             result = runner.run_payload(payload)
@@ -214,8 +231,6 @@ class SubprocessBackend:
         return self.worker_class(self.settings.replace(device=device))
 
     def start(self, step: Any, limits: Limits) -> None:
-        from bioprior.registry.planning.outcomes import now
-
         device = self.free.pop(0)
         parent, child = self.ctx.Pipe(duplex=False)
         payload = None if self.forked else step_payload(step)
@@ -307,8 +322,6 @@ class SubprocessBackend:
 
     def _receive(self, conn) -> Any:
         """The child's outcome if it has sent it, else None; its notices on the way are shown."""
-        from bioprior.registry.base.progress import is_forwarded_message
-
         while conn.poll():
             try:
                 item = conn.recv()
@@ -388,4 +401,4 @@ class IsolatedExecutor:
         )
 
 
-__all__ = ["IsolatedExecutor", "Limits", "SubprocessBackend", "local_devices"]
+__all__ = ["IsolatedExecutor", "Limits", "SubprocessBackend", "device_slots", "local_devices"]

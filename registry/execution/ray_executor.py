@@ -20,12 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from bioprior.registry.base.progress import CollectingReporter
-from bioprior.registry.execution.isolated import report_training
+from bioprior.registry.execution.isolated import _apply_memory_limit, report_training
 from bioprior.registry.execution.scheduling import Limits, schedule
+from bioprior.registry.planning.outcomes import now
 from bioprior.registry.planning.payloads import (
     WorkerSettings,
     failed_outcome,
@@ -33,12 +34,14 @@ from bioprior.registry.planning.payloads import (
     outcome_from_payload,
     step_payload,
 )
+from bioprior.registry.planning.steps import step_training_keys
 from bioprior.registry.store import weights as weights_transport
 from bioprior.registry.store.weights import BadWeights, Delivery
 
 
 class RayUnavailable(RuntimeError):
-    """Ray is not installed, or the cluster cannot be reached (one line, for the CLI)."""
+    """Ray is not installed, the cluster cannot be reached or cannot run the steps as asked
+    (one line, ``OPTION: message``, for the CLI)."""
 
 
 def _import_ray():
@@ -103,8 +106,6 @@ def run_step(
         data_root = settings.data_root or str(Path(settings.home) / "data")
         settings = settings.replace(home=str(weights_transport.local_home()), data_root=data_root)
     if limits.memory_bytes is not None:  # a fresh worker process per task (max_calls=1)
-        from bioprior.registry.execution.isolated import _apply_memory_limit
-
         _apply_memory_limit(limits.memory_bytes, device, data_only=True)
     cached = _WORKERS.get((worker_class, settings))
     if cached is None:
@@ -182,8 +183,6 @@ class RayBackend:
         self.running: dict[Any, tuple[Any, float, Limits, str, dict[str, Any]]] = {}
 
     def start(self, step: Any, limits: Limits) -> None:
-        from bioprior.registry.planning.outcomes import now
-
         options: dict[str, Any] = {
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
@@ -211,9 +210,8 @@ class RayBackend:
     def _deliver(self, step: Any) -> tuple[tuple[tuple[str, str], ...], list[Any]]:
         """The weights an evaluation declared, as ObjectRefs: those trained in this sweep (task
         returns), else the driver's stored files, put into the object store once."""
-        job = getattr(step, "job", step)
         install, blobs = [], []
-        for key in sorted(getattr(job, "training_keys", ())):
+        for key in sorted(step_training_keys(step)):
             held = self.weights.get(key)
             if held is None:
                 stored = weights_transport.read(self.store_dir, key)
@@ -327,6 +325,61 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class RayOptions(Protocol):
+    """What :meth:`RayExecutor.from_options` reads (the scoring layer's ``ExecutionOptions``)."""
+
+    ray_address: str | None
+    cpus_per_step: float
+    gpus_per_step: float | None
+    connect_timeout_s: float
+    init_timeout_s: float
+    weights_transport: str | None
+
+
+def connect_ray(
+    address: str | None,
+    connect_timeout_s: float = 5.0,
+    init_timeout_s: float = 60.0,
+    init_kwargs: dict[str, Any] | None = None,
+) -> bool:
+    """Connect to the cluster at ``address`` (None: start a local Ray), within the timeouts; True
+    when this call started Ray (False: it was already). Raises :class:`RayUnavailable`."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    if address:
+        probe(address, connect_timeout_s)
+    kwargs = {"log_to_driver": False, "logging_level": "ERROR", **(init_kwargs or {})}
+    if not address:
+        kwargs.setdefault("include_dashboard", False)
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # our one line, not Ray's
+    outcome: list[BaseException | None] = []
+
+    def init() -> None:
+        try:
+            ray.init(address=address or None, **kwargs)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - ConnectionError, RuntimeError ...
+            outcome.append(exc)
+
+    # ray.init waits for minutes on a port that answers but is not a Ray head: bound it
+    thread = threading.Thread(target=init, name="bioprior-ray-init", daemon=True)
+    thread.start()
+    thread.join(init_timeout_s)
+    where = address or "a local Ray"
+    if not outcome:
+        raise RayUnavailable(
+            f"--ray-address: no answer from a Ray cluster at {where} within {init_timeout_s:g} s"
+        )
+    if outcome[0] is not None:
+        raise RayUnavailable(f"--ray-address: cannot connect to {where}: {_first_line(outcome[0])}")
+    return True
+
+
+def cluster_gpu_count() -> float:
+    return float(_import_ray().cluster_resources().get("GPU", 0))
+
+
 class RayExecutor:
     """``bioprior score --executor ray [--ray-address HOST:PORT]``: connect (or start a local
     Ray), run the steps as tasks, yield their outcomes as they finish."""
@@ -347,6 +400,7 @@ class RayExecutor:
         worker_class: type | None = None,
         weights_transport: str = "shared",
         on_message: Callable[[str], None] | None = None,
+        started_ray: bool = False,
     ):
         self.worker_class = worker_class
         self.weights_transport, self.on_message = weights_transport, on_message
@@ -356,46 +410,59 @@ class RayExecutor:
         self.claims, self.on_skip, self.poll_s = claims, on_skip, poll_s
         self.connect_timeout_s, self.init_timeout_s = connect_timeout_s, init_timeout_s
         self.init_kwargs = init_kwargs or {}
-        self._started_ray = False
+        #: this executor started Ray (and shuts it down)
+        self._started_ray = started_ray
+
+    @classmethod
+    def from_options(
+        cls, options: RayOptions, settings: WorkerSettings, device: str, **kwargs: Any
+    ) -> RayExecutor:
+        """Connected before anything runs (an unreachable address is bad input), sized on the
+        cluster: a GPU per step where it has GPUs and ``device`` is not the CPU (unless
+        ``gpus_per_step`` says otherwise), and the device the tasks see (Ray sets
+        CUDA_VISIBLE_DEVICES per task, so a task's GPU is ``cuda``). Raises
+        :class:`RayUnavailable` as ``OPTION: message`` (Ray left as it was found)."""
+        started = connect_ray(
+            options.ray_address, options.connect_timeout_s, options.init_timeout_s
+        )
+        try:
+            gpus = cluster_gpu_count()
+            if device.startswith("cuda") and not gpus:  # the driver itself may have none
+                raise RayUnavailable(
+                    f"--device: {device}: the Ray cluster has no GPU (use auto or cpu)"
+                )
+            num_gpus = options.gpus_per_step or 0.0
+            if options.gpus_per_step is None and device != "cpu":  # a GPU per step where there are
+                num_gpus = 1.0 if gpus else 0.0
+            if device.startswith("cuda") and not num_gpus:
+                raise RayUnavailable(
+                    f"--gpus-per-step: 0 with --device {device}: no task gets a GPU"
+                )
+        except BaseException:
+            if started:
+                _import_ray().shutdown()
+            raise
+        if device != "cpu":  # what the tasks get
+            settings = settings.replace(device="cuda" if num_gpus else "cpu")
+        return cls(
+            settings,
+            options.ray_address,
+            num_cpus=options.cpus_per_step,
+            num_gpus=num_gpus,
+            connect_timeout_s=options.connect_timeout_s,
+            init_timeout_s=options.init_timeout_s,
+            weights_transport=options.weights_transport or "shared",
+            started_ray=started,
+            **kwargs,
+        )
 
     def connect(self) -> None:
         """Connect now (the CLI does this before anything runs, so a bad address is bad input)."""
-        ray = _import_ray()
-        if ray.is_initialized():
-            return
-        if self.address:
-            probe(self.address, self.connect_timeout_s)
-        kwargs = {"log_to_driver": False, "logging_level": "ERROR", **self.init_kwargs}
-        if not self.address:
-            kwargs.setdefault("include_dashboard", False)
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # our one line, not Ray's
-        outcome: list[BaseException | None] = []
-
-        def init() -> None:
-            try:
-                ray.init(address=self.address or None, **kwargs)
-                outcome.append(None)
-            except BaseException as exc:  # noqa: BLE001 - ConnectionError, RuntimeError ...
-                outcome.append(exc)
-
-        # ray.init waits for minutes on a port that answers but is not a Ray head: bound it
-        thread = threading.Thread(target=init, name="bioprior-ray-init", daemon=True)
-        thread.start()
-        thread.join(self.init_timeout_s)
-        where = self.address or "a local Ray"
-        if not outcome:
-            raise RayUnavailable(
-                f"--ray-address: no answer from a Ray cluster at {where} within "
-                f"{self.init_timeout_s:g} s"
-            )
-        if outcome[0] is not None:
-            raise RayUnavailable(
-                f"--ray-address: cannot connect to {where}: {_first_line(outcome[0])}"
-            )
-        self._started_ray = True
+        if connect_ray(self.address, self.connect_timeout_s, self.init_timeout_s, self.init_kwargs):
+            self._started_ray = True
 
     def cluster_gpus(self) -> float:
-        return float(_import_ray().cluster_resources().get("GPU", 0))
+        return cluster_gpu_count()
 
     def run(self, steps: Sequence[Any], worker: Any = None) -> Iterator[Any]:
         self.connect()
@@ -403,7 +470,7 @@ class RayExecutor:
             key
             for step in steps
             if getattr(step, "kind", None) != "train"
-            for key in getattr(getattr(step, "job", step), "training_keys", ())
+            for key in step_training_keys(step)
         )
         backend = RayBackend(
             self.settings,

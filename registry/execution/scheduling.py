@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bioprior.registry.base.failures import RETRYABLE
-from bioprior.registry.planning.outcomes import dependency_failed
+from bioprior.registry.planning.outcomes import dependency_failed, failed, now
 from bioprior.registry.store.claims import claim_key
 
 
@@ -155,8 +155,6 @@ class InProcessBackend:
         self.done: list[tuple[Any, Any]] = []
 
     def start(self, step: Any, limits: Limits) -> None:
-        from bioprior.registry.planning.outcomes import failed, now
-
         started, t0 = now(), time.perf_counter()
         try:
             outcome = self.worker(step)

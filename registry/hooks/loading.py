@@ -8,7 +8,8 @@ Precedence never depends on distribution names or install order: bioprior's own 
 win over a third party's of the same kind and name; when two third-party distributions provide
 one name, neither is registered (the failure names both) until the user uninstalls one or picks
 one with ``BIOPRIOR_PREFER="name=distribution"`` (``kind:name=distribution`` when a name exists
-in two kinds; several picks separated by commas).
+in two kinds; several picks separated by commas). The rule is :mod:`.precedence` (a pure
+function); the messages and the bookkeeping are here.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ from typing import Any
 
 import pluggy
 
+from bioprior.registry.hooks import precedence
 from bioprior.registry.hooks import specs as hookspecs
 from bioprior.registry.hooks.entries import KINDS, EntryError, PluginEntry, load_attribute
+from bioprior.registry.hooks.precedence import (
+    BUILTIN_DISTRIBUTION,
+    Decision,
+    normalize_distribution,
+)
 
 
 @dataclass(frozen=True)
@@ -76,14 +83,6 @@ class EntryOrigin:
     provider_version: str
     entry_point: str
     module: str
-
-
-BUILTIN_DISTRIBUTION = "bioprior"
-
-
-def normalize_distribution(name: str) -> str:
-    """PEP 503 normalization: ``Bioprior_My.Plugin`` -> ``bioprior-my-plugin``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def strict_plugins() -> bool:
@@ -212,8 +211,8 @@ class Registry:
         self._resolve(key)
 
     def _resolve(self, key: tuple[str, str]) -> None:
-        """Choose the provider of ``key`` among all candidates so far (order-independent rules:
-        bioprior's own; else the only third party; else the one BIOPRIOR_PREFER picks; else none)."""
+        """Choose the provider of ``key`` among all candidates so far (the rule, order-independent,
+        is :mod:`.precedence`'s) and record what each candidate left out was told."""
         for old in self._resolution_failures.pop(key, []):
             if old in self.failures:
                 self.failures.remove(old)
@@ -225,46 +224,20 @@ class Registry:
         label = {
             d: f"{c[0][0].provider} {c[0][0].provider_version}".strip() for d, c in by_dist.items()
         }
-        pick = self.prefer.get(f"{kind}:{name}") or self.prefer.get(name)
+        dists = list(by_dist)
+        won = precedence.winner(kind, name, dists, self.prefer)
+        winner = None if won is None else by_dist[won][0]
         failures: list[tuple[PluginEntry, EntryOrigin, str]] = []
-        winner: tuple[PluginEntry, EntryOrigin] | None = None
-        if BUILTIN_DISTRIBUTION in by_dist:
-            winner = by_dist[BUILTIN_DISTRIBUTION][0]
-            for dist, cands in by_dist.items():
-                if dist != BUILTIN_DISTRIBUTION:
-                    failures.append(
-                        (
-                            *cands[0],
-                            (
-                                f"{kind} {name!r} of {label[dist]} not registered: bioprior's built-in "
-                                f"{kind} of that name always wins (BIOPRIOR_PREFER cannot override it); "
-                                f"rename it in {cands[0][0].provider}"
-                            ),
-                        )
-                    )
-        elif len(by_dist) == 1 or pick in by_dist:
-            winner = by_dist[pick if pick in by_dist else next(iter(by_dist))][0]
-            for dist, cands in by_dist.items():
-                if cands[0] is not winner:
-                    failures.append(
-                        (
-                            *cands[0],
-                            (
-                                f"{kind} {name!r} of {label[dist]} not registered: BIOPRIOR_PREFER picks "
-                                f"{winner[0].provider}'s"
-                            ),
-                        )
-                    )
-        else:
-            names = sorted(label.values())
-            hint = f" (BIOPRIOR_PREFER picks {pick}, which does not provide it)" if pick else ""
-            message = (
-                f"{kind} {name!r} is provided by {' and '.join(names)}, so neither is "
-                f"registered{hint}: uninstall one, or pick one with "
-                f"BIOPRIOR_PREFER='{name}={next(iter(sorted(by_dist)))}'"
-            )
+        if winner is None:
+            decision = precedence.decide(kind, name, dists[0], dists[1], self.prefer)
             first = candidates[0]
-            failures.append((first[0], first[1], message))
+            failures.append((*first, _conflict_message(kind, name, decision, by_dist, label)))
+        else:
+            for dist, cands in by_dist.items():
+                if dist != won:
+                    decision = precedence.decide(kind, name, won, dist, self.prefer)
+                    message = _lost_message(kind, name, decision, label[dist], cands[0], winner)
+                    failures.append((*cands[0], message))
         for dist, cands in by_dist.items():  # one distribution registering a name twice
             for entry, origin in cands[1:]:
                 failures.append(
@@ -406,6 +379,42 @@ class Registry:
         return len(self._entries)
 
 
+Candidate = tuple[PluginEntry, EntryOrigin]
+
+
+def _lost_message(
+    kind: str, name: str, decision: Decision, label: str, loser: Candidate, winner: Candidate
+) -> str:
+    """What the candidate left out of a resolved name is told (``label``: its distribution)."""
+    if decision.reason == "builtin":
+        return (
+            f"{kind} {name!r} of {label} not registered: bioprior's built-in "
+            f"{kind} of that name always wins (BIOPRIOR_PREFER cannot override it); "
+            f"rename it in {loser[0].provider}"
+        )
+    return (
+        f"{kind} {name!r} of {label} not registered: BIOPRIOR_PREFER picks {winner[0].provider}'s"
+    )
+
+
+def _conflict_message(
+    kind: str,
+    name: str,
+    decision: Decision,
+    by_dist: Mapping[str, list[Candidate]],
+    label: Mapping[str, str],
+) -> str:
+    """The failure of a name that two or more third parties provide and no pick resolves."""
+    names = sorted(label.values())
+    pick = decision.pick
+    hint = f" (BIOPRIOR_PREFER picks {pick}, which does not provide it)" if pick else ""
+    return (
+        f"{kind} {name!r} is provided by {' and '.join(names)}, so neither is "
+        f"registered{hint}: uninstall one, or pick one with "
+        f"BIOPRIOR_PREFER='{name}={next(iter(sorted(by_dist)))}'"
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if not text.startswith(type(exc).__name__) else text
@@ -429,11 +438,13 @@ def set_registry(registry: Registry | None) -> None:
 
 
 __all__ = [
+    "BUILTIN_DISTRIBUTION",
     "EntryOrigin",
     "PluginConflictError",
     "PluginFailure",
     "Registry",
     "UnknownPluginError",
     "get_registry",
+    "normalize_distribution",
     "set_registry",
 ]

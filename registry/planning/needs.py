@@ -1,20 +1,18 @@
 """What a benchmark may ask for, torch-free: the planner calls ``Benchmark.trainings(needs)`` with
-a :class:`Needs` to collect the trainings a job declares; the job's
+a :class:`Needs` to collect the trainings a job declares (:mod:`.declare`); the job's
 :class:`~bioprior.registry.engine.context.BenchmarkContext` subclasses it, so the same calls in ``run``
 name the same specs (same content keys) and get the planned, already-trained models."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.planning.jobs import Job
 from bioprior.registry.planning.spec import TrainingSpec
 from bioprior.registry.submissions.loading import Component, resolve_component
 from bioprior.registry.submissions.schema import PluginRef
-
-if TYPE_CHECKING:
-    from bioprior.registry.planning.jobs import Job
 
 
 class Needs:

@@ -11,13 +11,17 @@ driver's step (:func:`outcome_from_payload`): only the driver writes the databas
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bioprior.registry.base.failures import classify_exception
+from bioprior.registry.hooks.entries import load_attribute
+from bioprior.registry.planning.jobs import Job
+from bioprior.registry.planning.outcomes import JobOutcome, TrainOutcome, now
+from bioprior.registry.planning.spec import TrainingSpec
+from bioprior.registry.planning.steps import EvaluateStep, TrainStep
+from bioprior.registry.submissions.loading import Component
+from bioprior.registry.submissions.schema import TrainingRecipe
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,6 @@ def component_payload(c) -> dict[str, Any]:
 
 
 def component_from_payload(registry, payload: dict[str, Any]):
-    from bioprior.registry.submissions.loading import Component
-
     entry = registry.get(payload["kind"], payload["name"])
     if entry.version != payload["version"]:
         raise RuntimeError(
@@ -77,9 +79,6 @@ def training_payload(spec) -> dict[str, Any]:
 
 
 def training_from_payload(registry, payload: dict[str, Any]):
-    from bioprior.registry.planning.spec import TrainingSpec
-    from bioprior.registry.submissions.schema import TrainingRecipe
-
     return TrainingSpec(
         model=component_from_payload(registry, payload["model"]),
         constraints=tuple(component_from_payload(registry, c) for c in payload["constraints"]),
@@ -92,12 +91,9 @@ def training_from_payload(registry, payload: dict[str, Any]):
 def step_payload(step) -> dict[str, Any]:
     """A JSON-able description of a step: today's Job (an evaluation with lazy training), a
     planner's training or evaluation step, or a step with ``to_payload()``."""
-    from bioprior.registry.planning.steps import EvaluateStep
-    from bioprior.registry.planning.steps import TrainStep as PlannedTraining
-
     if hasattr(step, "to_payload"):  # a step type that knows how to travel
         return {"type": "custom", "key": step.key, "payload": step.to_payload()}
-    if isinstance(step, PlannedTraining):  # the planner's (possibly batched) training step
+    if isinstance(step, TrainStep):  # the planner's (possibly batched) training step
         return {
             "type": "train_batch",
             "key": step.key,
@@ -128,9 +124,7 @@ def step_from_payload(registry, payload: dict[str, Any]):
     if payload["type"] == "custom":
         raise RuntimeError("a custom step type needs its own worker to be rebuilt")
     if payload["type"] == "train_batch":
-        from bioprior.registry.planning.steps import TrainStep as PlannedTraining
-
-        planned = PlannedTraining(
+        planned = TrainStep(
             tuple(training_from_payload(registry, m) for m in payload["members"]),
             payload.get("note", ""),
             depends_on=tuple(payload.get("depends_on", ())),
@@ -142,7 +136,6 @@ def step_from_payload(registry, payload: dict[str, Any]):
                 "its plugins differ from the driver's"
             )
         return planned
-    from bioprior.registry.planning.jobs import Job
 
     job = Job(
         payload["submission"],
@@ -157,8 +150,6 @@ def step_from_payload(registry, payload: dict[str, Any]):
             "its plugins differ from the driver's"
         )
     if payload["type"] == "evaluate":
-        from bioprior.registry.planning.steps import EvaluateStep
-
         return EvaluateStep(job, tuple(payload.get("depends_on", ())))
     return job
 
@@ -179,25 +170,17 @@ def outcome_payload(outcome) -> dict[str, Any]:
 
 def _outcome_class(step, default):
     """The outcome class for a step: the planner's training steps get a TrainOutcome."""
-    from bioprior.registry.planning.outcomes import TrainOutcome
-    from bioprior.registry.planning.steps import TrainStep as PlannedTraining
-
-    if isinstance(step, PlannedTraining):
+    if isinstance(step, TrainStep):
         return TrainOutcome
     return getattr(step, "outcome_class", default)
 
 
 def _attached(cls, step):
     """What an outcome of ``cls`` holds: an evaluation step's outcome holds its job."""
-    from bioprior.registry.planning.outcomes import JobOutcome
-    from bioprior.registry.planning.steps import EvaluateStep
-
     return step.job if cls is JobOutcome and isinstance(step, EvaluateStep) else step
 
 
 def outcome_from_payload(step, payload: dict[str, Any]):
-    from bioprior.registry.hooks.entries import load_attribute
-
     cls = _outcome_class(step, load_attribute(payload["class"]))
     names = {f.name for f in dataclasses.fields(cls)}
     fields = {k: v for k, v in payload["fields"].items() if k in names}
@@ -206,8 +189,6 @@ def outcome_from_payload(step, payload: dict[str, Any]):
 
 def failed_payload(error: str, error_class: str, started: str = "") -> dict[str, Any]:
     """The payload of a failed outcome, for a step that could not be rebuilt or prepared."""
-    from bioprior.registry.planning.outcomes import now
-
     fields = {"status": "failed", "error": error, "error_class": error_class}
     return {
         "class": "bioprior.registry.planning.outcomes:JobOutcome",
@@ -217,8 +198,6 @@ def failed_payload(error: str, error_class: str, started: str = "") -> dict[str,
 
 def failed_outcome(step, error: str, error_class: str, started: str = "", duration: float = 0.0):
     """A failed outcome for a step that never returned one (killed, lost, not run)."""
-    from bioprior.registry.planning.outcomes import JobOutcome, now
-
     cls = _outcome_class(step, JobOutcome)
     return cls(
         _attached(cls, step),
@@ -229,6 +208,3 @@ def failed_outcome(step, error: str, error_class: str, started: str = "", durati
         finished_at=now(),
         duration_s=duration,
     )
-
-
-# -- the worker ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.hooks.loading import Registry
+from bioprior.registry.planning.declare import Declared, declared_trainings, training_keys
 from bioprior.registry.planning.jobs import Job
 from bioprior.registry.planning.spec import TrainingSpec
 
@@ -54,10 +55,22 @@ class EvaluateStep:
     job: Job
     depends_on: tuple[str, ...] = ()
     kind: str = "evaluate"
+    #: the trainings the job's benchmark declared (None: not declared here, e.g. a step rebuilt
+    #: from its payload, whose runner declares them)
+    trainings: tuple[TrainingSpec, ...] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
         return self.job.key
+
+    @property
+    def declared(self) -> tuple[TrainingSpec, ...]:
+        """The trainings it declared (before they are declared: the job's own)."""
+        return (self.job.training,) if self.trainings is None else self.trainings
+
+    @property
+    def training_keys(self) -> frozenset[str]:
+        return training_keys(self.declared)
 
     @property
     def submission(self) -> str:
@@ -72,6 +85,18 @@ class EvaluateStep:
 Step = TrainStep | EvaluateStep
 
 
+def step_training_keys(step: Any) -> frozenset[str]:
+    """The trainings an evaluation step may ask for (their weights go where it runs): a planned
+    evaluation's declared ones, a bare job's own, a custom step's ``training_keys`` (of it or
+    of its ``job``); none for a training step."""
+    if isinstance(step, EvaluateStep):
+        return step.training_keys
+    target = getattr(step, "job", step)
+    if isinstance(target, Job):
+        return training_keys((target.training,))
+    return frozenset(getattr(target, "training_keys", ()))
+
+
 @dataclass
 class PlanSummary:
     total: int
@@ -79,6 +104,8 @@ class PlanSummary:
     todo: list[Job] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     cached: list[TrainingSpec] = field(default_factory=list)  # declared, weights already saved
+    #: job key -> the trainings its benchmark declared, for every job to run
+    declared: Declared = field(default_factory=dict)
 
     @property
     def trainings(self) -> int:
@@ -107,16 +134,20 @@ def summarize(
     registry: Registry,
     is_cached: Callable[[TrainingSpec], bool] = lambda spec: False,
     batch_limit: Callable[[TrainingSpec, int], int] = lambda spec, size: 1,
+    declared: Declared | None = None,
 ) -> PlanSummary:
     """The steps for the jobs not done: every declared training not cached, deduped by key and
     grouped (``TrainingSpec.batch_group``) into batches of at most ``batch_limit(first member,
     group size)``, then the evaluations, each depending on the steps that train what it
-    declared."""
+    declared. ``declared``: the caller's cache of declared trainings (filled here; pass the
+    same dict to plan the same jobs again without declaring them twice)."""
+    cache: Declared = {} if declared is None else declared
     todo = [j for j in jobs if (j.submission, j.key) not in done]
+    trainings = {j.key: declared_trainings(j, registry, cache) for j in todo}
     needed: dict[str, TrainingSpec] = {}
     users: dict[str, dict[str, None]] = {}  # training key -> the submissions that need it
     for job in todo:
-        for spec in job.declare(registry):
+        for spec in trainings[job.key]:
             needed.setdefault(spec.key, spec)
             users.setdefault(spec.key, {})[job.submission] = None
 
@@ -143,6 +174,7 @@ def summarize(
             steps.append(train_step(tuple(members[i : i + k])))
     step_of = {m.key: s.key for s in steps if isinstance(s, TrainStep) for m in s.members}
     for job in todo:
-        deps = dict.fromkeys(step_of[s.key] for s in job.declare(registry) if s.key in step_of)
-        steps.append(EvaluateStep(job, tuple(deps)))
-    return PlanSummary(len(jobs), len(jobs) - len(todo), todo, steps, cached)
+        specs = trainings[job.key]
+        deps = dict.fromkeys(step_of[s.key] for s in specs if s.key in step_of)
+        steps.append(EvaluateStep(job, tuple(deps), trainings=specs))
+    return PlanSummary(len(jobs), len(jobs) - len(todo), todo, steps, cached, trainings)

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from bioprior.registry.base.paths import weights_dir
+
 from .data import (
     FLAG_LABELS,
     KNOWN_COLUMNS,
@@ -62,8 +64,6 @@ def build_report(
     ``weights_dirs``: where the cached weights (and with them the training histories behind the
     learning curves) are looked for; default ``weights/`` beside the database, then
     ``$BIOPRIOR_HOME/weights``."""
-    from bioprior.registry.base.paths import weights_dir
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"-o: {out} exists and is not a directory")

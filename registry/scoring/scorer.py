@@ -10,8 +10,10 @@ from pathlib import Path
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.paths import home as default_home
 from bioprior.registry.base.progress import Reporter
+from bioprior.registry.contracts.neural_data import NeuralDataRef, load_neural_data
 from bioprior.registry.execution.local import Executor, LocalExecutor
 from bioprior.registry.hooks.loading import Registry, get_registry
+from bioprior.registry.planning.declare import Declared
 from bioprior.registry.planning.jobs import Job, plan
 from bioprior.registry.planning.outcomes import JobOutcome, Outcome
 from bioprior.registry.planning.spec import root_dataset
@@ -60,6 +62,8 @@ class Scorer:
         #: members per batched training; None: as many as fit in memory (registry.estimate)
         self.max_batch = max_batch
         self._service = None
+        #: job key -> the trainings its benchmark declared (each job is declared once)
+        self.declared: Declared = {}
 
     def load(self, paths: Iterable[str | Path]) -> list[LoadedSubmission]:
         return [load_submission(p, self.registry) for p in paths]
@@ -73,13 +77,16 @@ class Scorer:
             self.registry,
             is_cached=lambda spec: (weights / f"{spec.key}.safetensors").exists(),
             batch_limit=self._batch_limit,
+            declared=self.declared,
         )
         return jobs, summary
 
     def fresh(self, jobs: list[Job]) -> PlanSummary:
         """The plan of these jobs from scratch (nothing done, nothing cached): the shape of the
         work, the same before a run and when it resumes (the CPU workers are counted on it)."""
-        return summarize(jobs, set(), self.registry, batch_limit=self._batch_limit)
+        return summarize(
+            jobs, set(), self.registry, batch_limit=self._batch_limit, declared=self.declared
+        )
 
     def _batch_limit(self, spec, size: int) -> int:
         if self.max_batch is not None:
@@ -116,7 +123,7 @@ class Scorer:
         if not summary.todo:
             return report
         service = self.service()
-        self.preflight(summary.todo, service)
+        self.preflight(summary.todo, service, summary.declared)
         if estimates is not None:
             report.estimates = {k: e.seconds for k, e in estimates.items()}
         worker = StepRunner(service, self.registry)
@@ -138,14 +145,16 @@ class Scorer:
         return report
 
     @staticmethod
-    def preflight(jobs: Sequence[Job], service) -> None:
+    def preflight(jobs: Sequence[Job], service, declared: Declared | None = None) -> None:
         """Load every source dataset once before any job runs: a missing dataset is bad input
-        (raised as :class:`PreflightError`), not a string of failed jobs."""
+        (raised as :class:`PreflightError`), not a string of failed jobs. ``declared``: the
+        trainings each job's benchmark declared, by job key (a job not in it: its own)."""
+        declared = {} if declared is None else declared
         from bioprior.registry.toolkit.data import DataUnavailable, source_field
 
         checked: set[str] = set()
         for job in jobs:
-            for spec in job.declared:  # the job's own training and those its benchmark declared
+            for spec in declared.get(job.key, (job.training,)):  # what its benchmark declared
                 root = root_dataset(spec.dataset)
                 key = content_hash(root.spec)
                 if key in checked:
@@ -164,7 +173,6 @@ class Scorer:
     def _preflight_neural_data(job: Job, checked: set[str]) -> None:
         """Build every neural dataset the job's constraints and benchmark name (a missing or
         malformed file is bad input, like a missing dataset)."""
-        from bioprior.registry.contracts.neural_data import NeuralDataRef, load_neural_data
         from bioprior.registry.toolkit.data import DataUnavailable
 
         parts = [(f"constraints.{c.entry.name}", c) for c in job.training.constraints]

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bioprior.registry.planning.jobs import Job
-from bioprior.registry.store.results import ResultStore
+from bioprior.registry.planning.jobs import Job, plan
+from bioprior.registry.scoring.scorer import Scorer
+from bioprior.registry.store.results import ResultStore, _json_default
 from bioprior.registry.submissions.loading import LoadedSubmission
 
 
@@ -39,8 +40,6 @@ class Drift:
 
 
 def _canonical(metrics: Any) -> str:
-    from bioprior.registry.store.results import _json_default
-
     return json.dumps(metrics, sort_keys=True, default=_json_default)
 
 
@@ -98,9 +97,6 @@ def verify(
 ) -> tuple[list[Drift], int]:
     """Retrain the first ``count`` finished jobs of ``loaded`` (plan order) without the weights
     cache; returns one :class:`Drift` per job and how many finished jobs there were."""
-    from bioprior.registry.planning.jobs import plan
-    from bioprior.registry.scoring.scorer import Scorer
-
     rows = {(r["submission"], r["job_key"]): r for r in store.rows(status="ok")}
     jobs = plan(loaded)
     finished: list[Job] = [j for j in jobs if (j.submission, j.key) in rows]

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
+from bioprior import __version__
+from bioprior.registry.base.failures import classify_error_text
+from bioprior.registry.base.provenance import capture
 from bioprior.registry.planning.outcomes import JobOutcome
 
 SCHEMA = """
@@ -142,9 +145,6 @@ class ResultStore:
 
     def write(self, outcome: JobOutcome) -> bool:
         """Insert or replace a failed row, in one transaction; returns False if an ok row exists."""
-        from bioprior import __version__
-        from bioprior.registry.base.provenance import capture
-
         job = outcome.job
         row = {
             "job_key": job.key,
@@ -231,8 +231,6 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
 
 def migrate_error_class(conn: sqlite3.Connection) -> None:
     """Additive migration: the ``error_class`` column (why a job failed, see failures.py)."""
-    from bioprior.registry.base.failures import classify_error_text
-
     columns = {r[1] for r in conn.execute("PRAGMA table_info(results)")}
     if "error_class" in columns:
         return

@@ -30,6 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bioprior.registry.base.paths import data_root
+
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 MAX_NPY_HEADER = 64 * 1024
 MAX_IMAGES = 200_000
@@ -241,8 +243,6 @@ CHECKS: dict[str, Callable[[Path], Any]] = {
 def resolve(value: str) -> Path | None:
     """A path parameter as plugins resolve it (as given, else under the data root); None if it
     does not exist (a missing file is reported by the plugin at preflight, with its own hint)."""
-    from bioprior.registry.base.paths import data_root
-
     given = Path(value).expanduser()
     if given.exists():
         return given

@@ -26,7 +26,7 @@ from bioprior.registry.base import safe_yaml
 from bioprior.registry.base.safe_yaml import preview
 from bioprior.registry.hooks.entries import PluginEntry
 from bioprior.registry.hooks.loading import Registry, UnknownPluginError
-from bioprior.registry.submissions.files import models_in
+from bioprior.registry.submissions.files import check_fields, models_in
 from bioprior.registry.submissions.schema import (
     MAX_NAME,
     PLUGIN_KIND,
@@ -264,8 +264,6 @@ def check_references(
 ) -> None:
     """Resolve every plugin that ``params`` names (through ``registry``), validate its params
     (recursively), and check every file that a marked field names (``filecheck``)."""
-    from bioprior.registry.submissions.files import check_fields
-
     for loc, msg in check_fields(params):
         errors.append((path + loc, msg))
     if depth >= MAX_REF_DEPTH:

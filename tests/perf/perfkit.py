@@ -31,7 +31,7 @@ def device_name() -> str:
 def matmul_rate(precision: str) -> float:
     """FLOP/s of a large matmul in ``precision`` ("bf16" or "fp32") on this device, at this
     process's thread count on a CPU: the device's practical peak, the best of five short trials
-    (on a shared VM one trial can fall in a slow minute and put a side above 100% of it). A step
+    (on a busy machine one trial can fall in a slow minute and put a side above 100% of it). A step
     that runs near it cannot be made much faster by batching."""
     import time
 
@@ -87,7 +87,7 @@ def interleave(
 ) -> Any:
     """Time ``engine`` with pytest-benchmark and one ``reference`` run before each of its rounds
     (pedantic's setup, timed here, synchronized): both sides then share the same minutes of a
-    machine whose speed drifts. On a shared 2-core VM it drifts 20-30% within minutes, which
+    machine whose speed drifts. A shared virtual machine's can drift 20-30% within minutes, which
     moves a ratio of two tests run one after the other as much. The reference's times go to
     ``extra_info["interleaved_reference_s"]``; ``python -m bioprior.perf`` prints the pair's
     ratio from them beside the one from the reference's own test."""

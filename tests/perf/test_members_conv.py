@@ -7,7 +7,7 @@ K and precision as test_batched_training.py.
 Where convolutions are most of a step, this pair bounds the batched-K pair: members trained
 together gain little more than their convolutions do. On 2 AVX-512 cores in fp32 (no AMX),
 width-0.1 small_alexnet's convolutions ran at 45-96% of the fp32 matmul rate one member at a
-time in three runs (ceilings of 1.0-2.2x; the VM's matmul rate itself drifts between runs) and
+time in three runs (ceilings of 1.0-2.2x; the machine's matmul rate itself drifts between runs) and
 grouped at 0.83-1.25x of that speed; small_inception's ran at 9-20% in turn and 1.5-1.9x faster
 grouped (oneDNN's grouped kernels reached 17-35%). Either way the convolutions keep K = 8 far
 from 4x there."""

@@ -89,7 +89,7 @@ def test_dataloader_reference_epoch(benchmark, record, digits):
 @pytest.mark.gpu
 @pytest.mark.benchmark(group="train-epoch-resnet18-cifar")
 def test_resnet18_cifar_epoch_bf16(benchmark, record):
-    """The issue's GPU target: a 50k-image 32 px epoch of a CIFAR-stem ResNet-18 in bf16."""
+    """The GPU target: a 50k-image 32 px epoch of a CIFAR-stem ResNet-18 in bf16."""
     if DEVICE.type != "cuda":
         pytest.skip("needs a GPU")
     torch.manual_seed(0)

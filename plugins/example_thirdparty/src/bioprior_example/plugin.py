@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from bioprior import hookimpl
-from bioprior.registry.contracts.constraint import UNKNOWN_GEOMETRY, Constraint
-from bioprior.registry.hooks.entries import ImageModelParams, PluginParams
+from bioprior.plugin import UNKNOWN_GEOMETRY, Constraint, ImageModelParams, PluginParams, hookimpl
 
 
 class LeNet5Params(ImageModelParams):
@@ -22,7 +20,7 @@ class SynapticFailure(Constraint):
     """Stochastic transmission failure (Bernoulli, rescaled like dropout) after every hidden activation."""
 
     def apply(self, module, geometry=UNKNOWN_GEOMETRY):  # torch is imported here, not at the top
-        from bioprior.registry.toolkit.layers import hidden_activations
+        from bioprior.plugin import hidden_activations
 
         from .layers import Failure
 

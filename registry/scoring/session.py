@@ -1,0 +1,224 @@
+"""The one scoring sequence of ``bioprior score`` and :func:`bioprior.score`.
+
+::
+
+    options = ScoreOptions.parse(...)                   # checked before anything is opened
+    with ScoringSession(options, reporter) as session:  # the results database, threads, data root
+        result = session.score(files)                   # load, plan, executor, run, close
+
+``session.score`` is ``load`` then ``verify`` (``--verify N``) or ``plan``, then ``run`` unless
+it is a dry run; a front end that prints between the steps calls them itself. Bad input is
+raised, typed: :class:`.options.OptionError` (one line naming the option),
+:class:`.scorer.PreflightError`, :class:`.loading.InvalidSubmission`; the front ends say it
+their way (the CLI: one line and exit 2; the API: the exception).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from bioprior.registry.base import threads as thread_choice
+from bioprior.registry.base.paths import using_data_root
+from bioprior.registry.base.progress import Reporter
+from bioprior.registry.hooks.loading import Registry, get_registry
+from bioprior.registry.planning.jobs import Job
+from bioprior.registry.planning.steps import PlanSummary
+from bioprior.registry.scoring import verify as verification
+from bioprior.registry.scoring.executors import Execution, build_executor, runs_in_process
+from bioprior.registry.scoring.options import OptionError, ScoreOptions
+from bioprior.registry.scoring.scorer import Scorer, ScoreReport
+from bioprior.registry.scoring.verify import Drift
+from bioprior.registry.scoring.workers import WorkerPlan, plan_workers
+from bioprior.registry.store.results import ResultStore
+from bioprior.registry.submissions.files import writable_problem
+from bioprior.registry.submissions.loading import LoadedSubmission, load_submission
+
+
+@dataclass
+class Planned:
+    """A run's plan: the jobs, the steps left to do, how the steps share the threads, the
+    estimates (where plugin code may run in this process) and whether it does."""
+
+    jobs: list[Job]
+    summary: PlanSummary
+    sharing: WorkerPlan
+    estimates: dict[str, Any] = field(default_factory=dict)
+    in_process: bool = True
+
+
+@dataclass
+class ScoreResult:
+    """What a run gives back: its plan, the report of what ran (None for a dry run or
+    ``--verify``), the wall time, the stored rows of its submissions, or the drifts found."""
+
+    loaded: list[LoadedSubmission]
+    planned: Planned | None = None
+    report: ScoreReport | None = None
+    wall_s: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    drifts: list[Drift] | None = None  # --verify: one per job rerun
+    finished: int = 0  # --verify: the finished jobs there were
+
+
+def open_store(options: ScoreOptions) -> ResultStore:
+    """The results database (a dry run on a fresh home creates nothing)."""
+    try:
+        return ResultStore(
+            ":memory:" if options.dry_run and not options.db.exists() else options.db
+        )
+    except Exception as exc:  # sqlite errors on a bad path
+        raise OptionError("--db", f"cannot open {options.db}: {exc}") from exc
+
+
+def check_writable(db: Path, home: Path) -> None:
+    """Raise :class:`OptionError` before anything trains unless everything a run writes can be
+    written: the database (already opened), the weights cache and the stimulus cache."""
+    folders = [("BIOPRIOR_HOME", home / "weights"), ("BIOPRIOR_HOME", home / "stimuli")]
+    if str(db) != ":memory:":
+        folders.insert(0, ("--db", db.parent))
+    for option, folder in folders:
+        problem = writable_problem(folder)
+        if problem:
+            raise OptionError(option, f"{problem} (nothing was run)")
+
+
+class ScoringSession:
+    """One ``score`` run. Entering opens the results database and applies the thread choice and
+    the data root; leaving closes the database (and restores the caller's thread count where
+    ``options.restore_threads``)."""
+
+    def __init__(self, options: ScoreOptions, reporter: Reporter, registry: Registry | None = None):
+        self.options, self.reporter = options, reporter
+        self.registry = registry or get_registry()
+        self.loaded: list[LoadedSubmission] = []
+        self._stack = ExitStack()
+
+    def __enter__(self) -> Self:
+        options = self.options
+        self.store = open_store(options)
+        with ExitStack() as stack:
+            stack.enter_context(self.store)
+            if options.restore_threads:
+                stack.enter_context(thread_choice.using(options.threads))
+            else:
+                thread_choice.apply(options.threads)
+            stack.enter_context(using_data_root(options.data_root))
+            self._stack = stack.pop_all()
+        self.scorer = Scorer(
+            self.store,
+            self.registry,
+            device=options.device,
+            reporter=self.reporter,
+            max_batch=options.batch,
+        )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def path_of(self, submission: str) -> Path | None:
+        """The file a loaded submission came from (for messages about it)."""
+        return next((s.path for s in self.loaded if s.submission.name == submission), None)
+
+    def load(self, submissions: Sequence[str | Path | LoadedSubmission]) -> list[LoadedSubmission]:
+        """Submission files (or submissions loaded already), checked against the registry."""
+        self.loaded = [
+            s if isinstance(s, LoadedSubmission) else load_submission(s, self.registry)
+            for s in submissions
+        ]
+        return self.loaded
+
+    def verify(self, count: int) -> tuple[list[Drift], int]:
+        """``--verify N``: retrain up to ``count`` finished jobs without the weights cache."""
+        names = ", ".join(s.submission.name for s in self.loaded)
+        self.reporter.message(
+            f"verify: retraining up to {count} finished job(s) of {names} without the weights "
+            f"cache; {self.options.threads.describe()}"
+        )
+        return verification.verify(
+            self.loaded, self.store, self.registry, count, self.options.device, self.reporter
+        )
+
+    def plan(self) -> Planned:
+        """Plan the loaded submissions, share the threads among the workers, say so (the plan
+        line) and estimate each step where plugin code may run in this process."""
+        options, scorer = self.options, self.scorer
+        in_process = options.unclaimed_in_process or runs_in_process(
+            options.execution, self.loaded, options.device
+        )
+        if not in_process and options.batch is None:
+            scorer.max_batch = 1  # no batching calibration in the driver: steps are isolated
+        jobs, summary = scorer.plan(self.loaded)
+        sharing = plan_workers(
+            options.execution,
+            lambda: scorer.fresh(jobs),
+            options.device,
+            options.threads,
+            scorer if in_process else None,
+        )
+        self.reporter.message(f"plan: {summary.describe()}; {sharing.described}")
+        planned = Planned(jobs, summary, sharing, in_process=in_process)
+        if options.estimate and summary.todo and in_process:
+            each = thread_choice.ThreadChoice(
+                sharing.per_worker, "--workers", options.threads.cores
+            )
+            with thread_choice.using(each):  # what each worker will have
+                planned.estimates = scorer.estimate(summary)
+        return planned
+
+    def run(self, planned: Planned) -> ScoreResult:
+        """Check that everything can be written, build the executor, run the steps left to do,
+        close the executor; the rows of the loaded submissions."""
+        options, scorer, summary = self.options, self.scorer, planned.summary
+        execution: Execution | None = None
+        try:
+            if summary.todo:
+                check_writable(options.db, scorer.home)
+                if not options.unclaimed_in_process or planned.sharing.workers > 1:
+                    execution = build_executor(
+                        options.execution,
+                        self.loaded,
+                        options.device,
+                        db=options.db,
+                        home=scorer.home,
+                        reporter=self.reporter,
+                        sharing=planned.sharing,
+                    )
+                    scorer.executor = execution.executor
+            started = time.perf_counter()
+            report = scorer.run(summary, planned.estimates)
+            wall_s = time.perf_counter() - started
+        finally:
+            if execution is not None:
+                execution.close()
+        names = {s.submission.name for s in self.loaded}
+        rows = [r for r in self.store.rows() if r["submission"] in names]
+        return ScoreResult(self.loaded, planned, report, wall_s, rows)
+
+    def score(self, submissions: Sequence[str | Path | LoadedSubmission]) -> ScoreResult:
+        """The whole sequence: load, then verify (``options.verify``) or plan and, unless
+        ``options.dry_run``, run."""
+        loaded = self.load(submissions)
+        if self.options.verify is not None:
+            drifts, finished = self.verify(self.options.verify)
+            return ScoreResult(loaded, drifts=drifts, finished=finished)
+        planned = self.plan()
+        if self.options.dry_run:
+            return ScoreResult(loaded, planned)
+        return self.run(planned)
+
+
+def score_submissions(
+    submissions: Sequence[str | Path | LoadedSubmission],
+    options: ScoreOptions,
+    reporter: Reporter,
+    registry: Registry | None = None,
+) -> ScoreResult:
+    """Score ``submissions`` (files, or submissions loaded already) as ``options`` say."""
+    with ScoringSession(options, reporter, registry) as session:
+        return session.score(submissions)
