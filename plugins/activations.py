@@ -2,17 +2,7 @@
 :mod:`bioprior.plugins.capacity.nn`. Import from :mod:`bioprior.plugins.capacity.nn`; plugin-
 facing names from :mod:`bioprior.plugin`."""
 
-import warnings
-
-from bioprior.plugins.capacity import nn as _moved
+from bioprior._moved import moved
 from bioprior.plugins.capacity.nn import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugins.capacity.nn",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)
+__getattr__ = moved(__name__, "bioprior.plugins.capacity.nn", use="bioprior.plugins.capacity.nn")

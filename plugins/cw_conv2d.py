@@ -2,17 +2,9 @@
 :mod:`bioprior.plugins.surrogates.nn`. Import from :mod:`bioprior.plugins.surrogates.nn`;
 plugin-facing names from :mod:`bioprior.plugin`."""
 
-import warnings
-
-from bioprior.plugins.surrogates import nn as _moved
+from bioprior._moved import moved
 from bioprior.plugins.surrogates.nn import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugins.surrogates.nn",
-    DeprecationWarning,
-    stacklevel=2,
+__getattr__ = moved(
+    __name__, "bioprior.plugins.surrogates.nn", use="bioprior.plugins.surrogates.nn"
 )
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)

@@ -2,17 +2,9 @@
 :mod:`bioprior.plugins.datasets.sources`. Import from :mod:`bioprior.plugins.datasets.sources`;
 plugin-facing names from :mod:`bioprior.plugin`."""
 
-import warnings
-
-from bioprior.plugins.datasets import sources as _moved
+from bioprior._moved import moved
 from bioprior.plugins.datasets.sources import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugins.datasets.sources",
-    DeprecationWarning,
-    stacklevel=2,
+__getattr__ = moved(
+    __name__, "bioprior.plugins.datasets.sources", use="bioprior.plugins.datasets.sources"
 )
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)

@@ -2,17 +2,9 @@
 :mod:`bioprior.plugins.datasets.derivations`. Import from
 :mod:`bioprior.plugins.datasets.derivations`; plugin-facing names from :mod:`bioprior.plugin`."""
 
-import warnings
-
-from bioprior.plugins.datasets import derivations as _moved
+from bioprior._moved import moved
 from bioprior.plugins.datasets.derivations import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugins.datasets.derivations",
-    DeprecationWarning,
-    stacklevel=2,
+__getattr__ = moved(
+    __name__, "bioprior.plugins.datasets.derivations", use="bioprior.plugins.datasets.derivations"
 )
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)

@@ -2,17 +2,7 @@
 :mod:`bioprior.plugins.evanson.nn`. Import from :mod:`bioprior.plugins.evanson.nn`; plugin-
 facing names from :mod:`bioprior.plugin`."""
 
-import warnings
-
-from bioprior.plugins.evanson import nn as _moved
+from bioprior._moved import moved
 from bioprior.plugins.evanson.nn import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugins.evanson.nn",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)
+__getattr__ = moved(__name__, "bioprior.plugins.evanson.nn", use="bioprior.plugins.evanson.nn")

@@ -2,17 +2,9 @@
 :mod:`bioprior.plugins.flexible_layer.nn`. Import from
 :mod:`bioprior.plugins.flexible_layer.nn`; plugin-facing names from :mod:`bioprior.plugin`."""
 
-import warnings
-
-from bioprior.plugins.flexible_layer import nn as _moved
+from bioprior._moved import moved
 from bioprior.plugins.flexible_layer.nn import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugins.flexible_layer.nn",
-    DeprecationWarning,
-    stacklevel=2,
+__getattr__ = moved(
+    __name__, "bioprior.plugins.flexible_layer.nn", use="bioprior.plugins.flexible_layer.nn"
 )
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)

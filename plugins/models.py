@@ -2,17 +2,7 @@
 :mod:`bioprior.plugins.zhang2017`. Import from :mod:`bioprior.plugins.zhang2017`; plugin-facing
 names from :mod:`bioprior.plugin`."""
 
-import warnings
-
-from bioprior.plugins import zhang2017 as _moved
+from bioprior._moved import moved
 from bioprior.plugins.zhang2017 import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugins.zhang2017",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)
+__getattr__ = moved(__name__, "bioprior.plugins.zhang2017", use="bioprior.plugins.zhang2017")

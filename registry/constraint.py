@@ -2,17 +2,7 @@
 :mod:`bioprior.registry.contracts.constraint`. Plugins import from :mod:`bioprior.plugin`
 (docs/plugin-api.md)."""
 
-import warnings
-
-from bioprior.registry.contracts import constraint as _moved
+from bioprior._moved import moved
 from bioprior.registry.contracts.constraint import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugin",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)
+__getattr__ = moved(__name__, "bioprior.registry.contracts.constraint")

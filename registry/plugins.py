@@ -2,17 +2,7 @@
 :mod:`bioprior.registry.hooks.loading`. Plugins import from :mod:`bioprior.plugin` (docs/plugin-
 api.md)."""
 
-import warnings
-
-from bioprior.registry.hooks import loading as _moved
+from bioprior._moved import moved
 from bioprior.registry.hooks.loading import *
 
-warnings.warn(
-    f"Importing from {__name__} is deprecated, please import from bioprior.plugin",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str):  # the moved module's other names, private ones included
-    return getattr(_moved, name)
+__getattr__ = moved(__name__, "bioprior.registry.hooks.loading")

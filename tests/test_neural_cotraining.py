@@ -269,10 +269,10 @@ def test_params_schema_defaults_and_data_validation(registry):
 
 
 def test_similarity_only_data_is_rejected(registry, monkeypatch):
-    from bioprior.registry.contracts import neural_data as neural
+    from bioprior.plugins.neural_cotraining import nn as cotraining
 
     fake = NeuralData("sim", torch.rand(10, 1, 8, 8), similarity=torch.eye(10))
-    monkeypatch.setattr(neural, "load_neural_data", lambda ref: fake)
+    monkeypatch.setattr(cotraining, "load_neural_data", lambda ref: fake)
     with pytest.raises(ConstraintError, match="needs responses"):
         _model(registry)
 

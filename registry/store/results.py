@@ -13,7 +13,8 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -93,6 +94,24 @@ def database_problem(path: Path) -> str | None:
     return None
 
 
+#: how long a scorer waits for another one that holds the database
+BUSY_TIMEOUT_S = 30.0
+
+
+def _while_locked(statement: Callable[[], Any]) -> Any:
+    """Run ``statement``, again while SQLite says the database is locked: switching a new
+    database to WAL (or creating its tables) while another scorer does the same can fail at once,
+    without the busy timeout (SQLite returns SQLITE_BUSY to avoid a deadlock)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            return statement()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class ResultStore:
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
@@ -102,11 +121,11 @@ class ResultStore:
             self.conn.row_factory = sqlite3.Row
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        _while_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        _while_locked(lambda: self.conn.executescript(SCHEMA))
         have = {r["name"] for r in self.conn.execute("PRAGMA table_info(results)")}
         for column, kind in ADDED_COLUMNS.items():
             if column not in have:
