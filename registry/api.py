@@ -41,7 +41,7 @@ class InputMismatch(ValueError):
 def dataset_geometry(dataset: str) -> dict[str, int]:
     """``in_channels``, ``input_size`` and ``num_classes`` of a named dataset (a derivation's are
     its default source's): from the entry's declared ``geometry``, else from its data."""
-    from bioprior.registry.toolkit.data import DataUnavailable
+    from bioprior.registry.toolkit.data import DataUnavailable  # lazy: torch
 
     entry = get_registry().get("dataset", dataset)
     if entry.extra.get("derivation"):

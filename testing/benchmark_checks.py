@@ -61,7 +61,7 @@ def submission_for(s: Subject) -> dict[str, Any]:
 def _run_once(s: Subject, home: Path):
     import torch
 
-    from bioprior.registry.engine.service import TrainingService
+    from bioprior.registry.engine.service import TrainingService  # lazy: torch
     from bioprior.registry.planning.declare import (  # lazy: core internals (pydantic)
         Declared,
         build_benchmark,

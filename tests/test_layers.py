@@ -4,9 +4,10 @@
 layers below its own, never from a layer above or beside it (``toolkit`` and ``submissions`` are
 independent of each other, and so are ``engine`` and ``execution``: executors are handed the
 worker). No file-level import cycle, in ``registry/`` or in ``testing/``. Imports placed inside
-functions count like the others; they are allowed only where the imported module is heavy (it
-imports torch or another large library, so importing it lazily keeps ``import bioprior`` and
-the CLI's start light) or where the line says why (``# lazy: <reason>``). Imports under
+functions count like the others, and each in-function import of a bioprior module says why on
+its line (``# lazy: <reason>``: it imports torch, which ``import bioprior`` and the CLI's start
+must not, or it would close a cycle); a light one (importing neither torch nor another large
+library) without a reason is reported as belonging at the top. Imports under
 ``if TYPE_CHECKING:`` are annotations only and do not count.
 """
 
@@ -202,15 +203,11 @@ class ImportGraph:
                 continue
             lines = self.modules[module].read_text().splitlines()
             for target, line, lazy in found:
-                if (
-                    lazy
-                    and target in self.modules
-                    and not self.heavy(target)
-                    and "lazy:" not in lines[line - 1]
-                ):
-                    bad.append(
-                        f"{self.where(module, line)}: {target} (light: import it at the top)"
-                    )
+                if not lazy or target not in self.modules or "lazy:" in lines[line - 1]:
+                    continue
+                heavy = self.heavy(target)
+                why = "say why: # lazy: <reason>" if heavy else "light: import it at the top"
+                bad.append(f"{self.where(module, line)}: {target} ({why})")
         return sorted(set(bad))
 
 
@@ -239,8 +236,8 @@ def test_lazy_imports_are_heavy_or_say_why(graph, prefix):
 
 
 def test_the_checks_catch_a_back_import_a_cycle_and_a_light_lazy_import(tmp_path):
-    """Not vacuous: a base module that imports the engine, two modules importing each other and
-    a light module imported inside a function are each reported."""
+    """Not vacuous: a base module that imports the engine, two modules importing each other, a
+    heavy module imported inside a function without a reason and a light one are reported."""
     (tmp_path / "a.py").write_text(
         "from bioprior.registry.engine.trainer import seeded\n"
         "from bioprior.registry.base import b\n"
@@ -262,5 +259,6 @@ def test_the_checks_catch_a_back_import_a_cycle_and_a_light_lazy_import(tmp_path
     )
     lazy = graph.lazy_without_reason("bioprior.registry.base.b")
     assert lazy == [
-        "bioprior.registry.base.b:3: bioprior.registry.base.hashing (light: import it at the top)"
+        "bioprior.registry.base.b:2: bioprior.registry.base.a (say why: # lazy: <reason>)",
+        "bioprior.registry.base.b:3: bioprior.registry.base.hashing (light: import it at the top)",
     ]

@@ -172,8 +172,8 @@ def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
     """Seconds per optimizer step of this step's K members together, measured with the real
     engine (one warm-up training of a step, then one of ``steps``) on random images of the
     members' geometry; a slight overestimate (the training's setup is included)."""
-    from bioprior.registry.engine.batched import train_batched
-    from bioprior.registry.engine.trainer import train_model
+    from bioprior.registry.engine.batched import train_batched  # lazy: torch
+    from bioprior.registry.engine.trainer import train_model  # lazy: torch
 
     first = step.members[0]
     k = len(step.members)

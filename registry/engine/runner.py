@@ -59,7 +59,7 @@ class StepRunner:
         started, t0 = now(), time.perf_counter()
         device = str(self.service.device)
         try:
-            from bioprior.registry.base.torchvision_compat import ensure_torchvision
+            from bioprior.registry.base.torchvision_compat import ensure_torchvision  # lazy: torch
 
             ensure_torchvision()  # before any benchmark code imports torchvision
             benchmark = build_benchmark(job)

@@ -165,7 +165,7 @@ class TrainingService:
         that fails, falls back to training each member alone; members that still fail are left
         out (their evaluations train them again and fail with their own error). Raises only when
         every member failed."""
-        from bioprior.registry.engine.batched import can_batch, structure
+        from bioprior.registry.engine.batched import can_batch, structure  # lazy: torch
 
         out: dict[int, TrainedModel] = {}
         errors: list[Exception] = []
@@ -228,7 +228,7 @@ class TrainingService:
                     )
                 ]
             else:
-                from bioprior.registry.engine.batched import train_batched
+                from bioprior.registry.engine.batched import train_batched  # lazy: torch
 
                 def on_epoch(member: int, epoch: int, stats: dict[str, float]) -> None:
                     if member == 0:

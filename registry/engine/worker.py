@@ -46,9 +46,9 @@ class StepWorker:
     @property
     def runner(self):
         if self._runner is None:
-            from bioprior.registry.engine.runner import StepRunner
-            from bioprior.registry.engine.service import TrainingService
-            from bioprior.registry.engine.trainer import select_device
+            from bioprior.registry.engine.runner import StepRunner  # lazy: torch
+            from bioprior.registry.engine.service import TrainingService  # lazy: torch
+            from bioprior.registry.engine.trainer import select_device  # lazy: torch
 
             self.settings.apply_environment()
             device = select_device(self.settings.device)

@@ -86,7 +86,7 @@ class PluginEntry:
 
         Implementations may import torchvision or timm, so the torchvision shim is put in place first.
         """
-        from bioprior.registry.base.torchvision_compat import ensure_torchvision
+        from bioprior.registry.base.torchvision_compat import ensure_torchvision  # lazy: torch
 
         ensure_torchvision()
         if callable(self.factory):

@@ -18,7 +18,7 @@ from bioprior.registry.planning.jobs import Job
 from bioprior.registry.planning.spec import TrainingSpec
 
 
-# -- steps (the executor contract, CONTRACT.md) --------------------------------------------------
+# -- steps (what executors run: docs/architecture.md) ---------------------------------------------
 @dataclass(frozen=True)
 class TrainStep:
     """One training, or K trainings batched into one model (``members``)."""

@@ -91,7 +91,7 @@ class Scorer:
     def _batch_limit(self, spec, size: int) -> int:
         if self.max_batch is not None:
             return self.max_batch
-        from bioprior.registry.engine.estimate import auto_batch_limit
+        from bioprior.registry.engine.estimate import auto_batch_limit  # lazy: torch
 
         try:
             return auto_batch_limit(spec, self.service(), size)
@@ -101,8 +101,8 @@ class Scorer:
     def service(self):
         """The training service of this scorer's device (built on first use)."""
         if self._service is None:
-            from bioprior.registry.engine.service import TrainingService
-            from bioprior.registry.engine.trainer import select_device
+            from bioprior.registry.engine.service import TrainingService  # lazy: torch
+            from bioprior.registry.engine.trainer import select_device  # lazy: torch
 
             self._service = TrainingService(
                 self.home, select_device(self.device_name), self.reporter
@@ -112,12 +112,12 @@ class Scorer:
     def estimate(self, summary: PlanSummary):
         """Seconds and FLOPs per step (:mod:`.estimate`: one measured forward, a short
         calibration of the training step on this device)."""
-        from bioprior.registry.engine.estimate import estimate_steps
+        from bioprior.registry.engine.estimate import estimate_steps  # lazy: torch
 
         return estimate_steps(summary.steps, self.service())
 
     def run(self, summary: PlanSummary, estimates: dict | None = None) -> ScoreReport:
-        from bioprior.registry.engine.runner import StepRunner
+        from bioprior.registry.engine.runner import StepRunner  # lazy: torch
 
         report = ScoreReport(summary)
         if not summary.todo:
@@ -150,7 +150,7 @@ class Scorer:
         (raised as :class:`PreflightError`), not a string of failed jobs. ``declared``: the
         trainings each job's benchmark declared, by job key (a job not in it: its own)."""
         declared = {} if declared is None else declared
-        from bioprior.registry.toolkit.data import DataUnavailable, source_field
+        from bioprior.registry.toolkit.data import DataUnavailable, source_field  # lazy: torch
 
         checked: set[str] = set()
         for job in jobs:
@@ -173,7 +173,7 @@ class Scorer:
     def _preflight_neural_data(job: Job, checked: set[str]) -> None:
         """Build every neural dataset the job's constraints and benchmark name (a missing or
         malformed file is bad input, like a missing dataset)."""
-        from bioprior.registry.toolkit.data import DataUnavailable
+        from bioprior.registry.toolkit.data import DataUnavailable  # lazy: torch
 
         parts = [(f"constraints.{c.entry.name}", c) for c in job.training.constraints]
         parts.append((f"benchmarks.{job.benchmark.entry.name}", job.benchmark))

@@ -164,7 +164,7 @@ def evaluate_readout(
     from ``readout.readout_seed`` and restored, the modules' modes restored after."""
     import torch
 
-    from bioprior.registry.toolkit.data import fit_images
+    from bioprior.registry.toolkit.data import fit_images  # lazy: torch
 
     if data is None:
         data, which = readout.held_out()
