@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bioprior.registry.hooks.precedence import BUILTIN_DISTRIBUTION, normalize_distribution
+
 from .kit import KitConfig
 
 SMALL = {"width": 0.125}
@@ -101,11 +103,6 @@ CONFIG = KitConfig(params=PARAMS, family_members={"timm": "test_resnet"})
 def config_for(distribution: str) -> tuple[KitConfig, dict, dict]:
     """(config, expected failures, slow checks) for ``distribution``: bioprior's own table for
     the built-ins, the kit's defaults for anyone else."""
-    from bioprior.registry.hooks.loading import (  # lazy: core internals (pydantic)
-        BUILTIN_DISTRIBUTION,
-        normalize_distribution,
-    )
-
     if normalize_distribution(distribution) == BUILTIN_DISTRIBUTION:
         return CONFIG, EXPECTED_FAILED_CHECKS, SLOW_CHECKS
     return KitConfig(), {}, {}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bioprior import plugin
+from bioprior.registry.hooks.precedence import normalize_distribution
 
 from .checks import checks_of_kind
 from .subject import GEOMETRIES, CheckFailed, CheckSkipped, KitConfig, Subject
@@ -90,8 +91,6 @@ def select_entries(
 ) -> list[PluginEntry]:
     """Entries of ``distribution`` (one or several; None: all), optionally only ``names``
     (globs on ``name`` or ``kind:name``) and one ``kind``."""
-    from bioprior.registry.hooks.loading import normalize_distribution  # lazy: core, pydantic
-
     dists = None
     if distribution is not None:
         dists = {
