@@ -104,8 +104,16 @@ class PlanSummary:
     todo: list[Job] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     cached: list[TrainingSpec] = field(default_factory=list)  # declared, weights already saved
-    #: job key -> the trainings its benchmark declared, for every job to run
-    declared: Declared = field(default_factory=dict)
+
+    @property
+    def declared(self) -> Declared:
+        """Job key -> the trainings its benchmark declared, for every job to run (as its
+        evaluation step carries them)."""
+        return {
+            s.key: s.trainings
+            for s in self.steps
+            if isinstance(s, EvaluateStep) and s.trainings is not None
+        }
 
     @property
     def trainings(self) -> int:
@@ -177,4 +185,4 @@ def summarize(
         specs = trainings[job.key]
         deps = dict.fromkeys(step_of[s.key] for s in specs if s.key in step_of)
         steps.append(EvaluateStep(job, tuple(deps), trainings=specs))
-    return PlanSummary(len(jobs), len(jobs) - len(todo), todo, steps, cached, trainings)
+    return PlanSummary(len(jobs), len(jobs) - len(todo), todo, steps, cached)
