@@ -2,7 +2,8 @@
 
 Two submissions on scikit-learn's digits: ``tiny-noise`` (a tiny AlexNet, internal noise swept
 over sigma 0 and 0.3 kept on at inference, seeds 0 and 1; memorization, corruption, spectral and
-ood_stylized and adversarial with small budgets) and ``tiny-readout`` (co-trained with a readout of SYNTHETIC V1
+ood_stylized and adversarial with small budgets; a ``reference:`` of made-up numbers, which the
+report shows beside the measurement) and ``tiny-readout`` (co-trained with a readout of SYNTHETIC V1
 responses, seed 0: memorization, a 1-cell memorization_capacity, an ood_stylized job whose external folder is missing, so it
 fails, and neural_predictivity).
 """
@@ -75,6 +76,36 @@ NOISE = {
             },
         },
     ],
+    "reference": {  # made-up numbers: no key changes, the report's paper section has rows
+        "source": "made-up numbers ($ not a paper)",
+        "scale": "percent",
+        "entries": [
+            {
+                "variant": {"sigma": 0.0},
+                "benchmark": "adversarial",
+                "metric": "clean_accuracy",
+                "value": 90,
+                "sem": 3,
+                "n": 5,
+            },
+            {
+                "variant": {"sigma": 0.3},
+                "benchmark": "adversarial",
+                "metric": "fgsm@0.1",
+                "value": 50,
+                "sd": 10,
+                "n": 4,
+            },
+            {
+                "variant": {"sigma": 0.3},
+                "minus": {"sigma": 0.0},
+                "benchmark": "memorization",
+                "metric": "natural_test_acc",
+                "value": -5,
+                "sem": 2,
+            },
+        ],
+    },
 }
 
 READOUT = {
@@ -148,4 +179,9 @@ def built_site(root: Path):
     from bioprior.registry.report import build_report
 
     home = scored_home(root)
-    return build_report(home / "results.sqlite", root / "site", weights_dirs=[home / "weights"])
+    return build_report(
+        home / "results.sqlite",
+        root / "site",
+        weights_dirs=[home / "weights"],
+        references=[root / "tiny-noise.yaml"],
+    )

@@ -107,13 +107,13 @@ def test_sweep_batches_into_groups_of_the_limit():
 
 def test_unbatchable_constraint_trains_alone_and_the_plan_says_so():
     sub = tiny_submission(
-        constraints=[{"name": "flexible_layer"}],
+        constraints=[{"name": "vone_block"}],
         model={"name": "small_alexnet", "params": {"width": 0.1, "input_size": 8}},
         seeds=[0, 1],
     )
     _, summary = _summary(sub, batch=8)
     assert len(summary.train_steps) == 4
-    assert all("not batchable: flexible_layer" in s.note for s in summary.train_steps)
+    assert all("not batchable: vone_block" in s.note for s in summary.train_steps)
 
 
 def test_bottleneck_widths_batch_only_when_equal():

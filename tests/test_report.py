@@ -334,6 +334,52 @@ def test_the_store_is_only_read(site, tmp_path):
     assert others <= {"results.sqlite-wal", "results.sqlite-shm"}
 
 
+def test_paper_section_beside_the_stores_means(site, store_rows):
+    """The submission's made-up reference beside the measurement: the means and z worked out
+    here from the store's rows, the table on the page and the figure beside it."""
+    page = (site.out / "submissions" / "tiny-noise.html").read_text()
+    assert 'id="paper-table"' in page and page.count('class="paper-row"') == 3
+    assert "made-up numbers ($ not a paper)" in page and 'href="#paper"' in page
+    sigma = "constraints.0.params.sigma"
+
+    def values(bench, s, read):
+        rows = [
+            r
+            for r in store_rows
+            if r["submission"] == "tiny-noise"
+            and r["benchmark"] == bench
+            and r["variant"][sigma] == s
+            and r["status"] == "ok"
+        ]
+        return [100 * read(r["metrics"]) for r in sorted(rows, key=lambda r: r["seed"])]
+
+    def sem(xs):
+        return statistics.stdev(xs) / len(xs) ** 0.5
+
+    clean = values("adversarial", 0.0, lambda m: m["clean_accuracy"])
+    z = (statistics.fmean(clean) - 90) / (sem(clean) ** 2 + 3**2) ** 0.5
+
+    def fgsm_at_01(m):  # the scored mode's FGSM run at epsilon 0.1 (the third of 0, 0.05, 0.1)
+        return m["modes"][m["score_mode"]]["curves"]["fgsm"]["accuracy_raw"][2]
+
+    fgsm = values("adversarial", 0.3, fgsm_at_01)
+    z_fgsm = (statistics.fmean(fgsm) - 50) / (sem(fgsm) ** 2 + (10 / 4**0.5) ** 2) ** 0.5
+    natural = [values("memorization", s, lambda m: m["natural_test_acc"]) for s in (0.3, 0.0)]
+    diff = statistics.fmean(natural[0]) - statistics.fmean(natural[1])
+    z_diff = (diff + 5) / (sem(natural[0]) ** 2 + sem(natural[1]) ** 2 + 2**2) ** 0.5
+    got = _sub(site, "tiny-noise").paper
+    assert [c.z for c in got] == pytest.approx([z, z_fgsm, z_diff])
+    assert got[2].mean == pytest.approx(diff) and got[2].variant_label == "sigma=0.3 − sigma=0.0"
+    for c in got:
+        assert c.done == 2 and c.verdict in {"agrees", "tension", "disagrees"}
+        assert f"{c.z:+.2f}" in page
+    (plot,) = [p for p in site.plots["tiny-noise"] if p.kind == "paper"]
+    svg = (site.out / plot.path).read_text()
+    assert all(f'id="series-{s}-m{j}"' in svg for s in ("paper", "measured") for j in range(3))
+    assert "$ not a paper" in svg and f'src="../{plot.path}"' in page
+    assert not [p for p in site.plots["tiny-readout"] if p.kind == "paper"]
+
+
 def test_sweep_keys_are_shortened_unambiguously():
     keys = rdata.short_keys(
         [

@@ -1,6 +1,9 @@
 """Built-in datasets: scikit-learn's digits (offline, the embedded default), torchvision's
-CIFAR-10/100, MNIST and Fashion-MNIST from a data root, and derivations of any dataset: the random
-data of Zhang et al. (2017) and tsvetkov2020 (Methods), and class / example subsets (Exp. 2)."""
+CIFAR-10/100 from a data root, MNIST and Fashion-MNIST from their IDX files (gzipped or not) in a
+data root or, for Fashion-MNIST, Debian's copy (``apt-get install dataset-fashion-mnist``: read in
+place from /usr/share/datasets/fashion-mnist; ``$BIOPRIOR_SYSTEM_DATA`` overrides
+/usr/share/datasets), and derivations of any dataset: the random data of Zhang et al. (2017) and
+tsvetkov2020 (Methods), and class / example subsets (Exp. 2)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ class DigitsParams(PluginParams):
 
 class TorchvisionParams(PluginParams):
     root: str | None = Field(
-        default=None, description="Data root (None: $BIOPRIOR_DATA or $BIOPRIOR_HOME/data)."
+        default=None,
+        description="Data root (None: $BIOPRIOR_DATA or $BIOPRIOR_HOME/data, then a system copy "
+        "such as Debian's Fashion-MNIST; given: this folder only).",
     )
     download: bool = Field(default=False, description="Download into the root if missing.")
 
@@ -107,6 +112,12 @@ DERIVATIONS = {
 }
 
 
+DESCRIPTIONS = {
+    "mnist": "MNIST's IDX files (gzipped or not) from <data root>/MNIST/raw.",
+    "fashion_mnist": "Fashion-MNIST's IDX files (gzipped or not) from <data root>/FashionMNIST/raw, "
+    "else Debian's /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist).",
+}
+
 GEOMETRY = {  # (in_channels, input_size, num_classes) of the torchvision datasets
     "cifar10": (3, 32, 10),
     "cifar100": (3, 32, 100),
@@ -130,9 +141,9 @@ def register_datasets(register):
             name=name,
             factory=f"bioprior.plugins.datasets.sources:load_{name}",
             params=TorchvisionParams,
-            version="1",
+            version="1",  # the IDX reader gives torchvision's bytes: same data, same version
             citation=citation,
-            description=f"torchvision {cls_name} from a data root.",
+            description=DESCRIPTIONS.get(name, f"torchvision {cls_name} from a data root."),
             extra={"geometry": GEOMETRY[name]},  # create_model(..., dataset=name) without data
         )
     register(

@@ -50,6 +50,7 @@ def register_models(register):
         citation=EVANSON,
         description="evanson's CIFAR VGG16 (BatchNorm, Dropout2d, 512-100-classes head); conv 2 "
         "(64->64, 3x3, no padding) is the Flexible-Layer site of the flexible_layer constraint.",
+        extra={"batch": []},  # seeds (and learning rates) train as batched members
     )
     register(
         name="flexible_small_net",
@@ -59,4 +60,5 @@ def register_models(register):
         citation=EVANSON,
         description="evanson's small FMNIST net: conv5x5(12) -> FC 120 -> 60 -> classes; its conv "
         "is the Flexible-Layer site of the flexible_layer constraint.",
+        extra={"batch": []},  # seeds (and learning rates) train as batched members
     )

@@ -204,4 +204,7 @@ def register_constraints(register):
         citation=EVANSON,
         description="Conv and max-pool in parallel, mixed per unit by a threshold (Eq. 1, s=50); "
         "learned | uniform | random | conv (baseline) | pool thresholds, reverse variant.",
+        # members share the threshold mode: a learned threshold is a parameter, a uniform one a
+        # buffer, conv / pool have none, so modes differ in structure (engine.batched.structure)
+        extra={"batch": []},
     )

@@ -269,6 +269,14 @@ class NeuralCoTrainingObjective(TrainingObjective):
         evaluation mode with the RNG state preserved (:func:`evaluate_readout`)."""
         return evaluate_readout(self, model, channels, size, data, min_fev, batch_size)
 
+    def training_state(self) -> dict[str, Any]:
+        """Its own data order, the position in it and the epoch's running loss (checkpoints)."""
+        return {"order": self._order, "pos": self._pos, "running": list(self._running)}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self._order, self._pos = state["order"], int(state["pos"])
+        self._running = list(state["running"])
+
     def epoch_metrics(self) -> dict[str, float]:
         total, steps = self._running
         out = {

@@ -9,6 +9,7 @@ import fnmatch
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -288,6 +289,21 @@ class NeuralSimilarityObjective(TrainingObjective):
         self._losses.append(loss.detach())
         self._pairs.append((s_cnn.detach(), self.target[i, j]))
         return task_loss + self.params.alpha * loss
+
+    def training_state(self) -> dict[str, Any]:
+        """The running means of Eq. 9, the epochs left and the epoch's pairs so far (checkpoints)."""
+        return {
+            "running": list(self._running),
+            "epochs_left": self._epochs_left,
+            "losses": list(self._losses),
+            "pairs": list(self._pairs),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self._running = list(state["running"])
+        self._epochs_left = int(state["epochs_left"])
+        self._losses = list(state["losses"])
+        self._pairs = [tuple(pair) for pair in state["pairs"]]
 
     def epoch_metrics(self) -> dict[str, float]:
         """Mean similarity loss, Pearson r of S_cnn with the target over the epoch's pairs, and

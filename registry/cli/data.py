@@ -76,16 +76,27 @@ def download(
         None, "--data-root", help="Where to put it (default $BIOPRIOR_DATA)."
     ),
 ) -> None:
-    """Download a torchvision dataset into the data root (needs network access)."""
+    """Download a torchvision dataset into the data root (needs network access); nothing when
+    it loads already (from the data root, or a system copy such as Debian's Fashion-MNIST)."""
     try:
         entry = get_registry().get("dataset", name)
     except UnknownPluginError as exc:
         fail(f"NAME: {exc}")
     if "download" not in entry.params.model_fields:
         fail(f"NAME: {name} is not downloadable")
+    from bioprior.registry.toolkit.data import DataUnavailable  # lazy: torch
+
     with using_data_root(data_root):
-        data = entry.build({"download": True})
-    typer.echo(f"{name}: {len(data.train_x)} training and {len(data.test_x)} test images ready")
+        try:
+            data = entry.build({})
+            ready = "already available, nothing downloaded"
+        except DataUnavailable:
+            try:
+                data = entry.build({"download": True})
+            except DataUnavailable as exc:
+                fail(f"NAME: {exc.message}")  # its advice would be this command
+            ready = "ready"
+    typer.echo(f"{name}: {len(data.train_x)} training and {len(data.test_x)} test images {ready}")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,12 +16,18 @@ def report(
     submission: list[str] = typer.Option(
         [], "--submission", "-s", help="Only this submission (repeat for several)."
     ),
+    paper: list[Path] = typer.Option(
+        [],
+        "--paper",
+        help="A submission file whose `reference:` (the paper's published numbers) is shown "
+        "beside the measured ones on its page, with a plot (repeat for several).",
+    ),
 ) -> None:
     """Write a static HTML leaderboard and report with plots (opens from file://, no server)."""
     from bioprior.registry.report import ReportError, build_report  # lazy: matplotlib, jinja2
 
     try:
-        site = build_report(db or default_db(), output, submission)
+        site = build_report(db or default_db(), output, submission, references=paper)
     except ReportError as exc:
         fail(str(exc).removeprefix("error: "))
     n = sum(len(p) for p in site.plots.values())

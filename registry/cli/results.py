@@ -1,5 +1,6 @@
 """``bioprior results``: stored results as a table, JSON or CSV (the table is also what
-``bioprior score`` prints at the end)."""
+``bioprior score`` prints at the end); with ``--paper FILE``, a submission's published numbers
+(its ``reference:``) beside the measured ones instead."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from bioprior.registry.base.paths import default_db
 from bioprior.registry.cli.common import console, fail, short
 from bioprior.registry.hooks.loading import UnknownPluginError, get_registry
 from bioprior.registry.store.results import ResultStore, StoreError
+from bioprior.registry.submissions.loading import InvalidSubmission
+from bioprior.registry.submissions.reference import Comparison, compare, read_reference
+from bioprior.registry.submissions.schema import Submission
 
 PUBLIC = (
     "submission",
@@ -52,11 +56,20 @@ def results(
     fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv."),
     db: Path | None = typer.Option(None, "--db", help="Results database."),
     spec: bool = typer.Option(False, "--spec", help="JSON: include each job's full spec."),
+    paper: list[Path] = typer.Option(
+        [],
+        "--paper",
+        help="A submission file with a `reference:` (repeat for several): show the paper's "
+        "numbers beside the measured ones (mean ± SEM over seeds, z, verdict) instead of the rows.",
+    ),
 ) -> None:
     """Show stored results (the database is opened read-only: nothing is created or changed)."""
     if fmt not in {"table", "json", "csv"}:
         fail(f"--format: must be table, json or csv (got {short(repr(fmt), 60)})")
     db_path = db or default_db()
+    if paper:
+        _paper(paper, submission, fmt, db_path)
+        return
     try:
         with ResultStore.open_readonly(db_path) as store:
             rows = store.rows(submission=submission)
@@ -188,6 +201,103 @@ def print_results(out, rows: list[dict[str, Any]]) -> None:
     out.print(_results_table(rows))
     for line in score_legend(rows):
         out.print(line, markup=False, highlight=False)
+
+
+# -- --paper: the paper beside the measurement ------------------------------------------------------
+PAPER_CSV = (
+    "submission",
+    "label",
+    "benchmark",
+    "metric",
+    "scale",
+    "paper_value",
+    "paper_sem",
+    "paper_n",
+    "measured_mean",
+    "measured_sem",
+    "seeds_done",
+    "seeds",
+    "delta",
+    "z",
+    "verdict",
+    "note",
+)
+
+
+def _paper(files: list[Path], submission: str | None, fmt: str, db_path: Path) -> None:
+    subs: list[Submission] = []
+    for file in files:
+        try:
+            sub = read_reference(file)
+        except InvalidSubmission as exc:
+            fail([str(e) for e in exc.errors])
+        if sub.reference is None:
+            fail(f"--paper: {short(file, 150)} has no `reference:` (docs/submissions.md)")
+        if submission is None or sub.name == submission:
+            subs.append(sub)
+    if not subs:
+        fail(f"--submission: none of the --paper files is {short(repr(submission), 80)}")
+    try:
+        with ResultStore.open_readonly(db_path) as store:
+            found = [compare(s, store.rows(submission=s.name)) for s in subs]
+    except StoreError as exc:
+        fail(f"--db: {short(exc, 250)}")
+    except sqlite3.Error as exc:
+        fail(f"--db: cannot read {short(db_path, 150)}: {short(exc, 100)}")
+    flat = [c for group in found for c in group]
+    if fmt == "json":
+        typer.echo(json.dumps([c.as_dict() for c in flat], indent=2, default=str))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(PAPER_CSV)
+        for c in flat:
+            d = c.as_dict()
+            p, m = d["paper"], d["measured"]
+            writer.writerow(
+                [d["submission"], d["label"], d["benchmark"], d["metric"], d["scale"]]
+                + [p["value"], p["sem"], p["n"], m["mean"], m["sem"], m["seeds_done"], m["seeds"]]
+                + [d["delta"], d["z"], d["verdict"], d["note"]]
+            )
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        out = console()
+        for group in found:
+            out.print(paper_table(group))
+        out.print(
+            "z = (measured - paper) / sqrt(SEM_measured² + SEM_paper²); |z| <= 2 agrees, "
+            "<= 3 tension, > 3 disagrees (docs/submissions.md)",
+            markup=False,
+            highlight=False,
+        )
+
+
+VERDICT_STYLE = {"agrees": "green", "tension": "yellow", "disagrees": "red"}
+
+
+def paper_table(comparisons: list[Comparison]):
+    """One submission's reference as a rich table; every cell is text (no markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    first = comparisons[0] if comparisons else None
+    title = f"{first.submission}: {first.source}" if first else "paper vs measured"
+    table = Table(title=Text(title))
+    table.add_column("variant", overflow="fold")
+    table.add_column("metric", overflow="fold")
+    table.add_column("paper (± SEM, n)", no_wrap=True)
+    table.add_column("measured (± SEM, seeds)", no_wrap=True)
+    table.add_column("Δ", no_wrap=True, justify="right")
+    table.add_column("z", no_wrap=True, justify="right")
+    table.add_column("verdict", overflow="fold")
+    for c in comparisons:
+        cells = c.cells
+        style = VERDICT_STYLE.get(c.verdict, "")
+        table.add_row(
+            *(Text(cells[k]) for k in ("variant", "metric", "paper", "measured", "delta", "z")),
+            Text(cells["verdict"], style=style),
+        )
+    return table
 
 
 def register(app: typer.Typer) -> None:

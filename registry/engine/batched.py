@@ -31,7 +31,20 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from bioprior.registry.engine import batched_layout, streaming
 from bioprior.registry.engine.batched_autocast import ConvAutocast
-from bioprior.registry.engine.trainer import augment_batch, lr_factor, model_device, uses_bf16
+from bioprior.registry.engine.checkpoint import (
+    Checkpointer,
+    Unusable,
+    check_like,
+    global_rng_state,
+    set_global_rng_state,
+)
+from bioprior.registry.engine.trainer import (
+    augment_batch,
+    like_param,
+    lr_factor,
+    model_device,
+    uses_bf16,
+)
 from bioprior.registry.submissions.schema import TrainingRecipe
 from bioprior.registry.toolkit.data import to_float
 from bioprior.registry.toolkit.objective import excluded_from_weight_decay, objectives
@@ -77,7 +90,13 @@ class BatchedOptimizer:
     """SGD (momentum, L2 weight decay) / Adam / AdamW as torch.optim computes them, with every
     hyperparameter a per-member tensor broadcast over the stacked parameters."""
 
-    def __init__(self, params: dict[str, torch.Tensor], recipes: Sequence[TrainingRecipe], exempt):
+    def __init__(
+        self,
+        params: dict[str, torch.Tensor],
+        recipes: Sequence[TrainingRecipe],
+        exempt,
+        fused: bool | None = None,
+    ):
         self.params = params
         self.kind = recipes[0].optimizer
         device = next(iter(params.values())).device
@@ -87,10 +106,54 @@ class BatchedOptimizer:
         self.lr = torch.zeros(len(recipes), device=device)
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         self.steps = 0
+        # one momentum and weight decay for every member: SGD steps through torch's fused kernel
+        # on CUDA (as a solo training there), unless ``fused`` says otherwise
+        shared = {(r.momentum, r.weight_decay) for r in recipes}
+        fused = device.type == "cuda" if fused is None else fused
+        one = len(shared) == 1 and self.kind == "sgd" and fused
+        self._shared = next(iter(shared)) if one else None
+
+    @property
+    def lr(self) -> torch.Tensor:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: torch.Tensor) -> None:
+        """Each member's learning rate (set once per epoch)."""
+        self._lr = value
+        values = set(value.tolist())
+        self._shared_lr = next(iter(values)) if len(values) == 1 else None
 
     @staticmethod
     def _b(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return v.view(-1, *([1] * (like.dim() - 1)))
+
+    def _fused_sgd_step(self) -> None:
+        """SGD with the members' shared momentum, weight decay and learning rate: one fused
+        kernel per group (decayed or exempt; first step or not) over the stacked parameters."""
+        momentum, weight_decay = self._shared
+        groups: dict[tuple[bool, bool], list[str]] = {}
+        for name, p in self.params.items():
+            if p.grad is not None:
+                first = bool(momentum) and "buf" not in self.state.get(name, {})
+                groups.setdefault((name in self.exempt, first), []).append(name)
+        for (exempt, first), names in groups.items():
+            params = [self.params[n] for n in names]
+            if first and momentum:
+                for n, p in zip(names, params, strict=True):
+                    self.state.setdefault(n, {})["buf"] = torch.empty_like(p)
+            torch._fused_sgd_(
+                params,
+                [p.grad for p in params],
+                [self.state[n]["buf"] for n in names] if momentum else [],
+                weight_decay=0.0 if exempt else weight_decay,
+                momentum=momentum,
+                lr=self._shared_lr,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                is_first_step=first and bool(momentum),
+            )
 
     def zero_grad(self) -> None:
         for p in self.params.values():
@@ -99,6 +162,9 @@ class BatchedOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
+        if self._shared is not None and self._shared_lr is not None:
+            self._fused_sgd_step()
+            return
         for name, p in self.params.items():
             if p.grad is None:
                 continue
@@ -136,9 +202,12 @@ def train_batched(
     recipes: Sequence[TrainingRecipe],
     seeds: Sequence[int],
     on_epoch: MemberCallback | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> list[dict[str, list[float]]]:
     """Train ``modules`` (same :func:`structure`, on one device) in place, member k on
-    ``(xs[k], ys[k])`` with ``recipes[k]`` and ``seeds[k]``; returns each member's history."""
+    ``(xs[k], ys[k])`` with ``recipes[k]`` and ``seeds[k]``; returns each member's history.
+    With a ``checkpoint`` (:mod:`.checkpoint`, of the whole batch) the training resumes from its
+    saved state, if any, and saves its state between steps when it is due (and at a stop)."""
     k = len(modules)
     device = model_device(modules[0], xs[0])
     first = recipes[0]
@@ -173,37 +242,92 @@ def train_batched(
     histories: list[dict[str, list[float]]] = [
         {"loss": [], "accuracy": [], "lr": [], "seconds": []} for _ in range(k)
     ]
+
+    def fits(saved: dict) -> None:  # before anything of it is applied
+        check_like("weights", saved["params"], params)
+        check_like("buffers", saved["buffers"], buffers)
+        if len(saved["rng"]["members"]) != k:
+            raise Unusable("its members are not this training's")
+
+    saved = checkpoint.resume(fits, device) if checkpoint is not None else None
+    if saved is not None:  # everything a step depends on, as it was
+        with torch.no_grad():
+            for name, t in saved["params"].items():
+                params[name].copy_(t)
+            for name, t in saved["buffers"].items():
+                buffers[name].copy_(t)
+        optimizer.state = {
+            name: {k: like_param(v, params[name]) for k, v in state.items()}
+            for name, state in saved["optimizer"]["state"].items()
+        }
+        optimizer.steps = saved["optimizer"]["steps"]
+        for g, state in zip(gens, saved["rng"]["members"], strict=True):
+            g.set_state(state)
+        set_global_rng_state(saved["rng"]["global"], device)
+        histories = saved["histories"]
+        for h in histories:
+            h.setdefault("resumed", []).append([saved["epoch"], saved["position"]])
+
+    def state(epoch, position, perms, loss_sum, correct, seconds) -> dict:
+        return {
+            "epoch": epoch,
+            "position": position,
+            "seconds": seconds,
+            "perms": perms,
+            "loss_sum": loss_sum,
+            "correct": correct,
+            "histories": histories,
+            "params": params,
+            "buffers": buffers,
+            "optimizer": {"state": optimizer.state, "steps": optimizer.steps},
+            "rng": {"members": [g.get_state() for g in gens], "global": global_rng_state(device)},
+        }
+
     base.train()
-    for epoch in range(first.epochs):
-        start = time.perf_counter()
-        lrs = [r.lr * f(epoch) for r, f in zip(recipes, factors, strict=True)]
-        optimizer.lr = torch.tensor(lrs, device=device)
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(batches.index_device)
-        loss_sum = torch.zeros(k, device=device)
-        correct = torch.zeros(k, device=device, dtype=torch.long)
-        for i in range(0, n, first.batch_size):
-            idx = perms[:, i : i + first.batch_size]
-            xb, yb = batches.batch(idx)
-            if xb.dtype == torch.uint8:  # uint8 data, converted per batch on the device
-                xb = to_float(xb)
-            if first.augment:
-                xb = torch.stack([augment_batch(xb[j], first.augment, gens[j]) for j in range(k)])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                losses, logits = batched_loss(params, buffers, xb, yb)
-            optimizer.zero_grad()
-            losses.sum().backward()
-            optimizer.step()
-            loss_sum += losses.detach() * idx.shape[1]
-            correct += (logits.detach().argmax(-1) == yb).sum(1)
-        seconds = time.perf_counter() - start
-        losses_e, correct_e = (loss_sum / n).tolist(), (correct.double() / n).tolist()
-        for j in range(k):
-            stats = {"loss": losses_e[j], "accuracy": correct_e[j], "lr": lrs[j]}
-            stats["seconds"] = seconds
-            for key, value in stats.items():
-                histories[j][key].append(value)
-            if on_epoch is not None:
-                on_epoch(j, epoch, stats)
+    with checkpoint.stops() if checkpoint is not None else contextlib.nullcontext():
+        for epoch in range(saved["epoch"] if saved else 0, first.epochs):
+            start = time.perf_counter()
+            lrs = [r.lr * f(epoch) for r, f in zip(recipes, factors, strict=True)]
+            optimizer.lr = torch.tensor(lrs, device=device)
+            if saved is not None:  # the epoch the checkpoint was saved in, where it was
+                perms = saved["perms"].to(batches.index_device)
+                loss_sum, correct = saved["loss_sum"].to(device), saved["correct"].to(device)
+                start -= saved["seconds"]
+                begin, saved = saved["position"], None
+            else:
+                perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
+                perms = perms.to(batches.index_device)
+                loss_sum = torch.zeros(k, device=device)
+                correct = torch.zeros(k, device=device, dtype=torch.long)
+                begin = 0
+            for i in range(begin, n, first.batch_size):
+                if checkpoint is not None and checkpoint.due(epoch, i):
+                    seconds = time.perf_counter() - start
+                    checkpoint.save(state(epoch, i, perms, loss_sum, correct, seconds))
+                idx = perms[:, i : i + first.batch_size]
+                xb, yb = batches.batch(idx)
+                if xb.dtype == torch.uint8:  # uint8 data, converted per batch on the device
+                    xb = to_float(xb)
+                if first.augment:
+                    xb = torch.stack(
+                        [augment_batch(xb[j], first.augment, gens[j]) for j in range(k)]
+                    )
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    losses, logits = batched_loss(params, buffers, xb, yb)
+                optimizer.zero_grad()
+                losses.sum().backward()
+                optimizer.step()
+                loss_sum += losses.detach() * idx.shape[1]
+                correct += (logits.detach().argmax(-1) == yb).sum(1)
+            seconds = time.perf_counter() - start
+            losses_e, correct_e = (loss_sum / n).tolist(), (correct.double() / n).tolist()
+            for j in range(k):
+                stats = {"loss": losses_e[j], "accuracy": correct_e[j], "lr": lrs[j]}
+                stats["seconds"] = seconds
+                for key, value in stats.items():
+                    histories[j][key].append(value)
+                if on_epoch is not None:
+                    on_epoch(j, epoch, stats)
     with torch.no_grad():
         for j, module in enumerate(modules):
             own = dict(module.named_parameters())

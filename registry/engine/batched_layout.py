@@ -154,9 +154,13 @@ def prepare(base: nn.Module) -> nn.Module:
                 swapped = cls.__new__(cls)
                 swapped.__dict__.update(child.__dict__)
                 setattr(module, name, swapped)
-    for module in base.modules():
-        if isinstance(module, nn.Conv2d):
-            module.register_forward_pre_hook(_lay_out_input)
+    convs = [module for module in base.modules() if isinstance(module, nn.Conv2d)]
+    if all(conv.in_channels < 4 for conv in convs):
+        # only input convolutions (as in engine.trainer.channels_last): the members' grouped
+        # NCHW layout needs no copy before the linear layers that follow them
+        return base
+    for module in convs:
+        module.register_forward_pre_hook(_lay_out_input)
     return base
 
 

@@ -21,11 +21,16 @@ from bioprior.registry.base.allocator import keep_freed_memory
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.progress import Reporter
 from bioprior.registry.contracts.constraint import InputGeometry, apply_constraint
+from bioprior.registry.engine.checkpoint import Checkpointer
 from bioprior.registry.engine.output_check import check_logits
 from bioprior.registry.engine.streaming import place
 from bioprior.registry.engine.trainer import Normalized, train_model
 from bioprior.registry.planning.spec import TrainingSpec, dataset_label, root_dataset
-from bioprior.registry.store.weights import weights_file
+from bioprior.registry.store.weights import (
+    checkpoint_file,
+    remove_finished_checkpoints,
+    weights_file,
+)
 from bioprior.registry.submissions.loading import Component
 from bioprior.registry.toolkit.data import ImageData, fit_data
 
@@ -65,6 +70,7 @@ class TrainingService:
         keep_freed_memory()  # steps reuse their buffers' pages instead of faulting them in again
         self.weights_dir = Path(home) / "weights"
         atomic.remove_orphans(self.weights_dir)  # temp files of writers that were killed
+        remove_finished_checkpoints(self.weights_dir)  # killed between weights and cleanup
         self.device = device
         self.reporter = reporter or Reporter()
         self._base: dict[str, ImageData] = {}
@@ -198,10 +204,13 @@ class TrainingService:
         return [out[i] for i in range(len(specs)) if i in out]
 
     def _train_group(self, specs, members, out: dict[int, TrainedModel]) -> None:
+        group = [specs[i] for i, _, _ in members]
+        checkpoint = self.checkpointer(group)
         histories = self._train(
-            [specs[i] for i, _, _ in members],
+            group,
             [module for _, module, _ in members],
             [data for _, _, data in members],
+            checkpoint,
         )
         for (i, module, data), history in zip(members, histories, strict=True):
             self._save(self.weights_path(specs[i]), module, specs[i], history)
@@ -209,11 +218,24 @@ class TrainingService:
             out[i] = self._remember(
                 TrainedModel(specs[i], module, data, history, weights_hash(module), False)
             )
+        checkpoint.finish()  # removed (a stop asked at the very end happens now)
 
-    def _train(self, specs, modules, datas) -> list[dict[str, Any]]:
+    def checkpointer(self, specs: list[TrainingSpec]) -> Checkpointer:
+        """The checkpoints of one training step (:mod:`.checkpoint`): beside the weights, under
+        its first member's key; trusted only for the same members, recipes, seeds, device."""
+        identity = {
+            "trainer": "solo" if len(specs) == 1 else "batched",
+            "keys": [s.key for s in specs],
+            "recipes": [s.recipe.model_dump(mode="json") for s in specs],
+            "seeds": [s.seed for s in specs],
+            "device": self.device.type,
+        }
+        path = checkpoint_file(self.weights_dir, specs[0].key)
+        return Checkpointer.from_env(path, identity, self.reporter.message, _label(specs))
+
+    def _train(self, specs, modules, datas, checkpoint=None) -> list[dict[str, Any]]:
         first = specs[0]
-        label = first.label if len(specs) == 1 else f"{len(specs)} x {first.model.entry.name}"
-        self.reporter.training_started(label, first.recipe.epochs)
+        self.reporter.training_started(_label(specs), first.recipe.epochs)
         start = time.perf_counter()
         try:
             if len(specs) == 1:
@@ -225,6 +247,7 @@ class TrainingService:
                         first.recipe,
                         first.seed,
                         self.reporter.epoch_done,
+                        checkpoint,
                     )
                 ]
             else:
@@ -241,6 +264,7 @@ class TrainingService:
                     [s.recipe for s in specs],
                     [s.seed for s in specs],
                     on_epoch,
+                    checkpoint,
                 )
         finally:
             self.reporter.training_finished()
@@ -290,3 +314,8 @@ class TrainingService:
             atomic.TENSORS_HASH_KEY: atomic.tensors_hash(state),
         }
         atomic.write_with(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def _label(specs: list[TrainingSpec]) -> str:
+    first = specs[0]
+    return first.label if len(specs) == 1 else f"{len(specs)} x {first.model.entry.name}"

@@ -47,6 +47,10 @@ from bioprior.registry.planning.payloads import (
 )
 from bioprior.registry.store.weights import stored_history
 
+#: how long a stopped scorer waits for its running steps to stop on SIGTERM (a training ends its
+#: step and writes its checkpoint, which a rerun resumes) before SIGKILL
+STOP_GRACE_S = 10.0
+
 #: what a fork server imports once for all its children (torch's optimizers import torch._dynamo
 #: on their first step; scikit-learn holds the digits)
 FORKSERVER_PRELOAD = [
@@ -356,6 +360,15 @@ class SubprocessBackend:
         )
 
     def close(self) -> None:
+        """Stop the steps still running (the scorer was stopped): SIGTERM first, so that a
+        training writes its checkpoint at its next step boundary and a rerun resumes it, then
+        SIGKILL for whatever is left after :data:`STOP_GRACE_S`."""
+        procs = [proc for proc, *_ in self.running.values() if proc.is_alive()]
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in procs:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
         for proc, conn, *_ in self.running.values():
             if proc.is_alive():
                 proc.kill()

@@ -20,6 +20,9 @@ from typing import Any
 from urllib.parse import quote
 
 from bioprior.registry.store.results import JSON_COLUMNS
+from bioprior.registry.submissions.loading import InvalidSubmission
+from bioprior.registry.submissions.reference import Comparison, compare, read_reference
+from bioprior.registry.submissions.schema import Submission as SubmissionModel
 
 # Columns of the results table the report knows; any other column is shown as provenance.
 KNOWN_COLUMNS = {
@@ -335,6 +338,8 @@ class Submission:
     slug: str
     variants: list[Variant]
     sweep_keys: dict[str, str]  # sweep path -> short label
+    #: the paper beside the measurement (the submission file's ``reference:``), when given
+    paper: list[Comparison] = field(default_factory=list)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -471,6 +476,28 @@ def shape(rows: list[dict[str, Any]], weights_dirs: Iterable[Path] = ()) -> Repo
         used_slugs.add(s)
         subs.append(Submission(name, s, variants, keys))
     return Report(rows, columns, subs, [Path(d) for d in weights_dirs])
+
+
+def read_references(files: Iterable[str | Path | SubmissionModel]) -> list[SubmissionModel]:
+    """Submission files (or parsed submissions) with a ``reference:``; one-line errors."""
+    out = []
+    for f in files:
+        try:
+            sub = f if isinstance(f, SubmissionModel) else read_reference(f)
+        except InvalidSubmission as exc:
+            raise ReportError(f"--paper: {exc.errors[0]}") from None
+        if sub.reference is None:
+            raise ReportError(f"--paper: {f} has no `reference:`")
+        out.append(sub)
+    return out
+
+
+def attach_references(report: Report, references: Iterable[SubmissionModel]) -> None:
+    """Each reference beside the measurement of its submission (one the report shows)."""
+    by_name = {s.name: s for s in report.submissions}
+    for ref in references:
+        if ref.name in by_name:
+            by_name[ref.name].paper = compare(ref, by_name[ref.name].rows)
 
 
 def _sort_key(values: dict[str, Any]) -> list[tuple[int, Any]]:

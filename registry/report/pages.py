@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from bioprior.registry.base.paths import weights_dir
+from bioprior.registry.submissions.schema import Submission as SubmissionModel
 
 from .data import (
     FLAG_LABELS,
@@ -28,13 +30,15 @@ from .data import (
     ReportError,
     Stat,
     Submission,
+    attach_references,
     error_class,
     number,
+    read_references,
     read_rows,
     shape,
     training_history,
 )
-from .plots import Plot, submission_plots
+from .plots import Plot, paper_plots, submission_plots
 
 ASSETS = ("report.css", "report.js")
 
@@ -58,19 +62,24 @@ def build_report(
     out: str | os.PathLike,
     submissions: list[str] | tuple[str, ...] = (),
     weights_dirs: list[str | os.PathLike] | None = None,
+    references: Iterable[str | os.PathLike | SubmissionModel] = (),
 ) -> Site:
     """Read the store at ``db`` (read-only) and write the site into ``out``.
 
     ``weights_dirs``: where the cached weights (and with them the training histories behind the
     learning curves) are looked for; default ``weights/`` beside the database, then
-    ``$BIOPRIOR_HOME/weights``."""
+    ``$BIOPRIOR_HOME/weights``. ``references``: submission files (or parsed submissions) whose
+    ``reference:`` is shown beside the measurement on their submission's page (a table and a
+    figure); one whose submission has no results in the report is left out."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ReportError(f"-o: {out} exists and is not a directory")
+    papers = read_references(references)
     rows = read_rows(Path(db), submissions)
     if weights_dirs is None:
         weights_dirs = list(dict.fromkeys([Path(db).parent / "weights", weights_dir()]))
     report = shape(rows, weights_dirs)
+    attach_references(report, papers)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "submissions").mkdir(exist_ok=True)
@@ -86,6 +95,8 @@ def build_report(
         return histories.get(key) if key else None
 
     plots = {s.name: submission_plots(s, report.columns, out, history) for s in report.submissions}
+    for s in report.submissions:
+        plots[s.name] += paper_plots(s, out)
     env = _environment()
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     common = {
@@ -117,6 +128,9 @@ def build_report(
                     sweep=[(sub.sweep_keys[k], k) for k in sub.sweep_keys],
                     provenance=provenance(sub),
                     figures=_figures(plots[sub.name], cols),
+                    paper=[c.cells | {"verdict_only": c.verdict} for c in sub.paper],
+                    paper_source=sub.paper[0].source if sub.paper else "",
+                    paper_figure=next((p for p in plots[sub.name] if p.kind == "paper"), None),
                     failed=failures([r for r in sub.rows if r["status"] != "ok"]),
                     **common,
                 ),

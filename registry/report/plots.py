@@ -618,6 +618,72 @@ def neural_bars(sub: Submission, col: Column) -> Figure | None:
     )
 
 
+# -- the paper beside the measurement ----------------------------------------------------------------
+def paper_plot(sub: Submission) -> Figure | None:
+    """The paper's number (open square, bars: its SEM) beside the measured mean over seeds
+    (filled circle, bars: SEM over seeds) of each variant, one panel per metric (the
+    submission's ``reference:``); a difference entry is one variant minus another."""
+    panels: dict[str, list] = {}
+    for c in sub.paper:
+        panels.setdefault(c.metric_label + (" (difference)" if c.minus else ""), []).append(c)
+    if not panels:
+        return None
+    widest = max(len(cs) for cs in panels.values())
+    fig, axes = _figure(len(panels), cols=2, w=max(3.3, 0.9 * widest + 1.6), h=2.9)
+    text = {"parse_math": False}  # labels are user text: a "$" is a dollar sign, not math
+    for j, (ax, (title, cs)) in enumerate(zip(axes, panels.items(), strict=True)):
+        xs = list(range(len(cs)))
+        ax.errorbar(
+            [x - 0.12 for x in xs],
+            [c.entry.value for c in cs],
+            yerr=[c.paper_sem or 0.0 for c in cs],
+            fmt="s",
+            mfc="white",
+            color=color(1),
+            capsize=3,
+            ms=5,
+            label="paper",
+            gid=f"series-paper-m{j}",
+        )
+        done = [(x, c) for x, c in zip(xs, cs, strict=True) if c.mean is not None]
+        if done:
+            ax.errorbar(
+                [x + 0.12 for x, _ in done],
+                [c.mean for _, c in done],
+                yerr=[c.sem or 0.0 for _, c in done],
+                fmt="o",
+                color=color(0),
+                capsize=3,
+                ms=5,
+                label="measured (bioprior)",
+                gid=f"series-measured-m{j}",
+            )
+        labels = [c.variant_label for c in cs]
+        long = max(len(x) for x in labels) > 14
+        ax.set_xticks(
+            xs, labels, rotation=25 if long else 0, ha="right" if long else "center", **text
+        )
+        ax.set_xlim(-0.6, len(cs) - 0.4)
+        ax.set_title(title, **text)
+    _legend(fig, axes)
+    return fig
+
+
+def paper_plots(sub: Submission, out: Path) -> list[Plot]:
+    """The paper-vs-measured figure of one submission with a reference, written under
+    ``out/plots/<slug>/paper.svg``; none without one."""
+    with matplotlib.rc_context(RC):
+        fig = paper_plot(sub)
+        if fig is None:
+            return []
+        source = sub.paper[0].source
+        fig.suptitle(f"{sub.name} · {source}", fontsize=9, color="#334155", parse_math=False)
+        rel = f"plots/{sub.slug}/paper.svg"
+        save_svg(fig, out / rel)
+    caption = " ".join((paper_plot.__doc__ or "").split())
+    return [Plot("paper", "Paper vs measured", caption, "reference", rel, "paper")]
+
+
 # -- the figures of a submission ------------------------------------------------------------------
 PLOTS: dict[str, list[tuple[str, str, Callable]]] = {
     "memorization": [

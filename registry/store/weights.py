@@ -30,6 +30,7 @@ from pathlib import Path
 from bioprior.registry.base import atomic
 
 TRANSPORTS = ("shared", "object-store")
+CHECKPOINT_SUFFIX = ".ckpt.safetensors"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,24 @@ class BadWeights(ValueError):
 def weights_file(weights_dir: str | Path, key: str) -> Path:
     """Where a training's weights live in a store (the one rule: ``TrainingService`` uses it)."""
     return Path(weights_dir) / f"{key}.safetensors"
+
+
+def checkpoint_file(weights_dir: str | Path, key: str) -> Path:
+    """Where a training's checkpoint lives while it runs (beside its weights; a batched
+    training's under its first member's key): removed once its weights are stored."""
+    return Path(weights_dir) / f"{key}{CHECKPOINT_SUFFIX}"
+
+
+def remove_finished_checkpoints(weights_dir: str | Path) -> list[Path]:
+    """Remove the checkpoints of trainings whose weights are stored (a run killed between the
+    two), and those left by runs killed while a checkpoint was written (temp files aside)."""
+    removed = []
+    for path in Path(weights_dir).glob(f"*{CHECKPOINT_SUFFIX}"):
+        key = path.name[: -len(CHECKPOINT_SUFFIX)]
+        if weights_file(weights_dir, key).exists():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def header_metadata(blob: bytes) -> dict[str, str]:

@@ -8,6 +8,8 @@ among the model's modules, calls :meth:`TrainingObjective.prepare` once before t
 :meth:`TrainingObjective.total_loss` at every step; objectives chain in module order. Their
 parameters (layer weights, readouts, learned noise) are trained with the model and saved with
 its weights, so a cached model keeps them; their ``forward`` is never called by the network.
+An objective that keeps other state between steps returns it from
+:meth:`TrainingObjective.training_state` so that a training checkpoint can hold it.
 
 Parameters that must not be weight-decayed (e.g. learned Flexible-Layer thresholds, evanson
 Methods) are tagged with :func:`exclude_from_weight_decay`; the trainer's optimizer puts them in a
@@ -17,6 +19,7 @@ group with ``weight_decay=0``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,6 +75,19 @@ class TrainingObjective(nn.Module):
     def epoch_metrics(self) -> dict[str, float]:
         """Running figures for the epoch that just ended (go into the training history); reset."""
         return {}
+
+    def training_state(self) -> dict[str, Any] | None:
+        """For a training checkpoint: the state this objective keeps between two steps that its
+        parameters, its buffers and the context's generator do not hold (running means, a
+        position in its own data order, the epoch's figures so far), as tensors, numbers,
+        strings, None and lists, tuples or dicts of them; ``{}`` when there is none. None (the
+        default) means unknown: a training with this objective is then not checkpointed, and a
+        killed one starts over."""
+        return None
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned (called after :meth:`prepare`, tensors
+        back on the device they were on)."""
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(

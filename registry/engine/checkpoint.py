@@ -1,0 +1,364 @@
+"""Training checkpoints: a long training that is killed or stopped resumes where it was.
+
+A checkpoint is the whole state of a training between two of its steps: the model's (or the
+batched members') weights and buffers, the optimizer's state, the epoch and the position in it
+(the epoch's data order and running sums), the history so far, and every random stream (the
+trainer's generator, the global torch RNG that stochastic layers draw from, the CUDA RNG on a
+GPU, the objectives' generators and their own state). The trainers (:func:`.trainer.train_model`,
+:func:`.batched.train_batched`) write one every ``BIOPRIOR_CHECKPOINT_INTERVAL`` seconds (default
+300; ``0`` or ``off``: no checkpoints at all) and when the process is asked to stop (SIGINT, SIGTERM: the step
+that is running ends, the checkpoint is written, then the process stops as it would have; a second
+signal stops it at once), and resume from it, so a resumed training ends with the weights of an
+uninterrupted one (bit for bit on a CPU with the same thread count).
+
+The file is safetensors (tensors only, RNG states as uint8; never unpickled) with the rest as JSON
+in its metadata, written atomically (temp file, fsync, rename: :mod:`..base.atomic`), beside the
+weights cache as ``<key>.ckpt.safetensors`` (:func:`..store.weights.checkpoint_file`; a batched
+training's under its first member's key, with every member's key recorded). It is trusted only
+when its content matches the hash stored in it and its identity (format, training keys, recipes,
+seeds, device type) is the training's; otherwise it is ignored with a notice and the training
+starts over. The service removes it once the final weights are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from bioprior.registry.base import atomic
+
+INTERVAL_ENV = "BIOPRIOR_CHECKPOINT_INTERVAL"
+DEFAULT_INTERVAL_S = 300.0
+FORMAT = 1
+STATE_KEY = "checkpoint"
+STATE_HASH_KEY = "checkpoint_sha256"
+
+
+def interval_from_env() -> float | None:
+    """Seconds between checkpoints from ``BIOPRIOR_CHECKPOINT_INTERVAL`` (default 300); None
+    when it is ``0``, ``off`` or ``no`` (no checkpoints)."""
+    raw = os.environ.get(INTERVAL_ENV, "").strip().lower()
+    if not raw:
+        return DEFAULT_INTERVAL_S
+    if raw in ("off", "no", "false", "none"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{INTERVAL_ENV}={raw!r}: seconds between checkpoints, or off") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{INTERVAL_ENV}={raw!r}: seconds between checkpoints, or off")
+    return value if value > 0 else None
+
+
+def normalized(value: Any) -> Any:
+    """``value`` as it reads back from JSON (what a checkpoint's identity is compared as)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+# -- nested state <-> JSON + named tensors -------------------------------------------------------
+def pack(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` (tensors, numbers, strings, None, lists, tuples, dicts of them) as JSON, its
+    tensors moved into ``tensors`` under names beginning with ``name``."""
+    if isinstance(obj, torch.Tensor):
+        # a copy of its own: safetensors refuses tensors that share storage
+        tensors[name] = obj.detach().cpu().contiguous().clone()
+        return {"$tensor": name, "device": str(obj.device)}
+    if isinstance(obj, torch.Generator):
+        raise TypeError(f"{name}: a generator (give its get_state(), a uint8 tensor)")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, tuple):
+        return {"$tuple": [pack(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [pack(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        items = [[k, pack(v, f"{name}.{k}", tensors)] for k, v in obj.items()]
+        if all(isinstance(k, str) and not k.startswith("$") for k, _ in items):
+            return dict(items)
+        if not all(isinstance(k, (str, int)) for k, _ in items):
+            raise TypeError(f"{name}: keys of a checkpointed dict are strings or integers")
+        return {"$dict": items}
+    raise TypeError(f"{name}: {type(obj).__name__} cannot be checkpointed")
+
+
+def unpack(obj: Any, tensors: dict[str, torch.Tensor], device: Any = None) -> Any:
+    """The inverse of :func:`pack`: tensors back on the device they were on, or (those that were
+    not on the CPU) on ``device`` when given."""
+    if isinstance(obj, list):
+        return [unpack(v, tensors, device) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "$tensor" in obj:
+        where = obj["device"] if device is None or obj["device"] == "cpu" else device
+        return tensors[obj["$tensor"]].to(where)
+    if "$tuple" in obj:
+        return tuple(unpack(v, tensors, device) for v in obj["$tuple"])
+    if "$dict" in obj:
+        return {k: unpack(v, tensors, device) for k, v in obj["$dict"]}
+    return {k: unpack(v, tensors, device) for k, v in obj.items()}
+
+
+# -- random streams ------------------------------------------------------------------------------
+def global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global torch RNG: the CPU's, and the training device's when it is a GPU."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_global_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class Unusable(ValueError):
+    """A checkpoint that is unreadable, corrupt, or of another training."""
+
+
+def check_like(what: str, saved: dict[str, torch.Tensor], live: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`Unusable` unless ``saved`` has the names, shapes and dtypes of ``live``."""
+    if not isinstance(saved, dict) or saved.keys() != live.keys():
+        raise Unusable(f"its {what} are not this training's (other names)")
+    for name, tensor in live.items():
+        other = saved[name]
+        if not isinstance(other, torch.Tensor) or (other.shape, other.dtype) != (
+            tensor.shape,
+            tensor.dtype,
+        ):
+            raise Unusable(f"its {what} are not this training's ({name})")
+
+
+# -- the file --------------------------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """A training's state as the trainer gave it to :func:`write` (tensors back in place)."""
+
+    state: dict[str, Any]
+
+
+def write(path: str | os.PathLike, identity: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write ``state`` (nested, with tensors) atomically as a checkpoint of ``identity``."""
+    tensors: dict[str, torch.Tensor] = {}
+    packed = pack(state, "s", tensors)
+    text = json.dumps({"identity": normalized(identity), "state": packed}, sort_keys=True)
+    digest = atomic.tensors_hash(tensors)
+    metadata = {
+        STATE_KEY: text,
+        atomic.TENSORS_HASH_KEY: digest,
+        STATE_HASH_KEY: _sha256(text + digest),
+    }
+    atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def read(path: str | os.PathLike, identity: dict[str, Any], device: Any = None) -> Snapshot:
+    """The checkpoint at ``path`` if it is whole and of ``identity``; else :class:`Unusable`
+    (or FileNotFoundError). Only safetensors and JSON are parsed: nothing is unpickled. Tensors
+    that were on a GPU come back on ``device`` when given."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    try:
+        with safe_open(str(path), "pt") as fh:
+            metadata = dict(fh.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise Unusable(f"unreadable ({' '.join(str(exc).split())[:200]})") from None
+    text = metadata.get(STATE_KEY)
+    digest = metadata.get(atomic.TENSORS_HASH_KEY)
+    if text is None or digest is None or metadata.get(STATE_HASH_KEY) != _sha256(text + digest):
+        raise Unusable("its content does not match the hash stored in it")
+    if atomic.tensors_hash(tensors) != digest:
+        raise Unusable("its tensors do not match the hash stored in it")
+    try:
+        content = json.loads(text)
+        stored = content["identity"]
+        packed = content["state"]
+    except (ValueError, KeyError, TypeError):
+        raise Unusable("its state is not readable JSON") from None
+    expected = normalized(identity)
+    if stored != expected:
+        what = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        raise Unusable(f"it is of another training (differs in {', '.join(what)})")
+    try:
+        return Snapshot(unpack(packed, tensors, device))
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise Unusable(f"its state does not unpack ({exc})") from None
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- the trainers' side ------------------------------------------------------------------------
+class Checkpointer:
+    """One training's checkpoints: where, of what (``identity``: JSON values), how often.
+
+    The trainer calls :meth:`resume` once before its first step, :meth:`due` between steps and
+    :meth:`save` when it is due, inside :meth:`stops` (which turns SIGINT / SIGTERM into a
+    checkpoint at the next step boundary, then the stop); whoever stores the final weights calls
+    :meth:`finish`. ``notice`` says why a checkpoint is ignored or not written."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        identity: dict[str, Any],
+        interval_s: float | None = DEFAULT_INTERVAL_S,
+        notice: Callable[[str], None] | None = None,
+        label: str = "training",
+    ):
+        self.path = Path(path)
+        self.identity = {"format": FORMAT, **identity}
+        self.interval_s = interval_s
+        self.notice = notice or (lambda text: None)
+        self.label = label
+        self.enabled = True
+        self.saves = 0
+        self.resumed_at: tuple[int, int] | None = None
+        self._last = time.monotonic()
+        self._stop: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @classmethod
+    def from_env(cls, path, identity, notice=None, label="training") -> Checkpointer:
+        """Every ``BIOPRIOR_CHECKPOINT_INTERVAL`` seconds; ``off``: no checkpoint is written or
+        resumed, and a stop stops at once."""
+        interval = interval_from_env()
+        checkpointer = cls(path, identity, interval, notice, label)
+        checkpointer.enabled = interval is not None
+        return checkpointer
+
+    def disable(self, reason: str) -> None:
+        """No checkpoints for this training (e.g. an objective whose state cannot be saved)."""
+        if self.enabled:
+            self.notice(f"note: {self.label} is not checkpointed: {reason}")
+        self.enabled = False
+        if self._stop is None:
+            self._restore()  # a stop from now on stops at once, as without checkpoints
+
+    def resume(
+        self, fits: Callable[[dict[str, Any]], None] | None = None, device: Any = None
+    ) -> dict[str, Any] | None:
+        """The saved state to resume from, or None (none, or not trusted: said in a notice).
+        ``fits(state)`` raises :class:`Unusable` when the state is not the live training's
+        (e.g. its tensors' names or shapes), before anything of it is applied."""
+        if not self.enabled:
+            return None
+        try:
+            snapshot = read(self.path, self.identity, device)
+            if fits is not None:
+                fits(snapshot.state)
+        except FileNotFoundError:
+            return None
+        except Unusable as exc:
+            self.notice(
+                f"warning: ignoring the checkpoint {self.path}: {exc}; training from the start"
+            )
+            return None
+        state = snapshot.state
+        self.resumed_at = (int(state["epoch"]), int(state["position"]))
+        self.notice(
+            f"resuming {self.label} from its checkpoint (epoch {int(state['epoch']) + 1}, "
+            f"{int(state['position'])} examples into it)"
+        )
+        self._last = time.monotonic()
+        return state
+
+    def due(self, epoch: int, position: int) -> bool:
+        """Whether to save before the step at (``epoch``, example ``position``): the interval
+        has passed, or a stop was asked for."""
+        if not self.enabled or (epoch, position) == self.resumed_at:
+            return False
+        if self._stop is not None:
+            return True
+        return self.interval_s is not None and time.monotonic() - self._last >= self.interval_s
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` (a failure is a notice, and no more checkpoints); then, if a stop was
+        asked for, stop as the signal would have."""
+        try:
+            write(self.path, self.identity, state)
+            self.saves += 1
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that fails must not stop training
+            self.disable(f"writing {self.path} failed ({type(exc).__name__}: {exc})")
+        self._last = time.monotonic()
+        if self._stop is not None:
+            self._stop_now()
+
+    def finish(self) -> None:
+        """The training's weights are stored: remove the checkpoint; then carry out a stop asked
+        for after the training's last step boundary (its work is kept, not checkpointed)."""
+        self.path.unlink(missing_ok=True)
+        if self._stop is not None:
+            self._stop_now()
+
+    # -- stops -------------------------------------------------------------------------------------
+    @contextmanager
+    def stops(self) -> Iterator[None]:
+        """While training: the first SIGINT (where Python's own handler is in place) or SIGTERM
+        (where the default is) asks for a checkpoint at the next step boundary, after which the
+        process stops as it would have (KeyboardInterrupt, or death by SIGTERM); a second one
+        stops it at once. Only in the main thread; elsewhere, and without checkpoints, nothing
+        changes."""
+        if not self.enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+        wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        for signum, default in wanted.items():
+            if signal.getsignal(signum) is default:
+                previous[signum] = default
+                signal.signal(signum, self._on_signal)
+        self._previous = previous
+        try:
+            yield
+        finally:  # a stop asked after the last step boundary: carried out by finish()
+            self._restore()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop is None and self.enabled:
+            self._stop = signum
+            return
+        self._stop_now(signum)  # a second signal: now
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _stop_now(self, signum: int | None = None) -> None:
+        signum = signum or self._stop
+        self._restore()
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+
+__all__ = [
+    "DEFAULT_INTERVAL_S",
+    "INTERVAL_ENV",
+    "Checkpointer",
+    "Snapshot",
+    "Unusable",
+    "global_rng_state",
+    "interval_from_env",
+    "read",
+    "set_global_rng_state",
+    "write",
+]

@@ -1,0 +1,161 @@
+"""Pairs on the real Fashion-MNIST (evanson Table 2's data and network, skipped where Debian's
+``dataset-fashion-mnist`` or a data root does not provide it):
+
+* "fmnist-epoch": one epoch of the Table 2 network (``flexible_small_net`` with the
+  ``flexible_layer`` constraint at threshold ``conv``, the paper's baseline) on the 60,000 training
+  images, the engine (``train_model``) against a plain PyTorch loop written from the paper's
+  supplement (Conv2d(1, 12, 5), Linear(6912, 120), Linear(120, 60), Linear(60, 10) with ReLU;
+  normalized float tensors in memory, ``randperm`` batches of 100, SGD lr 0.001, momentum 0.9,
+  weight decay 0.006), both fp32, each with its share of the fp32 matmul rate.
+* "fmnist-batched-K": K = 10 seeds of the Table 2 network as one batched model against the same
+  ten trained one after another, on the first 12,000 training images (the per-step arithmetic of
+  the full set; a tenth of its epochs' time)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from perfkit import DEVICE, interleave, sync, train_flops
+from torch import nn
+
+from bioprior.registry.engine.batched import train_batched
+from bioprior.registry.engine.trainer import Normalized, train_model
+from bioprior.registry.submissions.schema import TrainingRecipe
+
+pytestmark = pytest.mark.perf
+K = 10
+RECIPE = TrainingRecipe(
+    dataset={"name": "fashion_mnist"},
+    epochs=1,
+    batch_size=100,
+    optimizer="sgd",
+    lr=0.001,
+    momentum=0.9,
+    weight_decay=0.006,
+    schedule={"name": "step", "step_size": 20, "gamma": 0.7},
+)
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.toolkit.data import DataUnavailable
+
+    try:
+        data = get_registry(reload=True).get("dataset", "fashion_mnist").build({})
+    except DataUnavailable as exc:
+        pytest.skip(
+            f"real Fashion-MNIST unavailable ({exc}): apt-get install dataset-fashion-mnist"
+        )
+    return data.to(DEVICE)
+
+
+def _table2_net(seed: int, data) -> nn.Module:
+    """The engine's model of a Table 2 baseline training (as the scorer builds it)."""
+    from bioprior.registry.contracts.constraint import InputGeometry, apply_constraint
+    from bioprior.registry.hooks.loading import get_registry
+
+    registry = get_registry()
+    model, constraint = (
+        registry.get("model", "flexible_small_net"),
+        registry.get("constraint", "flexible_layer"),
+    )
+    torch.manual_seed(seed)
+    net = model.build(model.params.model_validate({}))
+    layer = constraint.build(constraint.params.model_validate({"threshold": "conv"}))
+    geometry = InputGeometry.of("flexible_small_net", {"in_channels": 1, "input_size": 28})
+    net = apply_constraint(layer, net, geometry)
+    mean, std = data.channel_stats()
+    return Normalized(net, mean, std).to(DEVICE)
+
+
+def _plain_epoch(data):
+    """One epoch of the plain loop: the paper's network, its own float tensors and optimizer."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 12, 5),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6912, 120),
+        nn.ReLU(),
+        nn.Linear(120, 60),
+        nn.ReLU(),
+        nn.Linear(60, 10),
+    ).to(DEVICE)
+    x = data.train_x.float() / 255.0
+    x = (x - x.mean()) / x.std()
+    y = data.train_y
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=0.006)
+
+    def epoch():
+        total = torch.zeros((), device=DEVICE)
+        for idx in torch.randperm(len(x), device=DEVICE).split(100):
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        sync()
+        return total.item()
+
+    return net, x, epoch
+
+
+@pytest.mark.benchmark(group="fmnist-epoch")
+def test_engine_fmnist_epoch(benchmark, record, fmnist):
+    model = _table2_net(0, fmnist)
+
+    def epoch():
+        history = train_model(model, fmnist.train_x, fmnist.train_y, RECIPE, seed=0)
+        sync()
+        return history
+
+    history = interleave(benchmark, epoch, _plain_epoch(fmnist)[2], rounds=3)
+    flops = train_flops(model, fmnist.train_x)
+    record("fmnist-epoch", "engine", len(fmnist.train_x), flops, history["autocast"])
+    assert 0 < history["loss"][0] < 2.3  # it learned (chance: ln 10 = 2.30)
+
+
+@pytest.mark.benchmark(group="fmnist-epoch")
+def test_plain_fmnist_epoch(benchmark, record, fmnist):
+    net, x, epoch = _plain_epoch(fmnist)
+    assert benchmark.pedantic(epoch, rounds=3, iterations=1, warmup_rounds=1) > 0
+    record("fmnist-epoch", "reference", len(x), train_flops(net, x))
+
+
+def _subset(data, n: int = 12_000):
+    return data.train_x[:n], data.train_y[:n]
+
+
+@pytest.mark.benchmark(group="fmnist-batched-K")
+def test_batched_fmnist_members(benchmark, record, fmnist):
+    x, y = _subset(fmnist)
+    members = [_table2_net(seed, fmnist) for seed in range(K)]
+
+    def in_turn():
+        for seed, m in enumerate([_table2_net(s, fmnist) for s in range(K)]):
+            train_model(m, x, y, RECIPE, seed)
+        sync()
+
+    def batched():
+        histories = train_batched(members, [x] * K, [y] * K, [RECIPE] * K, list(range(K)))
+        sync()
+        return histories
+
+    histories = interleave(benchmark, batched, in_turn, rounds=2)
+    record("fmnist-batched-K", "engine", K * len(x), K * train_flops(members[0], x))
+    assert all(h["batched_members"] == K for h in histories)
+
+
+@pytest.mark.benchmark(group="fmnist-batched-K")
+def test_sequential_fmnist_members(benchmark, record, fmnist):
+    x, y = _subset(fmnist)
+
+    def in_turn():
+        for seed in range(K):
+            train_model(_table2_net(seed, fmnist), x, y, RECIPE, seed)
+        sync()
+
+    benchmark.pedantic(in_turn, rounds=2, iterations=1, warmup_rounds=0)
+    record("fmnist-batched-K", "reference", K * len(x), K * train_flops(_table2_net(0, fmnist), x))
