@@ -247,7 +247,8 @@ def test_trainings_of_one_cost_are_calibrated_once(bioprior_home, monkeypatch):
         estimates = scorer.estimate(summary)
     trains = summary.train_steps
     assert len(trains) == 4  # natural and random data for each sigma
-    assert len(calls) == 2 * 2  # a warm-up and a timed training per cost: sigma 0 and 0.5
+    # a warm-up and one or two timed trainings (the second fills a second) per cost: sigma 0, 0.5
+    assert 2 * 2 <= len(calls) <= 2 * 3
     by_sigma: dict[float, set[float]] = {}
     for step in trains:
         sigma = step.members[0].constraints[0].params.sigma

@@ -93,3 +93,25 @@ def test_input_conv_only_models_train_nchw(registry):
         create_model("small_alexnet", in_channels=1, input_size=28, width=0.25)
     )
     assert any(m._forward_pre_hooks for m in prepared.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_families_submission_reuses_the_table2_trainings(registry):
+    """evanson-table2-fmnist-families.yaml scores Table 2's forty trainings: the same training
+    keys, so scored after Table 2 it trains nothing; its corruption baseline is the Table 2
+    baseline (threshold conv), not a forty-first training."""
+    from conftest import ROOT
+
+    from bioprior.registry.planning.jobs import plan
+    from bioprior.registry.submissions.loading import load_submission
+
+    def trainings(name: str) -> set[str]:
+        loaded = load_submission(ROOT / "submissions" / f"{name}.yaml", registry)
+        return {job.training.key for job in plan([loaded])}
+
+    table2 = trainings("evanson-table2-fmnist")
+    assert len(table2) == 40 and trainings("evanson-table2-fmnist-families") == table2
+    from bioprior.registry.planning.steps import summarize
+
+    loaded = load_submission(ROOT / "submissions" / "evanson-table2-fmnist-families.yaml", registry)
+    summary = summarize(plan([loaded]), set(), registry, batch_limit=lambda spec, size: 1)
+    assert {s.members[0].key for s in summary.train_steps} == table2  # the baselines included

@@ -4,6 +4,9 @@
 - ``crashed``: the step's process died from a signal (segfault, abort, killed);
 - ``out_of_memory``: an allocation failed (host memory limit, CUDA out of memory);
 - ``invalid_output``: the model returned NaN / infinite or wrong-shape logits;
+- ``resource_error``: the machine ran out of something that is not memory, or an OS call
+  failed (a full disk, too many open files, a file system gone read-only): retried, and a
+  rerun resumes it once the resource is back;
 - ``plugin_error``: the plugin raised any other exception;
 - ``worker_lost``: a distributed worker (a Ray node) died mid-step, after the retries;
 - ``dependency_failed``: a step it needs (its training) failed, so it did not run.
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 
 CLASSES = (
@@ -18,11 +22,12 @@ CLASSES = (
     "crashed",
     "out_of_memory",
     "invalid_output",
+    "resource_error",
     "plugin_error",
     "worker_lost",
     "dependency_failed",
 )
-RETRYABLE = frozenset({"timeout", "crashed", "out_of_memory", "worker_lost"})
+RETRYABLE = frozenset({"timeout", "crashed", "out_of_memory", "resource_error", "worker_lost"})
 
 
 class InvalidOutput(ValueError):
@@ -30,6 +35,20 @@ class InvalidOutput(ValueError):
 
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+#: what the OS (or SQLite) says when a resource other than memory runs out
+RESOURCE_MARKERS = (
+    "no space left on device",
+    "database or disk is full",
+    "disk quota exceeded",
+    "too many open files",
+    "read-only file system",
+    "input/output error",
+)
+RESOURCE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EMFILE", "ENFILE", "EROFS", "EIO", "EAGAIN", "ENOLCK")
+    if hasattr(errno, name)
+)
 
 
 def classify_exception(exc: BaseException) -> str:
@@ -40,6 +59,10 @@ def classify_exception(exc: BaseException) -> str:
     text = f"{type(exc).__name__} {exc}".lower()
     if "outofmemoryerror" in text or any(m in text for m in OOM_MARKERS):
         return "out_of_memory"
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        return "resource_error"
+    if any(m in text for m in RESOURCE_MARKERS):
+        return "resource_error"
     return "plugin_error"
 
 
@@ -50,6 +73,8 @@ def classify_error_text(error: str | None) -> str:
         return "out_of_memory"
     if text.startswith("invalidoutput"):
         return "invalid_output"
+    if any(m in text for m in RESOURCE_MARKERS):
+        return "resource_error"
     return "plugin_error"
 
 

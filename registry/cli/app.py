@@ -6,6 +6,7 @@ error (:func:`.common.fail`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -13,6 +14,7 @@ import typer
 
 from bioprior.registry.cli import data, plugins, report, results, score
 from bioprior.registry.cli.plain_help import PlainHelpTyper
+from bioprior.registry.hooks.loading import SKIP_VARIABLE, set_registry
 
 app = PlainHelpTyper(
     help="bioprior: score biologically constrained vision models against benchmarks.",
@@ -31,8 +33,18 @@ def _global_options(
         help="Also print notices that ask nothing of you (e.g. torchvision's compiled ops "
         "missing, which only detection ops need).",
     ),
+    skip_plugin: list[str] = typer.Option(
+        [],
+        "--skip-plugin",
+        help="Do not load this third-party plugin (entry point or distribution name; repeat "
+        "for several); as BIOPRIOR_SKIP_PLUGINS=a,b. BIOPRIOR_LOAD_PLUGINS=a,b loads only those.",
+    ),
 ) -> None:
     """bioprior: score biologically constrained vision models against benchmarks."""
+    if skip_plugin:  # in the environment: child processes and Ray workers skip them too
+        before = os.environ.get(SKIP_VARIABLE, "")
+        os.environ[SKIP_VARIABLE] = ",".join(filter(None, [before, *skip_plugin]))
+        set_registry(None)
     if verbose:
         from bioprior.registry.base.torchvision_compat import set_verbose  # lazy: torchvision
 

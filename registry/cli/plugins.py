@@ -57,18 +57,27 @@ def plugins(
         )
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="bioprior plugins")
     for col in ("kind", "name", "provider", "version", "parameters"):
         table.add_column(col)
     for e in entries:
         params = ", ".join(f"{n}={p['default']!r}" for n, p in e.summary()["params"].items())
-        table.add_row(e.kind, e.name, f"{e.provider} {e.provider_version}", e.version, params)
+        cells = (e.kind, e.name, f"{e.provider} {e.provider_version}", e.version, params)
+        table.add_row(*(Text(str(c)) for c in cells))
     out = console()
     out.print(table)
-    for f in failures:
+    for f in failures:  # what a plugin said is text, never markup
+        line = Text("failed", style="red")
+        line.append(f" {f.provider} {f.provider_version} ({f.entry_point}): {f.error}")
+        out.print(line)
+    if registry.skipped:
         out.print(
-            f"[red]failed[/red] {f.provider} {f.provider_version} ({f.entry_point}): {f.error}"
+            f"skipped: {', '.join(registry.skipped)} (--skip-plugin, BIOPRIOR_SKIP_PLUGINS, "
+            "BIOPRIOR_LOAD_PLUGINS)",
+            markup=False,
+            highlight=False,
         )
 
 
@@ -128,6 +137,7 @@ def plugins_check(
 
 def _print_checks(dists: list[str], results: list) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     colour = {"ok": "green", "failed": "red", "expected failure": "yellow"}
     table = Table(title=f"bioprior plugins check {' '.join(dists)}")
@@ -135,13 +145,15 @@ def _print_checks(dists: list[str], results: list) -> None:
         table.add_column(col, overflow="fold")
     for r in results:
         style = colour.get(r.status, "dim")
-        table.add_row(r.entry, r.check, f"[{style}]{r.status}[/{style}]", r.message)
+        table.add_row(
+            Text(str(r.entry)), Text(str(r.check)), Text(r.status, style=style), Text(str(r.message))
+        )
     out = console()
     out.print(table)
     counts = {
         s: sum(r.status == s for r in results) for s in dict.fromkeys(r.status for r in results)
     }
-    out.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    out.print(", ".join(f"{n} {s}" for s, n in counts.items()), markup=False, highlight=False)
 
 
 def new_plugin(

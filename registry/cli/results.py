@@ -154,7 +154,9 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def _results_table(rows: list[dict[str, Any]]):
+    """Every cell is text: a name, value or error that looks like rich markup is shown as is."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{len(rows)} results")
     for col in ("submission", "variant", "seed", "benchmark", "score"):
@@ -169,15 +171,16 @@ def _results_table(rows: list[dict[str, Any]]):
             if r["status"] != "ok"
             else "\n".join(_metric_lines(r["metrics"]))
         )
-        table.add_row(
-            r["submission"],
-            variant,
+        cells = (
+            short(r["submission"], 120),  # whole in --format json
+            short(variant, 200),
             str(r["seed"]),
             r["benchmark"],
             _fmt(r["score"]),
             f"{r['status']} ({r['error_class']})" if r.get("error_class") else r["status"],
             shown,
         )
+        table.add_row(*(Text(str(c)) for c in cells))
     return table
 
 

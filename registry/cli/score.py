@@ -4,6 +4,7 @@ printed; bad input is one line per error and exit 2."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import typer
@@ -17,6 +18,7 @@ from bioprior.registry.hooks.loading import get_registry
 from bioprior.registry.scoring.options import ExecutionOptions, OptionError, ScoreOptions
 from bioprior.registry.scoring.scorer import PreflightError
 from bioprior.registry.scoring.session import ScoreResult, ScoringSession
+from bioprior.registry.store.results import StoreError
 from bioprior.registry.submissions.loading import InvalidSubmission, load_submission
 
 
@@ -154,6 +156,10 @@ def score(
         fail(str(exc))
     except PreflightError as exc:  # e.g. a dataset that is not under the data root
         fail(f"{session.path_of(exc.submission)}: {exc.field}: {exc.message}")
+    except StoreError as exc:  # a stored row that is not what bioprior writes
+        fail(f"--db: {short(exc, 300)}")
+    except sqlite3.Error as exc:  # a damaged database, a full disk: every stored row is kept
+        fail(f"--db: {options.db}: {short(exc, 200)}")
     if result.drifts is not None:
         _print_verify(result, session.store.path)
     elif result.report is None:

@@ -168,10 +168,18 @@ def batching_pays(p: Profile, spec: TrainingSpec, device: torch.device) -> bool:
     return step_flops / max(1, p.layer_calls) < CPU_BATCHING_FLOPS_PER_LAYER
 
 
-def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
+#: calibration: optimizer steps timed at least (after a warm-up step), and the time they fill
+#: at least, so that one slow moment of a busy machine moves an estimate little
+CALIBRATION_STEPS, CALIBRATION_SECONDS, CALIBRATION_MAX_STEPS = 4, 1.0, 200
+
+
+def calibrate(step: TrainStep, service: Any, steps: int = CALIBRATION_STEPS) -> float:
     """Seconds per optimizer step of this step's K members together, measured with the real
-    engine (one warm-up training of a step, then one of ``steps``) on random images of the
-    members' geometry; a slight overestimate (the training's setup is included)."""
+    engine on random images of the members' geometry: one warm-up training of a step, then
+    ``steps`` steps, then, where those took under :data:`CALIBRATION_SECONDS`, as many more as
+    fill it (at most :data:`CALIBRATION_MAX_STEPS`). It runs at the thread count the run will
+    use and under the machine's present load, so a busy machine gets a longer estimate; a slight
+    overestimate (the training's setup is included)."""
     from bioprior.registry.engine.batched import train_batched  # lazy: torch
     from bioprior.registry.engine.trainer import train_model  # lazy: torch
 
@@ -183,15 +191,13 @@ def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
         return _calibrated[key]
     bs = first.recipe.batch_size
     gen = torch.Generator().manual_seed(0)
-    n = bs * steps
-    shape = (n, *data.train_x.shape[1:])
-    x = torch.rand(shape, generator=gen).to(data.train_x.device)
-    y = torch.randint(0, data.num_classes, (n,), generator=gen).to(data.train_y.device)
     recipe = first.recipe.model_copy(update={"epochs": 1})
-    timings = []
-    for m in (1, steps):
+
+    def timed(m: int) -> float:
+        x = torch.rand((m * bs, *data.train_x.shape[1:]), generator=gen)
+        y = torch.randint(0, data.num_classes, (m * bs,), generator=gen)
+        xm, ym = x.to(data.train_x.device), y.to(data.train_y.device)
         modules = [service.build(first, data) for _ in range(k)]
-        xm, ym = x[: m * bs], y[: m * bs]
         sync(service.device)
         t0 = time.perf_counter()
         if k == 1:
@@ -199,8 +205,15 @@ def calibrate(step: TrainStep, service: Any, steps: int = 3) -> float:
         else:
             train_batched(modules, [xm] * k, [ym] * k, [recipe] * k, [first.seed] * k)
         sync(service.device)
-        timings.append(time.perf_counter() - t0)
-    per_step = timings[1] / steps  # after a warm-up step; the setup is amortized, not subtracted
+        return time.perf_counter() - t0
+
+    timed(1)  # warm-up
+    seconds = timed(steps)
+    if seconds < CALIBRATION_SECONDS:
+        more = min(CALIBRATION_MAX_STEPS, int(steps * CALIBRATION_SECONDS / max(seconds, 1e-6)))
+        if more > steps:
+            steps, seconds = more, timed(more)
+    per_step = seconds / steps  # the setup is amortized, not subtracted
     _calibrated[key] = per_step
     return per_step
 

@@ -10,14 +10,29 @@ one name, neither is registered (the failure names both) until the user uninstal
 one with ``BIOPRIOR_PREFER="name=distribution"`` (``kind:name=distribution`` when a name exists
 in two kinds; several picks separated by commas). The rule is :mod:`.precedence` (a pure
 function); the messages and the bookkeeping are here.
+
+A plugin module may do anything while it is imported. Whatever it raises, ``SystemExit`` included
+(``KeyboardInterrupt`` aside), is a :class:`PluginFailure` that says how to skip it; an import
+that takes more than :data:`WATCHDOG_S` seconds is named on stderr while it runs; a crash (a
+segfault in an extension module) dumps the Python stack with :mod:`faulthandler`, whose innermost
+bioprior frame is named ``importing plugin NAME (MODULE)``. A plugin that ends the process
+(``os._exit``) cannot be caught: skip it. The user names the plugins to load or skip as llm
+does: ``BIOPRIOR_LOAD_PLUGINS=a,b`` loads only those (set but empty: none),
+``BIOPRIOR_SKIP_PLUGINS=a,b`` skips those (``bioprior --skip-plugin NAME``), each name an entry
+point name or a distribution name. bioprior's own entries are always loaded: they are the
+reference every third-party plugin is compared with, and every command needs them.
 """
 
 from __future__ import annotations
 
 import difflib
+import faulthandler
 import fnmatch
 import os
 import re
+import sys
+import threading
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -89,6 +104,71 @@ def strict_plugins() -> bool:
     return os.environ.get("BIOPRIOR_STRICT_PLUGINS", "").lower() in {"1", "true", "yes"}
 
 
+#: seconds a plugin import may take before stderr names it (it keeps running)
+WATCHDOG_S = 5.0
+LOAD_VARIABLE = "BIOPRIOR_LOAD_PLUGINS"
+SKIP_VARIABLE = "BIOPRIOR_SKIP_PLUGINS"
+
+
+def _names(variable: str) -> set[str] | None:
+    """The plugin names in an environment variable (comma- or space-separated), normalized;
+    None when it is not set."""
+    text = os.environ.get(variable)
+    if text is None:
+        return None
+    return {normalize_distribution(n) for n in re.split(r"[,\s]+", text.strip()) if n}
+
+
+def selected(ep_name: str, dist: str) -> bool:
+    """Whether the user's ``BIOPRIOR_LOAD_PLUGINS`` / ``BIOPRIOR_SKIP_PLUGINS`` let a third-party
+    entry point load (named by its entry point name or its distribution)."""
+    names = {normalize_distribution(ep_name), normalize_distribution(dist)}
+    load, skip = _names(LOAD_VARIABLE), _names(SKIP_VARIABLE)
+    if load is not None and not names & load:
+        return False
+    return not (skip and names & skip)
+
+
+def skip_hint(ep_name: str) -> str:
+    return f"skip it with `bioprior --skip-plugin {ep_name}` or {SKIP_VARIABLE}={ep_name}"
+
+
+def _import(ep: EntryPoint) -> Any:
+    return ep.load()
+
+
+def _load_watched(ep: EntryPoint) -> Any:
+    """``ep.load()`` through a frame named after the plugin (what faulthandler prints when the
+    import crashes the process), with a watchdog that names it on stderr when it is slow."""
+    label = f"importing plugin {ep.name} ({ep.value})"
+    code = _import.__code__.replace(co_name=label, co_qualname=label)
+    named = types.FunctionType(code, _import.__globals__, label)
+
+    def still() -> None:
+        print(
+            f"bioprior: still importing plugin {ep.name} ({ep.value}) after {WATCHDOG_S:g} s; "
+            f"{skip_hint(ep.name)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    watchdog = threading.Timer(WATCHDOG_S, still)
+    watchdog.daemon = True
+    enabled = faulthandler.is_enabled()
+    if not enabled:
+        try:
+            faulthandler.enable(file=sys.__stderr__ or sys.stderr)
+        except (AttributeError, ValueError, OSError):  # no usable stderr (e.g. pythonw)
+            pass
+    watchdog.start()
+    try:
+        return named(ep)
+    finally:
+        watchdog.cancel()
+        if not enabled:
+            faulthandler.disable()
+
+
 def preferences(text: str | None = None) -> dict[str, str]:
     """``BIOPRIOR_PREFER`` parsed: ``"a=dist-x, model:b=dist-y"`` -> {"a": "dist-x", ...}."""
     text = os.environ.get("BIOPRIOR_PREFER", "") if text is None else text
@@ -109,6 +189,8 @@ class Registry:
     def __init__(self, strict: bool | None = None, prefer: Mapping[str, str] | None = None) -> None:
         self.strict = strict_plugins() if strict is None else strict
         self.failures: list[PluginFailure] = []
+        #: entry points the user skipped (BIOPRIOR_LOAD_PLUGINS / BIOPRIOR_SKIP_PLUGINS)
+        self.skipped: list[str] = []
         try:
             self.prefer = (
                 preferences()
@@ -141,10 +223,16 @@ class Registry:
         for ep in sorted(eps, key=order):
             dist = ep.dist.name if ep.dist else "unknown"
             version = ep.dist.version if ep.dist else ""
+            if normalize_distribution(dist) != BUILTIN_DISTRIBUTION and not selected(ep.name, dist):
+                self.skipped.append(ep.name)
+                continue
             try:
-                module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import error is recorded
-                self._fail(dist, version, ep.name, f"import failed: {_one_line(exc)}", exc)
+                module = _load_watched(ep)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - SystemExit too: recorded, not obeyed
+                message = f"import failed: {_one_line(exc)}; {skip_hint(ep.name)}"
+                self._fail(dist, version, ep.name, message, exc)
                 continue
             self.add_plugin(module, provider=dist, provider_version=version, name=ep.name)
         return self
@@ -172,7 +260,9 @@ class Registry:
                 register = self._make_register(kind, pending, provider, provider_version, ep_name)
                 try:
                     impl.function(register=register)
-                except Exception as exc:  # noqa: BLE001
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - SystemExit too
                     self._fail(
                         provider,
                         provider_version,
@@ -287,7 +377,9 @@ class Registry:
         kind: str | None = None,
     ) -> None:
         if self.strict:
-            raise exc
+            if isinstance(exc, Exception):
+                raise exc
+            raise RuntimeError(f"plugin {ep_name}: {message}") from exc  # not an exit
         self.failures.append(PluginFailure(provider, version, ep_name, message, name, kind))
 
     # -- queries ---------------------------------------------------------------------------
@@ -416,6 +508,8 @@ def _conflict_message(
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the module exited (code {exc.code!r}) while being imported"
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if not text.startswith(type(exc).__name__) else text
 

@@ -8,6 +8,7 @@ column (``error_class``, provenance) or a metric that is absent is left out, nev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -17,9 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from bioprior.registry.store.results import JSON_COLUMNS
+from bioprior.registry.store.results import ResultStore, StoreError
 from bioprior.registry.submissions.loading import InvalidSubmission
 from bioprior.registry.submissions.reference import Comparison, compare, read_reference
 from bioprior.registry.submissions.schema import Submission as SubmissionModel
@@ -103,23 +103,13 @@ class ReportError(ValueError):
 def read_rows(db: Path, submissions: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Every row of the results table (JSON columns decoded), opened read-only."""
     db = Path(db)
-    if not db.is_file():
-        raise ReportError(f"--db: no results database at {db} (run `bioprior score` first)")
-    uri = f"file:{quote(str(db.resolve()))}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+        with ResultStore.open_readonly(db) as store:  # immutable where the folder is read-only
+            rows = store.rows()
+    except StoreError as exc:  # not a store, or a row that is not what bioprior writes
+        raise ReportError(f"--db: {exc}") from None
     except sqlite3.Error as exc:
-        raise ReportError(f"--db: cannot open {db}: {exc}") from exc
-    conn.row_factory = sqlite3.Row
-    try:
-        cur = conn.execute(
-            "SELECT * FROM results ORDER BY submission, benchmark, variant, seed, id"
-        )
-        rows = [_decode(r) for r in cur]
-    except sqlite3.Error as exc:
-        raise ReportError(f"--db: {db} is not a bioprior results database ({exc})") from exc
-    finally:
-        conn.close()
+        raise ReportError(f"--db: cannot read {db}: {exc}") from None
     wanted = list(dict.fromkeys(submissions))
     if wanted:
         known = sorted({r["submission"] for r in rows})
@@ -131,17 +121,6 @@ def read_rows(db: Path, submissions: Iterable[str] = ()) -> list[dict[str, Any]]
             )
         rows = [r for r in rows if r["submission"] in wanted]
     return rows
-
-
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for col in JSON_COLUMNS:
-        if isinstance(out.get(col), str):
-            try:
-                out[col] = json.loads(out[col])
-            except ValueError:
-                pass
-    return out
 
 
 def training_history(weights_dirs: Iterable[Path], training_key: str) -> dict[str, Any] | None:
@@ -214,8 +193,18 @@ def error_class(row: dict[str, Any]) -> str | None:
     return match.group(1) if match else "error"
 
 
+#: the longest slug: a file name stays well under every file system's limit (255 bytes)
+SLUG_MAX = 80
+
+
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
+    """``text`` as a file-name part: ASCII letters, digits, ``_.-``; a longer one is cut and
+    ends with a short hash of the whole text, so two long names stay apart."""
+    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
+    if len(out) <= SLUG_MAX:
+        return out
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{out[: SLUG_MAX - 13].rstrip('-.')}-{digest}"
 
 
 def short_keys(paths: Iterable[str]) -> dict[str, str]:
@@ -385,6 +374,7 @@ def columns_of(rows: list[dict[str, Any]]) -> tuple[list[Column], dict[tuple, st
             found.append(key)
     benches = sorted({b for _, b in sets}, key=lambda b: (order.index(b) if b in order else 99, b))
     out, where = [], {}
+    used_ids: set[str] = set()
     for bench in benches:
         subs = {s: keys for (s, b), keys in sets.items() if b == bench}
         n = max(len(keys) for keys in subs.values())
@@ -395,6 +385,9 @@ def columns_of(rows: list[dict[str, Any]]) -> tuple[list[Column], dict[tuple, st
             metrics = _numeric_metrics(bench_rows)
         for k in range(n):
             cid = slug(bench) + (f"-{k + 1}" if n > 1 else "")
+            while cid.lower() in used_ids:  # two names with one slug ("a b", "a-b")
+                cid += "_"
+            used_ids.add(cid.lower())
             label = bench
             if n > 1:
                 mine = params[first[k]]
@@ -471,9 +464,9 @@ def shape(rows: list[dict[str, Any]], weights_dirs: Iterable[Path] = ()) -> Repo
                 (cell.ok if r["status"] == "ok" else cell.failed).append(r)
             variants.append(v)
         s = slug(name)
-        while s in used_slugs:
+        while s.lower() in used_slugs:  # "A" and "a" are one file where case is folded
             s += "_"
-        used_slugs.add(s)
+        used_slugs.add(s.lower())
         subs.append(Submission(name, s, variants, keys))
     return Report(rows, columns, subs, [Path(d) for d in weights_dirs])
 

@@ -206,7 +206,10 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _js_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, default=str).replace("</", "<\\/")
+    """``data`` as a JavaScript expression: ``JSON.parse`` of a string, so that a key such as
+    ``__proto__`` is an own property (in an object literal it would set the prototype)."""
+    text = json.dumps(data, sort_keys=True, default=str)
+    return "JSON.parse(" + json.dumps(text).replace("</", "<\\/") + ")"
 
 
 # -- the leaderboard ------------------------------------------------------------------------------

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.text
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .data import Column, Stat, Submission, Variant, get_path, number, sweep_axis, value_text
 
 RC = {
+    "text.parse_math": False,  # every label is user text: a "$" is a dollar sign, not mathtext
     "svg.fonttype": "none",  # text stays text: smaller files, searchable labels
     "svg.hashsalt": "bioprior",  # stable ids: the same store gives the same files
     "font.size": 8.5,
@@ -80,11 +83,26 @@ def _figure(panels: int, cols: int = 3, w: float = 3.3, h: float = 2.6):
     return fig, list(axes[:panels])
 
 
+#: characters XML 1.0 does not allow (C0 controls but tab and newlines, surrogates, U+FFFE/F)
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def plain(text: str) -> str:
+    """User text as a figure shows it: control characters as U+FFFD (an SVG stays well-formed)."""
+    return NOT_XML.sub("\ufffd", text)
+
+
 def save_svg(fig: Figure, path: Path) -> None:
+    """Every text of ``fig`` as plain text (no mathtext, no control characters), then the SVG;
+    what the figure draws late (tick labels) is cleaned in the written file too."""
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_parse_math(False)
+        if NOT_XML.search(text.get_text()):
+            text.set_text(plain(text.get_text()))
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(buf.getvalue(), encoding="utf-8")
+    path.write_text(plain(buf.getvalue()), encoding="utf-8")
 
 
 def _curve(values: list[Any]) -> tuple[list[float], list[float]] | None:

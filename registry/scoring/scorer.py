@@ -3,6 +3,7 @@ executor and write every outcome to the store as soon as it is ready."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from bioprior.registry.planning.outcomes import JobOutcome, Outcome
 from bioprior.registry.planning.spec import root_dataset
 from bioprior.registry.planning.steps import PlanSummary, Step, summarize
 from bioprior.registry.store.results import ResultStore
+from bioprior.registry.store.weights import cached_problem, set_aside, weights_file
 from bioprior.registry.submissions.loading import LoadedSubmission, load_submission
 
 
@@ -64,6 +66,8 @@ class Scorer:
         self._service = None
         #: job key -> the trainings its benchmark declared (each job is declared once)
         self.declared: Declared = {}
+        #: cached weights files found reusable (key, inode, mtime, size): not hashed again
+        self._checked: set[tuple] = set()
 
     def load(self, paths: Iterable[str | Path]) -> list[LoadedSubmission]:
         return [load_submission(p, self.registry) for p in paths]
@@ -75,11 +79,36 @@ class Scorer:
             jobs,
             self.store.done(),
             self.registry,
-            is_cached=lambda spec: (weights / f"{spec.key}.safetensors").exists(),
+            is_cached=lambda spec: self._reusable(weights_file(weights, spec.key), spec.key),
             batch_limit=self._batch_limit,
             declared=self.declared,
         )
         return jobs, summary
+
+    def _reusable(self, path: Path, key: str) -> bool:
+        """Whether the cached weights of ``key`` may be reused: a regular file that matches its
+        own hash and the hash the store recorded for ``key``. One that does not is set aside
+        (``.rejected``) with a one-line notice, and its training runs again."""
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            info = None
+        seen = (key, info.st_ino, info.st_mtime_ns, info.st_size) if info else None
+        if seen is not None and seen in self._checked:
+            return True
+        problem = cached_problem(path, key, self.store.recorded_weights(key))
+        if problem is None:
+            if seen is not None:
+                self._checked.add(seen)
+            return True
+        try:
+            where = f"moved to {set_aside(path).name}"
+        except OSError as exc:
+            where = f"could not be moved aside ({exc.strerror})"
+        self.reporter.message(f"notice: cached weights {path}: {problem}; {where}, retraining")
+        return False
 
     def fresh(self, jobs: list[Job]) -> PlanSummary:
         """The plan of these jobs from scratch (nothing done, nothing cached): the shape of the

@@ -141,7 +141,8 @@ class Claims:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (a full disk):
+                    conn.execute("ROLLBACK")  # its error is the one to see, not ROLLBACK's
                 raise
             self.held.add(key)
         self._ensure_heartbeat()

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -72,6 +72,58 @@ class StoreError(Exception):
     """A path that cannot be used as a results database (one line)."""
 
 
+class BadRow(StoreError):
+    """A stored row whose values are not what bioprior writes (one line: file, row, column)."""
+
+
+#: what each JSON column decodes to (``None``: the column may hold JSON null)
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "variant": (dict,),
+    "benchmark_params": (dict,),
+    "metrics": (dict,),
+    "plugin_versions": (dict,),
+    "weights": (dict, type(None)),
+    "spec": (dict,),
+    "provenance": (dict, type(None)),
+}
+#: plain columns and the Python types SQLite may give back for them
+PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (int,),
+    "job_key": (str,),
+    "submission": (str,),
+    "seed": (int,),
+    "benchmark": (str,),
+    "benchmark_version": (str,),
+    "training_key": (str,),
+    "score": (int, float, type(None)),
+    "status": (str,),
+    "error": (str, type(None)),
+    "error_class": (str, type(None)),
+    "started_at": (str, type(None)),
+    "finished_at": (str, type(None)),
+    "duration_s": (int, float, type(None)),
+    "device": (str, type(None)),
+    "weights_hash": (str, type(None)),
+    "bioprior_version": (str, type(None)),
+}
+TYPE_NAMES = {
+    dict: "a JSON object",
+    list: "a JSON list",
+    str: "text",
+    int: "an integer",
+    float: "a number",
+    bytes: "bytes",
+    bool: "true/false",
+    type(None): "null",
+}
+#: the columns of SCHEMA (a ``results`` table without one of them is not bioprior's)
+REQUIRED_COLUMNS = tuple(
+    line.split()[0]
+    for line in SCHEMA.split("(", 1)[1].splitlines()
+    if line.strip() and line.split()[0].islower() and not line.strip().startswith("UNIQUE")
+)
+
+
 def database_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as a results database, or None if it looks like one."""
     try:
@@ -84,6 +136,8 @@ def database_problem(path: Path) -> str | None:
         return f"{path} is a directory, not a results database"
     if not stat.S_ISREG(info.st_mode):
         return f"{path} is not a regular file"
+    if info.st_size == 0:
+        return f"{path} is an empty file, not a results database (run `bioprior score` first)"
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -112,6 +166,17 @@ def _while_locked(statement: Callable[[], Any]) -> Any:
             time.sleep(0.05)
 
 
+def _not_a_store(path: Path) -> str | None:
+    """Why an existing ``path`` must not be opened for writing as a results database: not a
+    regular file, or bytes that are not SQLite (an empty file is a new database)."""
+    if str(path) == ":memory:" or not os.path.lexists(path):
+        return None
+    problem = database_problem(path)
+    if problem and path.is_file() and path.stat().st_size == 0:
+        return None
+    return problem
+
+
 class ResultStore:
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
@@ -120,9 +185,17 @@ class ResultStore:
             self.conn = _connect_readonly(self.path)
             self.conn.row_factory = sqlite3.Row
             return
+        problem = _not_a_store(self.path)
+        if problem:
+            raise StoreError(problem)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
+        try:
+            self._refuse_foreign()
+        except BaseException:
+            self.conn.close()
+            raise
         _while_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
         self.conn.execute("PRAGMA synchronous=NORMAL")
         _while_locked(lambda: self.conn.executescript(SCHEMA))
@@ -135,6 +208,43 @@ class ResultStore:
                     if "duplicate column" not in str(exc):
                         raise
         migrate_error_class(self.conn)
+
+    def _refuse_foreign(self) -> None:
+        """Raise :class:`StoreError` for an SQLite database that is not a results store: tables
+        but no ``results`` (bioprior's would be added to someone else's database), or a
+        ``results`` table without bioprior's columns or with a NOT NULL column it cannot fill."""
+        tables = [
+            r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        if tables and "results" not in tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(
+                f"{self.path} is an SQLite database but not a bioprior results store (its tables: "
+                f"{shown}); nothing was added to it: give another --db"
+            )
+        if "results" not in tables:
+            return
+        columns = {r[1]: r for r in self.conn.execute("PRAGMA table_info(results)")}
+        missing = [
+            c for c in REQUIRED_COLUMNS if c not in columns and c not in ADDED_COLUMNS
+        ]
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" * (len(missing) > 4))
+            raise StoreError(
+                f"{self.path}: its results table lacks the column(s) {shown}: not a bioprior "
+                "results store, or a damaged one"
+            )
+        known = {*REQUIRED_COLUMNS, "error_class"}
+        unfillable = [
+            name
+            for name, (_, _, _, notnull, default, pk) in columns.items()
+            if name not in known and notnull and default is None and not pk
+        ]
+        if unfillable:
+            raise StoreError(
+                f"{self.path}: its results table has the column(s) {', '.join(unfillable)}, "
+                "NOT NULL without a default, which bioprior cannot fill"
+            )
 
     @classmethod
     def open_readonly(cls, path: str | Path) -> ResultStore:
@@ -211,6 +321,22 @@ class ResultStore:
             )
         return cur.rowcount > 0
 
+    def recorded_weights(self, training_key: str) -> set[str]:
+        """The weights hashes finished rows recorded for a training key (its ``weights`` column:
+        training key -> hash of the weights the job used); empty when none did."""
+        needle = json.dumps(training_key)
+        found = set()
+        for (weights,) in self.conn.execute(
+            "SELECT weights FROM results WHERE status = 'ok' AND instr(weights, ?) > 0", (needle,)
+        ):
+            try:
+                value = json.loads(weights).get(training_key)
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(value, str):
+                found.add(value)
+        return found
+
     def rows(
         self, submission: str | None = None, status: str | None = None
     ) -> list[dict[str, Any]]:
@@ -222,7 +348,7 @@ class ResultStore:
             sql += " AND status = ?"
             args.append(status)
         sql += " ORDER BY submission, benchmark, variant, seed, id"
-        return [decode(r) for r in self.conn.execute(sql, args)]
+        return [decode(r, self.path) for r in self.conn.execute(sql, args)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows())
@@ -263,17 +389,50 @@ def migrate_error_class(conn: sqlite3.Connection) -> None:
         )
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         if "duplicate column" not in str(exc):  # else another process added it first
             raise
 
 
-def decode(row: sqlite3.Row) -> dict[str, Any]:
+def decode(row: sqlite3.Row | Mapping[str, Any], path: str | Path = "the results database"):
+    """A stored row with its JSON columns decoded, each column checked against what bioprior
+    writes; raise :class:`BadRow` naming the file, the row and the column."""
     out = dict(row)
+
+    def bad(col: str, what: str) -> BadRow:
+        where = f"row {out['id']}" if isinstance(out.get("id"), int) else "a row"
+        return BadRow(f"{path}: {where}, column {col}: {what}")
+
+    for col, kinds in PLAIN_TYPES.items():
+        if col in out and not isinstance(out[col], kinds):
+            raise bad(col, f"expected {_kinds(kinds)}, found {_shown(out[col])}")
     for col in JSON_COLUMNS:
-        if out.get(col) is not None:
-            out[col] = json.loads(out[col])
+        value = out.get(col)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise bad(col, f"expected JSON text, found {_shown(value)}")
+        try:
+            out[col] = json.loads(value)
+        except ValueError as exc:
+            raise bad(col, f"malformed JSON ({exc})") from None
+        kinds = JSON_TYPES.get(col, (object,))
+        if not isinstance(out[col], kinds):
+            raise bad(col, f"expected {_kinds(kinds)}, found {_shown(out[col])}")
     return out
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    return " or ".join(TYPE_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def _shown(value: Any) -> str:
+    kind = TYPE_NAMES.get(type(value), type(value).__name__)
+    if value is None:
+        return kind
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _json_default(value: Any) -> Any:

@@ -22,10 +22,13 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import struct
 import tempfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bioprior.registry.base import atomic
 
@@ -146,6 +149,94 @@ def read(weights_dir: str | Path, key: str) -> tuple[bytes, str] | None:
         return blob, checked_hash(key, blob)
     except (OSError, BadWeights):
         return None
+
+
+# -- cached weights that may be reused ------------------------------------------------------------
+REJECTED_SUFFIX = ".rejected"
+
+
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a weights file, found without opening it (a FIFO would block the
+    reader): None for a regular file (a link to one included) or when there is nothing there."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{kind}, not a weights file"
+
+
+def state_hash(state: Mapping[str, Any]) -> str:
+    """The hash of named tensors as the store records it (``weights_hash`` of a trained model:
+    names, dtypes, shapes, values; 20 hex digits)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().contiguous().cpu()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(atomic._raw_bytes(t) if t.numel() else b"")
+    return digest.hexdigest()[:20]
+
+
+def cached_problem(path: str | Path, key: str, recorded: Collection[str] = ()) -> str | None:
+    """Why the cached weights of ``key`` at ``path`` may not be reused, or None when they may.
+
+    They may be reused when ``path`` is a regular safetensors file whose tensors hash to the hash
+    written in it and, when the store recorded hashes for ``key`` (``recorded``, see
+    :meth:`ResultStore.recorded_weights`), to one of those. A file whose own hash was removed or
+    re-made by whoever changed it is caught by the store's record; without a record, a file
+    without its hash is not trusted either."""
+    problem = not_regular(path)
+    if problem:
+        return problem
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        metadata = header_metadata(blob)
+        if atomic.TENSORS_HASH_KEY not in metadata:
+            return f"no {atomic.TENSORS_HASH_KEY} in the file"
+        state = load(blob)
+        atomic.check_tensors(path, state, metadata)
+    except BadWeights as exc:
+        return str(exc)
+    except SafetensorError as exc:
+        return f"not a safetensors file ({exc})"
+    except atomic.CorruptFile:
+        return "its tensors do not match the hash written in it"
+    if recorded:
+        found = state_hash(state)
+        if found not in recorded:
+            expected = ", ".join(sorted(recorded))
+            return f"weights hash {found}, but the results store recorded {expected} for this key"
+    return None
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move a cached file that may not be reused out of the way (never deleted: it may be
+    evidence), as ``<name>.rejected``; returns where it went."""
+    path = Path(path)
+    aside = path.with_name(path.name + REJECTED_SUFFIX)
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    elif os.path.lexists(aside):
+        aside.unlink()
+    os.replace(path, aside)
+    return aside
 
 
 def _sha256(data: bytes) -> str:

@@ -159,3 +159,69 @@ def test_sequential_fmnist_members(benchmark, record, fmnist):
 
     benchmark.pedantic(in_turn, rounds=2, iterations=1, warmup_rounds=0)
     record("fmnist-batched-K", "reference", K * len(x), K * train_flops(_table2_net(0, fmnist), x))
+
+
+SWEEP = {
+    "name": "perf-fmnist-sweep",
+    "model": {"name": "flexible_small_net"},
+    "constraints": [{"name": "flexible_layer", "params": {"threshold": "conv"}}],
+    "training": {
+        "dataset": "fashion_mnist",
+        "epochs": 3,
+        "batch_size": 100,
+        "optimizer": "sgd",
+        "lr": 0.001,
+        "momentum": 0.9,
+        "weight_decay": 0.006,
+    },
+    "seeds": [0, 1],
+    "benchmarks": [
+        {
+            "name": "adversarial",
+            "params": {
+                "images": 500,
+                "curves": {"fgsm": {"attack": {"name": "fgsm"}, "epsilons": [0.0, 0.1]}},
+                "score_curve": "fgsm",
+                "score_epsilon": 0.1,
+                "transfer": False,
+                "minimal_images": 0,
+            },
+        }
+    ],
+}
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU workers: a GPU runs one step at a time")
+@pytest.mark.benchmark(group="fmnist-sweep")
+def test_scorer_fmnist_sweep(benchmark, record, fmnist, tmp_path):
+    """Pair "fmnist-sweep": two Table 2 trainings (seeds 0 and 1, three epochs each on the 60,000
+    images) scored by ``bioprior score --threads 2`` as the scorer chooses to run them (two
+    one-thread CPU workers), start-up, planning, data loading and a small evaluation included,
+    against the plain loop's three epochs twice in turn on the same two threads."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(SWEEP, sort_keys=False))
+
+    def score() -> None:
+        home = tempfile.mkdtemp(prefix="bioprior-perf-")
+        out = subprocess.run(
+            [sys.executable, "-m", "bioprior.registry.cli.app", "score", str(path)]
+            + ["--device", "cpu", "--threads", "2"],
+            env={**os.environ, "BIOPRIOR_HOME": home},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "2 CPU workers x 1 thread" in out.stdout + out.stderr
+
+    plain = _plain_epoch(fmnist)[2]
+    interleave(benchmark, score, lambda: [plain() for _ in range(6)], rounds=2, warmup=0)
+    flops = 6 * train_flops(_table2_net(0, fmnist), fmnist.train_x)
+    record("fmnist-sweep", "engine", 6 * len(fmnist.train_x), flops)

@@ -82,7 +82,7 @@
     var boxes = document.querySelectorAll("input.include");
     if (!boxes.length) return;
     var update = function () {
-      var on = {};
+      var on = Object.create(null);
       Array.prototype.forEach.call(boxes, function (b) {
         on[b.value] = b.checked;
         table.querySelectorAll('[data-col="' + b.value + '"]').forEach(function (el) {
@@ -92,7 +92,7 @@
       var rows = Array.prototype.slice.call(table.tBodies[0].rows);
       rows.forEach(function (r) {
         // the mean of the ticked column scores; the spread over seeds of each seed's mean
-        var xs = [], seeds = {};
+        var xs = [], seeds = Object.create(null);
         r.querySelectorAll("td[data-score]").forEach(function (td) {
           var v = td.getAttribute("data-score");
           if (!on[td.getAttribute("data-col")] || v === "") return;
@@ -127,6 +127,12 @@
   }
 
   /* -- compare page --------------------------------------------------------------------------- */
+  // Names come from the store (a submission may be called "__proto__" or "toString"): look them
+  // up as own properties only, never through the prototype.
+  function own(obj, key) {
+    return obj != null && Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+  }
+
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
@@ -147,14 +153,14 @@
       pickA.appendChild(el("option", { value: name }, name));
       pickB.appendChild(el("option", { value: name }, name));
     });
-    var params = {};
+    var params = Object.create(null);
     location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
       var i = kv.indexOf("=");
       if (i > 0) params[kv.slice(0, i)] = decodeURIComponent(kv.slice(i + 1));
     });
-    var a = data.submissions[params.a] ? params.a : data.order[0];
+    var a = own(data.submissions, params.a) ? params.a : data.order[0];
     var rest = data.order.filter(function (n) { return n !== a; });
-    var b = data.submissions[params.b] ? params.b : rest[0] || a;
+    var b = own(data.submissions, params.b) ? params.b : rest[0] || a;
     pickA.value = a;
     pickB.value = b;
     var render = function () {
@@ -170,7 +176,7 @@
 
   function renderTable(data, names, table) {
     table.textContent = "";
-    var subs = names.map(function (n) { return data.submissions[n]; });
+    var subs = names.map(function (n) { return own(data.submissions, n); });
     var head = el("thead"), top = el("tr", { "class": "groups" }), cols = el("tr", { "class": "cols" });
     top.appendChild(el("th", { "class": "blank" }));
     cols.appendChild(el("th", {}, "benchmark · metric"));
@@ -201,10 +207,10 @@
     line("mean score", function (v) { return { text: stat(v.overall) }; }, "mean-row");
     line("seeds", function (v) { return { text: String(v.seeds.length) }; });
     data.columns.forEach(function (c) {
-      var used = subs.some(function (s) { return s.variants.some(function (v) { return v.cells[c.id]; }); });
+      var used = subs.some(function (s) { return s.variants.some(function (v) { return own(v.cells, c.id); }); });
       if (!used) return;
       line(c.label + " · score", function (v) {
-        var cell = v.cells[c.id];
+        var cell = own(v.cells, c.id);
         if (!cell) return { text: "not run", cls: "muted" };
         var text = stat(cell.score);
         if (cell.flags.length) text += " ⚠";
@@ -213,8 +219,8 @@
       }, "score-row fam-" + c.family);
       c.metrics.forEach(function (m) {
         line(c.label + " · " + m.label, function (v) {
-          var cell = v.cells[c.id];
-          return { text: cell ? stat(cell.metrics[m.path]) : "", cls: "metric" };
+          var cell = own(v.cells, c.id);
+          return { text: cell ? stat(own(cell.metrics, m.path)) : "", cls: "metric" };
         }, "fam-" + c.family);
       });
     });
@@ -223,7 +229,7 @@
 
   function renderPlots(data, names, box) {
     box.textContent = "";
-    var subs = names.map(function (n) { return data.submissions[n]; });
+    var subs = names.map(function (n) { return own(data.submissions, n); });
     var keys = [];
     subs.forEach(function (s) {
       s.plots.forEach(function (p) { if (keys.indexOf(p.name) < 0) keys.push(p.name); });
