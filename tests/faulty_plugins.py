@@ -28,7 +28,9 @@ from bioprior.registry.hooks.entries import ImageModelParams, PluginParams
 
 
 class FaultyParams(ImageModelParams):
-    mode: Literal["ok", "segfault", "hang", "hog", "nan", "wrong_shape", "raise"] = Field(
+    mode: Literal[
+        "ok", "segfault", "hang", "hog", "nan", "wrong_shape", "wrong_rank", "raise"
+    ] = Field(
         default="ok", description="How the model misbehaves."
     )
 
@@ -62,6 +64,8 @@ def build(params):
             out = self.fc(x.flatten(1))
             if params.mode == "nan" and not self.training:
                 out = out * float("nan")
+            if params.mode == "wrong_rank":  # (N, classes, 1): training itself would fail
+                out = out[..., None]
             return out
 
     return Net()

@@ -156,7 +156,9 @@ def test_compare_data_keeps_prototype_names_as_own_keys(hostile_store, tmp_path)
         "\nconsole.log(JSON.stringify([own(s, '__proto__'), own(s, 'toString'),"
         " own(s, 'constructor'), own(s, 'valueOf'), Object.getPrototypeOf(s) === Object.prototype]));"
     )
-    found = subprocess.run(["node", "-e", script], check=False, capture_output=True, text=True, timeout=60)
+    found = subprocess.run(
+        ["node", "-e", script], check=False, capture_output=True, text=True, timeout=60
+    )
     assert json.loads(found.stdout) == [True, True, True, False, True], found.stderr
     js = (out / "static" / "report.js").read_text()
     assert "data.submissions[" not in js and "v.cells[" not in js
@@ -180,9 +182,7 @@ def _score_counted(tmp_path, write_submission, db: Path, sleep_s: float):
     from faulty_plugins import faulty_submission
 
     sub = faulty_submission("lie", benchmarks=[{"name": "counted", "params": {"sleep_s": sleep_s}}])
-    code, out, errors = cli(
-        "score", str(write_submission(sub)), "--db", str(db), "--device", "cpu"
-    )
+    code, out, errors = cli("score", str(write_submission(sub)), "--db", str(db), "--device", "cpu")
     assert code == 0, (out, errors)
     return out, errors
 
@@ -504,14 +504,18 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_is_one_line_and_loses_no_row(tmp_path, small_disk, write_submission):
+@pytest.mark.parametrize("slack_kib", [0, 40, 48, 64])
+def test_a_full_disk_is_one_line_and_loses_no_row(small_disk, write_submission, slack_kib):
+    """The disk is full when the database opens, or fills while the run claims and stores."""
     from conftest import tiny_submission
 
     db = write_store(small_disk / "results.sqlite", [_row("kept", {"a": i}) for i in range(5)])
     filler = _fill(small_disk)
+    os.truncate(filler, max(0, filler.stat().st_size - slack_kib * 1024))
     line = one_line("score", str(write_submission(tiny_submission())), "--db", str(db))
-    assert str(db) in line and "full" in line and "rollback" not in line.lower(), line
-    print(line)
+    assert line.startswith((f"error: --db: {db}", f"error: --db: cannot open {db}"))
+    assert "rollback" not in line.lower()
+    assert "database or disk is full" in line or "no space left" in line, line
     filler.unlink()
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -537,3 +541,26 @@ def test_resource_failures_have_their_own_retried_class(exc):
     assert classify_exception(exc) == "resource_error" in RETRYABLE
     assert classify_error_text(f"{type(exc).__name__}: {exc}") == "resource_error"
     assert classify_exception(FileNotFoundError(2, "No such file")) == "plugin_error"
+
+
+# -- 6. validation gaps --------------------------------------------------------------------------------
+def test_memorization_random_params_are_checked_at_validate(write_submission):
+    from conftest import tiny_submission
+
+    def validate(random_params: dict, random: str = "gaussian_noise") -> tuple[int, list[str]]:
+        bench = {
+            "name": "memorization",
+            "params": {"random": random, "random_params": random_params},
+        }
+        sub = write_submission(tiny_submission(benchmarks=[bench]))
+        code, _, errors = cli("validate", str(sub))
+        return code, errors
+
+    code, errors = validate({"include_tset": False})
+    assert code == 2 and len(errors) == 1, errors
+    assert "random_params: unknown key 'include_tset' for gaussian_noise" in errors[0]
+    assert "include_test" in errors[0]  # what is known
+    code, errors = validate({"fraction": 2.0}, "random_labels")
+    assert code == 2 and "random_params: fraction" in errors[0], errors
+    assert validate({"include_test": False})[0] == 0
+    assert validate({"fraction": 0.5}, "random_labels")[0] == 0

@@ -39,6 +39,7 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
         faulty_submission("hog", "hog", limits={"memory": "1500M"}),
         faulty_submission("nan", "nan"),
         faulty_submission("wrong-shape", "wrong_shape"),
+        faulty_submission("wrong-rank", "wrong_rank"),
         faulty_submission("raises", "raise"),
         faulty_submission("ok-after", "ok", seeds=[1]),
     ]
@@ -46,7 +47,7 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
     t0 = time.monotonic()
     res = run_cli("score", *files, "--device", "cpu", "--isolate")
     assert res.returncode == 1, res.stderr  # some jobs failed; the run itself finished
-    assert "6 job(s) failed" in res.stderr
+    assert "7 job(s) failed" in res.stderr
     assert time.monotonic() - t0 < 240
     # the trainings ran in child processes: the console gets a line per finished training
     trained = [line for line in res.stdout.splitlines() if line.startswith("  trained ")]
@@ -62,6 +63,7 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
         "hog": "failed",
         "nan": "failed",
         "wrong-shape": "failed",
+        "wrong-rank": "failed",
         "raises": "failed",
     }
     classes = {k: r["error_class"] for k, r in rows.items()}
@@ -73,6 +75,7 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
         "hog": "out_of_memory",
         "nan": "invalid_output",
         "wrong-shape": "invalid_output",
+        "wrong-rank": "invalid_output",  # checked before training, which it would crash
         "raises": "plugin_error",
     }
     assert (
@@ -80,6 +83,7 @@ def test_faulty_plugins_are_classified_and_the_sweep_goes_on(
     )
     assert "3 s" in rows["hang"]["error"]
     assert "NaN" in rows["nan"]["error"] and "(16, 11)" in rows["wrong-shape"]["error"]
+    assert "(16, 10, 1)" in rows["wrong-rank"]["error"]
     assert rows["ok-before"]["score"] > 0.5 and rows["ok-after"]["score"] > 0.5
     table = run_cli("results")
     assert "failed (timeout)" in table.stdout and "failed (crashed)" in table.stdout

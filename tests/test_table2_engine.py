@@ -115,3 +115,62 @@ def test_families_submission_reuses_the_table2_trainings(registry):
     loaded = load_submission(ROOT / "submissions" / "evanson-table2-fmnist-families.yaml", registry)
     summary = summarize(plan([loaded]), set(), registry, batch_limit=lambda spec, size: 1)
     assert {s.members[0].key for s in summary.train_steps} == table2  # the baselines included
+
+
+@pytest.mark.parametrize("variant", ["baseline", "flexible"])
+def test_hmax_seeds_train_as_batched_members(variant):
+    """HMAX (Fig. 4A) declares batching: two seeds as batched members end where each seed's own
+    training ends, up to float rounding."""
+    from bioprior import create_model
+    from bioprior.registry.engine.batched import train_batched
+    from bioprior.registry.engine.trainer import Normalized, train_model
+
+    small = {"input_size": 16, "bands": 4, "patch_sizes": (2, 4), "num_prototypes": 8}
+
+    def build(seed: int) -> torch.nn.Module:  # built anew, as the scorer does (a deep copy
+        torch.manual_seed(seed)  # would drop the thresholds' no-weight-decay tag)
+        net = create_model("hmax", variant=variant, **small)
+        return Normalized(net, torch.tensor([0.3]), torch.tensor([0.3]))
+
+    members, alone = [build(0), build(1)], [build(0), build(1)]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 16, 16), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    recipe = RECIPE.model_copy(update={"epochs": 2})
+    histories = train_batched(members, [x, x], [y, y], [recipe] * 2, [0, 1])
+    assert all(h["batched_members"] == 2 for h in histories)
+    for seed, (batched, solo) in enumerate(zip(members, alone, strict=True)):
+        train_model(solo, x, y, recipe, seed)
+        for (name, a), b in zip(batched.state_dict().items(), solo.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("threshold", ["conv", "uniform", "learned"])
+def test_table2_seeds_train_as_batched_members(registry, threshold):
+    """Ten seeds of a Table 2 mode train as one batch on a GPU: two seeds as batched members end
+    where each seed's own training ends, up to float rounding (learned thresholds without
+    weight decay in both)."""
+    from bioprior.registry.contracts.constraint import InputGeometry, apply_constraint
+    from bioprior.registry.engine.batched import train_batched
+    from bioprior.registry.engine.trainer import Normalized, train_model
+
+    def build(seed: int) -> torch.nn.Module:
+        model = registry.get("model", "flexible_small_net")
+        constraint = registry.get("constraint", "flexible_layer")
+        torch.manual_seed(seed)
+        net = model.build(model.params.model_validate({"width": 0.5, "input_size": 16}))
+        layer = constraint.build(constraint.params.model_validate({"threshold": threshold}))
+        geometry = InputGeometry.of("flexible_small_net", {"in_channels": 1, "input_size": 16})
+        return Normalized(
+            apply_constraint(layer, net, geometry), torch.tensor([0.3]), torch.tensor([0.3])
+        )
+
+    members, alone = [build(0), build(1)], [build(0), build(1)]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (256, 1, 16, 16), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (256,), generator=gen)
+    train_batched(members, [x, x], [y, y], [RECIPE] * 2, [0, 1])
+    for seed, (batched, solo) in enumerate(zip(members, alone, strict=True)):
+        train_model(solo, x, y, RECIPE, seed)
+        for (name, a), b in zip(batched.state_dict().items(), solo.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

@@ -20,9 +20,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
-from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
+from bioprior.plugin import (
+    Benchmark,
+    BenchmarkResult,
+    PluginParams,
+    UnknownPluginError,
+    get_registry,
+    hookimpl,
+)
 
 TSVETKOV2020 = "Tsvetkov, Malhotra & Bowers (2020), CogSci; Zhang et al. (2017), ICLR"
 RandomKind = Literal["gaussian_noise", "random_labels", "shuffled_pixels"]
@@ -41,6 +48,30 @@ class MemorizationParams(PluginParams):
     random_params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters of that derivation."
     )
+
+    @model_validator(mode="after")
+    def _random_params_fit(self) -> MemorizationParams:
+        """``random_params`` checked against the derivation's own schema when the submission is
+        validated (an unknown key, a wrong type), not first when its training is planned."""
+        if not self.random_params:
+            return self
+        try:
+            entry = get_registry().get("dataset", self.random)
+        except UnknownPluginError:  # a missing derivation is reported where it is used
+            return self
+        try:
+            entry.params.model_validate(self.random_params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            known = ", ".join(sorted(entry.params.model_fields))
+            what = (
+                f"unknown key {where!r} for {self.random} (known: {known})"
+                if first["type"] == "extra_forbidden"
+                else f"{where}: {first['msg']}"
+            )
+            raise ValueError(f"random_params: {what}") from None
+        return self
 
 
 class Memorization(Benchmark):

@@ -140,4 +140,6 @@ def register_models(register):
         citation=EVANSON,
         description="HMAX (Gabor S1, C1 max-pool, learned S2 prototypes, C2, linear); variants "
         "baseline | convolutional | flexible (Flexible Layers in C1 and S2, evanson Fig. 2C).",
+        # seeds batch; variants differ in structure (Flexible Layers or not), so they do not
+        extra={"batch": []},
     )

@@ -146,7 +146,10 @@ def _print_checks(dists: list[str], results: list) -> None:
     for r in results:
         style = colour.get(r.status, "dim")
         table.add_row(
-            Text(str(r.entry)), Text(str(r.check)), Text(r.status, style=style), Text(str(r.message))
+            Text(str(r.entry)),
+            Text(str(r.check)),
+            Text(r.status, style=style),
+            Text(str(r.message)),
         )
     out = console()
     out.print(table)

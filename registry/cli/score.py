@@ -18,7 +18,7 @@ from bioprior.registry.hooks.loading import get_registry
 from bioprior.registry.scoring.options import ExecutionOptions, OptionError, ScoreOptions
 from bioprior.registry.scoring.scorer import PreflightError
 from bioprior.registry.scoring.session import ScoreResult, ScoringSession
-from bioprior.registry.store.results import StoreError
+from bioprior.registry.store.results import StoreError, full_disk_hint
 from bioprior.registry.submissions.loading import InvalidSubmission, load_submission
 
 
@@ -159,7 +159,7 @@ def score(
     except StoreError as exc:  # a stored row that is not what bioprior writes
         fail(f"--db: {short(exc, 300)}")
     except sqlite3.Error as exc:  # a damaged database, a full disk: every stored row is kept
-        fail(f"--db: {options.db}: {short(exc, 200)}")
+        fail(f"--db: {options.db}: {short(exc, 200)}{full_disk_hint(options.db)}")
     if result.drifts is not None:
         _print_verify(result, session.store.path)
     elif result.report is None:

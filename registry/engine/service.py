@@ -28,6 +28,7 @@ from bioprior.registry.engine.trainer import Normalized, train_model
 from bioprior.registry.planning.spec import TrainingSpec, dataset_label, root_dataset
 from bioprior.registry.store.weights import (
     checkpoint_file,
+    not_regular,
     remove_finished_checkpoints,
     weights_file,
 )
@@ -147,7 +148,10 @@ class TrainingService:
         return weights_file(self.weights_dir, spec.key)
 
     def is_cached(self, spec: TrainingSpec) -> bool:
-        return spec.key in self._models or self.weights_path(spec).exists()
+        if spec.key in self._models:
+            return True
+        path = self.weights_path(spec)
+        return path.exists() and not_regular(path) is None
 
     def trained(self, spec: TrainingSpec) -> TrainedModel:
         """The trained model of ``spec``: from memory, from the weights cache, or (when no step
@@ -179,7 +183,9 @@ class TrainingService:
         for i, spec in enumerate(specs):
             try:
                 data = self.data(spec)
-                built.append((i, self.build(spec, data), data))
+                module = self.build(spec, data)
+                check_logits(module, data, finite=False)  # a wrong shape fails before training
+                built.append((i, module, data))
             except Exception as exc:  # noqa: BLE001 - this member only
                 errors.append(exc)
         groups: dict[Any, list[tuple[int, Any, Any]]] = {}
@@ -284,6 +290,12 @@ class TrainingService:
 
     def _load(self, path: Path, module: nn.Module) -> dict[str, Any] | None:
         if not path.exists():
+            return None
+        problem = not_regular(path)  # a FIFO would block its reader: never opened
+        if problem:
+            self.reporter.message(
+                f"warning: ignoring unreadable cached weights {path}: {problem}; retraining"
+            )
             return None
         try:
             from safetensors import safe_open

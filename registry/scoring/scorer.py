@@ -107,7 +107,9 @@ class Scorer:
             where = f"moved to {set_aside(path).name}"
         except OSError as exc:
             where = f"could not be moved aside ({exc.strerror})"
-        self.reporter.message(f"notice: cached weights {path}: {problem}; {where}, retraining")
+        self.reporter.message(
+            f"warning: ignoring unreadable cached weights {path}: {problem}; {where}, retraining"
+        )
         return False
 
     def fresh(self, jobs: list[Job]) -> PlanSummary:

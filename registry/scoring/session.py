@@ -34,7 +34,7 @@ from bioprior.registry.scoring.options import OptionError, ScoreOptions
 from bioprior.registry.scoring.scorer import Scorer, ScoreReport
 from bioprior.registry.scoring.verify import Drift
 from bioprior.registry.scoring.workers import WorkerPlan, plan_workers
-from bioprior.registry.store.results import ResultStore, StoreError
+from bioprior.registry.store.results import ResultStore, StoreError, full_disk_hint
 from bioprior.registry.submissions.files import writable_problem
 from bioprior.registry.submissions.loading import LoadedSubmission, load_submission
 
@@ -73,8 +73,9 @@ def open_store(options: ScoreOptions) -> ResultStore:
         )
     except StoreError as exc:  # not a store (one line that names the file)
         raise OptionError("--db", str(exc)) from exc
-    except Exception as exc:  # sqlite errors on a bad path
-        raise OptionError("--db", f"cannot open {options.db}: {exc}") from exc
+    except Exception as exc:  # sqlite errors on a bad path, a full disk
+        hint = full_disk_hint(options.db)
+        raise OptionError("--db", f"cannot open {options.db}: {exc}{hint}") from exc
 
 
 def check_writable(db: Path, home: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import time
@@ -166,6 +167,17 @@ def _while_locked(statement: Callable[[], Any]) -> Any:
             time.sleep(0.05)
 
 
+def full_disk_hint(path: str | Path) -> str:
+    """`` (no space left on ...)`` when the folder of ``path`` is on a full file system (SQLite
+    then says "disk I/O error" or "database or disk is full"), else ``""``."""
+    folder = Path(path).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" (no space left on the file system of {folder})" if free < 64 * 1024 else ""
+
+
 def _not_a_store(path: Path) -> str | None:
     """Why an existing ``path`` must not be opened for writing as a results database: not a
     regular file, or bytes that are not SQLite (an empty file is a new database)."""
@@ -225,9 +237,7 @@ class ResultStore:
         if "results" not in tables:
             return
         columns = {r[1]: r for r in self.conn.execute("PRAGMA table_info(results)")}
-        missing = [
-            c for c in REQUIRED_COLUMNS if c not in columns and c not in ADDED_COLUMNS
-        ]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns and c not in ADDED_COLUMNS]
         if missing:
             shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" * (len(missing) > 4))
             raise StoreError(
