@@ -89,6 +89,8 @@ def test_a_busy_process_shows_as_a_busy_core_now():
 
     idle = threads.busy_cores_now(0.3)
     assert idle is not None
+    if idle > threads.usable_cores() - 0.7:  # another process keeps every core busy already
+        pytest.skip(f"{idle:.1f} cores already busy: one more spinning process cannot show")
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         import time
