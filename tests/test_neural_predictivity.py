@@ -22,7 +22,7 @@ def _hand_made():
     return mu, torch.stack([mu, mu + 2 * d])
 
 
-def test_feve_is_1_for_the_noise_free_mean_and_0_for_the_grand_mean():
+def test_feve_is_1_for_the_noise_free_mean_and_about_0_for_the_grand_mean():
     mu, responses = _hand_made()
     # with repeats (mu, mu + 2d) the squared error of mu over trials (2 d^2 / 2) equals the
     # unbiased across-repeat variance (2 d^2): FEVE = 1 - (MSE - noise) / (total - noise) = 1
@@ -30,11 +30,14 @@ def test_feve_is_1_for_the_noise_free_mean_and_0_for_the_grand_mean():
     assert torch.allclose(feve, torch.ones(2), atol=1e-6)
     assert ((fev > 0) & (fev < 1)).all()
     grand = responses.mean((0, 1)).expand(6, 2)  # constant prediction at each neuron's mean
-    assert torch.allclose(feve_per_neuron(grand, responses)[0], torch.zeros(2), atol=1e-6)
+    total = responses.flatten(0, 1).var(0, unbiased=True).double()
+    noise = responses.var(0, unbiased=True).mean(0).double()
+    just_above_0 = (total / 12 / (total - noise)).float()  # the grand mean's biased MSE
+    assert torch.allclose(feve_per_neuron(grand, responses)[0], just_above_0, atol=1e-6)
     # an explicit computation for neuron 0
     y = responses[:, :, 0]
     noise = y.var(0, unbiased=True).mean()
-    total = (y - y.mean()).square().mean()
+    total = (y - y.mean()).square().sum() / (y.numel() - 1)
     pred = mu[:, 0] + 0.5
     mse = (y - pred).square().mean()
     expected = 1 - (mse - noise) / (total - noise)
@@ -139,3 +142,44 @@ def test_single_repeat_data_reports_correlation_only(bioprior_home, write_submis
     rows = bioprior.score(_submission(write_submission, data), device="cpu")
     m = next(r for r in rows if r["variant"]["constraints.0.enabled"])["metrics"]
     assert m["feve"] is None and "repeats" in m["feve_note"] and m["score_basis"] == "correlation"
+
+
+def _neuralpredictors_fev(targets, predictions):
+    """FEVE and FEV as Cadena et al.'s published code computes them (neuralpredictors'
+    ``measures.np_functions.fev`` and ``explainable_var``), written out with numpy: ``targets``
+    and ``predictions`` are lists over images of (repeats, neurons) arrays."""
+    import numpy as np
+
+    img_var, pred_var = [], []
+    for target, prediction in zip(targets, predictions, strict=True):
+        pred_var.append((target - prediction) ** 2)
+        img_var.append(np.var(target, axis=0, ddof=1))
+    pred_var, img_var = np.vstack(pred_var), np.vstack(img_var)
+    total_var = np.var(np.vstack(targets), axis=0, ddof=1)
+    noise_var = np.mean(img_var, axis=0)
+    feve = 1 - (pred_var.mean(axis=0) - noise_var) / (total_var - noise_var)
+    return feve, (total_var - noise_var) / total_var
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_feve_and_fev_agree_with_cadenas_published_code(missing):
+    """Variances with ddof 1 throughout, also when images have different numbers of repeats
+    (missing trials are NaN here, absent there)."""
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    images, neurons, repeats = 40, 5, 4
+    mu = g.uniform(0, 3, (images, neurons))
+    responses = mu + 0.7 * g.standard_normal((repeats, images, neurons))
+    pred = mu + 0.3 * g.standard_normal((images, neurons))
+    kept = np.full(images, repeats)
+    if missing:  # 2, 3 or 4 repeats per image
+        kept = g.integers(2, repeats + 1, images)
+        for i, k in enumerate(kept):
+            responses[k:, i] = np.nan
+    targets = [responses[: kept[i], i] for i in range(images)]
+    predictions = [np.repeat(pred[i][None], kept[i], 0) for i in range(images)]
+    feve_ref, fev_ref = _neuralpredictors_fev(targets, predictions)
+    feve, fev = feve_per_neuron(torch.from_numpy(pred), torch.from_numpy(responses))
+    np.testing.assert_allclose(feve.numpy(), feve_ref, rtol=1e-5)
+    np.testing.assert_allclose(fev.numpy(), fev_ref, rtol=1e-5)

@@ -100,7 +100,7 @@ def register_benchmarks(register):
         name="neural_predictivity",
         factory=NeuralPredictivity,
         params=NeuralPredictivityParams,
-        version="1",
+        version="2",  # 2: total variance with ddof 1, as Cadena et al.'s code (FEV, FEVE)
         citation=CITATION,
         description="Held-out FEVE (Cadena et al. 2019) and correlation of a model's neural "
         "readout, e.g. neural_cotraining's (score: FEVE, else correlation).",

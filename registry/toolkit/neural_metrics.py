@@ -7,11 +7,15 @@ and the small readout protocol through which any constraint's readout is scored.
 
       FEVE = 1 - (MSE - noise_var) / (total_var - noise_var)
 
-  with MSE the squared error over single trials, ``total_var`` the variance of all single-trial
-  responses (around the neuron's grand mean, divided by the number of trials) and ``noise_var``
-  the mean over stimuli of the across-repeat variance (unbiased, over the repeats present; NaN
-  repeats are missing). A perfect prediction of the noise-free mean scores 1 in expectation and
-  a constant prediction at the grand mean scores exactly 0. Averaged over the neurons whose
+  with MSE the mean squared error over single trials, ``total_var`` the unbiased variance (ddof
+  1) of all single-trial responses around the neuron's grand mean and ``noise_var`` the mean over
+  stimuli of the unbiased across-repeat variance (ddof 1); NaN trials are missing and every
+  count is over the trials present. This is Cadena et al.'s published code (``fev`` and
+  ``explainable_var`` of their analysis, as in neuralpredictors: ``np.var(..., ddof=1)``); until
+  ``neural_predictivity`` version 2 ``total_var`` divided by the number of trials, which moved
+  FEV by about (1 - FEV) / trials and neurons across the 15 % filter. A perfect prediction of
+  the noise-free mean scores 1 in expectation; a constant prediction at the grand mean scores
+  ``total_var / trials / (total_var - noise_var)``, just above 0. Averaged over the neurons whose
   explainable fraction ``fev = (total_var - noise_var) / total_var`` exceeds ``min_fev`` (Cadena
   et al. kept neurons above 15 %). FEVE needs >= 2 repeats of a stimulus; otherwise only the
   correlation is reported and ``feve_note`` says why.
@@ -60,8 +64,8 @@ def feve_per_neuron(pred, responses):
     """(FEVE, FEV) per neuron for pred (N, neurons) and responses (repeats, N, neurons).
 
     Cadena et al. (2019): FEVE = 1 - (MSE - noise_var) / (total_var - noise_var) and FEV =
-    (total_var - noise_var) / total_var, all over single trials (module docstring). Needs >= 2
-    repeats of at least one stimulus (else both are NaN).
+    (total_var - noise_var) / total_var, all over single trials, variances with ddof 1 (module
+    docstring). Needs >= 2 repeats of at least one stimulus (else both are NaN).
     """
     import torch
 
@@ -71,7 +75,8 @@ def feve_per_neuron(pred, responses):
     trials = valid.sum((0, 1)).clamp_min(1)  # per neuron
     mse = (torch.where(valid, y - pred.double()[None], 0.0).square()).sum((0, 1)) / trials
     grand = y0.sum((0, 1)) / trials
-    total_var = torch.where(valid, y - grand, 0.0).square().sum((0, 1)) / trials
+    # unbiased (ddof 1) as Cadena et al.'s code; NaN where a neuron has a single trial
+    total_var = torch.where(valid, y - grand, 0.0).square().sum((0, 1)) / (trials - 1)
     reps = valid.sum(0)  # (N, neurons)
     stim_mean = y0.sum(0) / reps.clamp_min(1)
     ss = torch.where(valid, y - stim_mean[None], 0.0).square().sum(0)
