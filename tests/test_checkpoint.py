@@ -162,7 +162,7 @@ def test_ctrl_c_checkpoints_at_the_next_step_then_stops(service, tmp_path, one_t
 
 @pytest.mark.parametrize("hyper", ["per-member", "shared"])
 def test_batched_resume_is_bit_identical(service, tmp_path, one_thread, hyper):
-    if hyper == "shared":  # one momentum, decay and lr: the fused SGD path
+    if hyper == "shared":  # one momentum, decay and lr (the fused SGD path on CUDA)
         specs = [_spec(seed=0), _spec(seed=1), _spec(seed=2)]
     else:
         specs = [_spec(seed=0), _spec(seed=1, lr=0.02), _spec(seed=2, momentum=0.5)]

@@ -139,7 +139,7 @@ class BatchedOptimizer:
                 groups.setdefault((name in self.exempt, first), []).append(name)
         for (exempt, first), names in groups.items():
             params = [self.params[n] for n in names]
-            if first and momentum:
+            if first:
                 for n, p in zip(names, params, strict=True):
                     self.state.setdefault(n, {})["buf"] = torch.empty_like(p)
             torch._fused_sgd_(
@@ -152,7 +152,7 @@ class BatchedOptimizer:
                 dampening=0.0,
                 nesterov=False,
                 maximize=False,
-                is_first_step=first and bool(momentum),
+                is_first_step=first,
             )
 
     def zero_grad(self) -> None:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bioprior.registry.engine.trainer import only_input_convolutions
+
 
 @torch.library.custom_op("bioprior::members_channels_last", mutates_args=())
 def members_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -154,13 +156,11 @@ def prepare(base: nn.Module) -> nn.Module:
                 swapped = cls.__new__(cls)
                 swapped.__dict__.update(child.__dict__)
                 setattr(module, name, swapped)
-    convs = [module for module in base.modules() if isinstance(module, nn.Conv2d)]
-    if all(conv.in_channels < 4 for conv in convs):
-        # only input convolutions (as in engine.trainer.channels_last): the members' grouped
-        # NCHW layout needs no copy before the linear layers that follow them
+    if only_input_convolutions(base):  # the members' grouped NCHW layout: no copy at a flatten
         return base
-    for module in convs:
-        module.register_forward_pre_hook(_lay_out_input)
+    for module in base.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(_lay_out_input)
     return base
 
 

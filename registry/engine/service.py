@@ -3,7 +3,6 @@ dataset, seed) serves every benchmark; weights are cached as safetensors under B
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from bioprior.registry.store.weights import (
     checkpoint_file,
     not_regular,
     remove_finished_checkpoints,
+    state_hash,
     weights_file,
 )
 from bioprior.registry.submissions.loading import Component
@@ -39,13 +39,9 @@ __all__ = ["TrainedModel", "TrainingService", "TrainingSpec", "dataset_label", "
 
 
 def weights_hash(module: nn.Module) -> str:
-    """A hash of the weights' content (names, dtypes, shapes, values), independent of the file."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().contiguous().cpu()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()[:20]
+    """A hash of the weights' content (names, dtypes, shapes, values), independent of the file:
+    :func:`~bioprior.registry.store.weights.state_hash` of its state dict, as the store checks it."""
+    return state_hash(module.state_dict())
 
 
 @dataclass

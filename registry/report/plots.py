@@ -648,7 +648,6 @@ def paper_plot(sub: Submission) -> Figure | None:
         return None
     widest = max(len(cs) for cs in panels.values())
     fig, axes = _figure(len(panels), cols=2, w=max(3.3, 0.9 * widest + 1.6), h=2.9)
-    text = {"parse_math": False}  # labels are user text: a "$" is a dollar sign, not math
     for j, (ax, (title, cs)) in enumerate(zip(axes, panels.items(), strict=True)):
         xs = list(range(len(cs)))
         ax.errorbar(
@@ -678,11 +677,9 @@ def paper_plot(sub: Submission) -> Figure | None:
             )
         labels = [c.variant_label for c in cs]
         long = max(len(x) for x in labels) > 14
-        ax.set_xticks(
-            xs, labels, rotation=25 if long else 0, ha="right" if long else "center", **text
-        )
+        ax.set_xticks(xs, labels, rotation=25 if long else 0, ha="right" if long else "center")
         ax.set_xlim(-0.6, len(cs) - 0.4)
-        ax.set_title(title, **text)
+        ax.set_title(title)
     _legend(fig, axes)
     return fig
 
@@ -695,7 +692,7 @@ def paper_plots(sub: Submission, out: Path) -> list[Plot]:
         if fig is None:
             return []
         source = sub.paper[0].source
-        fig.suptitle(f"{sub.name} · {source}", fontsize=9, color="#334155", parse_math=False)
+        fig.suptitle(f"{sub.name} · {source}", fontsize=9, color="#334155")
         rel = f"plots/{sub.slug}/paper.svg"
         save_svg(fig, out / rel)
     caption = " ".join((paper_plot.__doc__ or "").split())
