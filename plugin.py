@@ -27,7 +27,9 @@ see docs/plugin-api.md). Besides these names, the public contract is the hook na
 - image data: :class:`ImageData`, :class:`DataUnavailable`, :func:`fit_images`,
   :func:`fit_data`, :func:`to_float`;
 - files and folders: :func:`data_root`, :func:`home`, :func:`ensure_torchvision`,
-  :func:`check_npz`, :func:`check_safetensors`.
+  :func:`check_npz`, :func:`check_safetensors`;
+- trial-by-trial results: :func:`pack_correct`, :func:`unpack_correct`,
+  :func:`error_consistency`.
 
 Importing this module imports nothing else: each name is imported when first used, so an
 entry-point module that imports ``Constraint`` or ``hookimpl`` from here stays torch-free
@@ -67,6 +69,11 @@ if TYPE_CHECKING:
     from bioprior.registry.planning.needs import Needs
     from bioprior.registry.planning.spec import TrainingSpec
     from bioprior.registry.submissions.files import check_npz, check_safetensors
+    from bioprior.registry.toolkit.consistency import (
+        error_consistency,
+        pack_correct,
+        unpack_correct,
+    )
     from bioprior.registry.toolkit.data import (
         DataUnavailable,
         ImageData,
@@ -138,6 +145,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     ),
     _R + "toolkit.neural_metrics": ("evaluate_readout", "readouts", "NeuralReadout"),
     _R + "toolkit.data": ("ImageData", "DataUnavailable", "fit_images", "fit_data", "to_float"),
+    _R + "toolkit.consistency": ("pack_correct", "unpack_correct", "error_consistency"),
     _R + "base.paths": ("data_root", "home"),
     _R + "base.torchvision_compat": ("ensure_torchvision",),
     _R + "submissions.files": ("check_npz", "check_safetensors"),
@@ -177,6 +185,7 @@ __all__ = [
     "check_safetensors",
     "data_root",
     "ensure_torchvision",
+    "error_consistency",
     "evaluate_readout",
     "exclude_from_weight_decay",
     "fit_data",
@@ -190,10 +199,12 @@ __all__ = [
     "load_neural_data",
     "model_geometry",
     "objectives",
+    "pack_correct",
     "readouts",
     "scaled",
     "seeded",
     "to_float",
+    "unpack_correct",
 ]
 
 

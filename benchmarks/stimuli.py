@@ -251,9 +251,11 @@ def evaluate(
     device,
     seed: int,
     batch_size: int = 1024,
+    per_image: dict[Condition, np.ndarray] | None = None,
 ) -> dict[Condition, float]:
     """Accuracy of ``module`` on each condition's images (uint8 N, C, H, W), in large batches,
-    with the RNG seeded from ``seed`` for every condition."""
+    with the RNG seeded from ``seed`` for every condition. ``per_image``, when given, receives
+    each condition's boolean vector of which images were classified correctly."""
     import torch
 
     from bioprior.plugin import seeded
@@ -264,13 +266,38 @@ def evaluate(
     with torch.no_grad():
         for condition, a in arrays:
             correct = 0
+            hits = []
             with seeded(seed, device):
                 for i in range(0, len(a), batch_size):
                     x = to_tensor(a[i : i + batch_size], device)
                     pred = module(x).argmax(1)
-                    correct += int((pred == labels[i : i + batch_size]).sum())
+                    hit = pred == labels[i : i + batch_size]
+                    correct += int(hit.sum())
+                    if per_image is not None:
+                        hits.append(hit.cpu().numpy())
             results[condition] = correct / max(1, len(a))
+            if per_image is not None:
+                per_image[condition] = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
     return results
+
+
+def packed_tree(per_image: dict[Condition, np.ndarray], key=None) -> dict[str, Any]:
+    """Per-image correctness as stored in a result's ``correct`` metric: ``{name: {level:
+    packed}}`` (``key(condition)`` -> the path of names, default ``(name, level)``; the
+    ``clean`` condition at the top level), each leaf ``bioprior.plugin.pack_correct``'s dict."""
+    from bioprior.plugin import pack_correct
+
+    def level(c: Condition) -> str:
+        return f"{c.level:g}" if isinstance(c.level, float) else str(c.level)
+
+    tree: dict[str, Any] = {}
+    for c, hits in per_image.items():
+        path = key(c) if key else ((c.name,) if c.family == "clean" else (c.name, level(c)))
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = pack_correct(hits)
+    return tree
 
 
 def predictions(module, a: np.ndarray, device, seed: int, batch_size: int = 1024):
@@ -293,6 +320,7 @@ __all__ = [
     "array_key",
     "content_key",
     "evaluate",
+    "packed_tree",
     "predictions",
     "subset_indices",
     "to_tensor",

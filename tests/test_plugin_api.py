@@ -117,6 +117,8 @@ def test_importing_the_api_and_its_light_names_imports_no_torch():
         "load_neural_data",
         "get_registry",
         "data_root",
+        "pack_correct",
+        "error_consistency",
     ]
     code = (
         "import sys\nimport bioprior.plugin as api\n"
@@ -155,9 +157,13 @@ def test_an_old_path_warns_and_gives_the_same_objects(old, monkeypatch):
             assert getattr(api, name) is getattr(moved, name), name
 
 
+#: homes of public names added after the move: they never had an old path to keep
+NEW_HOMES = {"toolkit.consistency"}
+
+
 def test_every_old_path_of_a_public_name_has_a_shim():
     homes = {module.removeprefix("bioprior.registry.") for module in set(api._NAMES.values())}
-    assert homes == set(REGISTRY_SHIMS.values())
+    assert homes - NEW_HOMES == set(REGISTRY_SHIMS.values())
 
 
 def test_every_shim_is_listed_in_the_doc():

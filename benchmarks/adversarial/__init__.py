@@ -12,7 +12,8 @@ Papers:
   on epsilon, optionally Brendel-Bethge); the median over images is the robustness (li2019
   reports the median in Sec. 4.2; the supplement says "average": both are stored).
 * Athalye et al. 2018 (EOT) and Carlini et al. 2019 / Croce & Hein 2020 (AutoAttack): sanity
-  checks, stored as ``flags`` with the score.
+  checks, stored as ``flags`` with the score; AutoAttack itself is the ``autoattack`` attack
+  (RobustBench's evaluation: ``submissions/robustbench-cifar10-linf.yaml``).
 
 Input space (documented choice): images in [0, 1] pixel units; the trained model standardizes
 internally (``bioprior.registry.engine.trainer.Normalized``), so foolbox runs with ``bounds=(0, 1)``
@@ -46,7 +47,14 @@ Flags (``metrics.flags``, each also per mode): ``non_monotonic``, ``unbounded_no
 ``black_box_beats_white_box``, ``single_step_beats_iterative`` (FGSM beats PGD at the score
 epsilon), ``vanishing_gradients`` (input gradient of the logit margin zero for more than
 ``zero_gradient_fraction`` of the images), ``stochastic_outputs`` and
-``stochastic_without_switch`` (still random with every ``at_inference`` off).
+``stochastic_without_switch`` (still random with every ``at_inference`` off); an attack's own
+checks join them: AutoAttack's (``autoattack_*``: randomized, dynamic, softmax output, zero
+gradients, Square beating the white-box attacks, target classes) when a curve runs
+``autoattack``.
+
+Also stored for RobustBench's format: ``score_attack``, ``threat_model`` (``Linf``, ``L2``, ...),
+``score_epsilon_pixel`` and ``number_forward_passes`` (forward passes per prediction: 1, or
+``eval_samples`` for a stochastic model).
 
 Deviations: evaluated on the first ``images`` test images (not 10,000); evanson repeats attacks
 10-100 times and averages, here one seeded run (noise averaged over ``eval_samples`` draws);

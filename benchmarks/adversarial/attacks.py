@@ -19,12 +19,19 @@ Budgets (documented choices, for a CPU leaderboard): foolbox's C&W default is 9 
 foolbox) and spend 30-60 s compiling on first use in each process, so the benchmark leaves them
 off by default; add them to ``minimal_attacks`` for a thorough evaluation (li2019, supplement).
 
+``autoattack`` is AutoAttack (Croce & Hein 2020) through the reference code (``pyautoattack``,
+the optional extra ``bioprior[autoattack]``, declared in the entry's ``requires`` so that a
+submission naming it without the extra is refused before training), wrapped as a foolbox
+fixed-epsilon attack (:mod:`bioprior.benchmarks.adversarial.autoattack`).
+
 No torch / foolbox import at module level: factories are lazy ``"module:attr"`` strings.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from bioprior.plugin import PluginParams, hookimpl
 
@@ -128,6 +135,89 @@ class BBParams(PluginParams):
     )
 
 
+AUTOATTACK = (
+    "Croce & Hein (2020), ICML (AutoAttack: APGD-CE, APGD-T, FAB-T, Square); the reference "
+    "implementation through pyautoattack"
+)
+AUTOATTACK_NAMES = Literal["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+#: budgets of the reference's versions, which only ``version: custom`` may change
+AUTOATTACK_BUDGET = {
+    "iterations": 100,
+    "apgd_restarts": 1,
+    "fab_restarts": 1,
+    "target_classes": 9,
+    "square_queries": 5000,
+}
+
+
+class AutoAttackParams(PluginParams):
+    """AutoAttack as RobustBench runs it (Croce & Hein 2020, Sec. 4 "AutoAttack"): ``standard``
+    is APGD-CE, APGD-T (9 targets), FAB-T (9 targets) and Square (5,000 queries), each on the
+    points still robust; ``plus`` adds restarts and the untargeted APGD-DLR / FAB; ``rand`` is
+    APGD-CE and APGD-DLR with EOT over 20 passes, for randomized defenses."""
+
+    version: Literal["standard", "plus", "rand", "custom"] = Field(
+        default="standard",
+        description="The reference's version; 'custom' runs `attacks` with the budgets below.",
+    )
+    norm: Literal["Linf", "L2", "L1"] = Field(
+        default="Linf", description="Threat model (RobustBench: Linf at 8/255, L2 at 0.5)."
+    )
+    attacks: list[AUTOATTACK_NAMES] | None = Field(
+        default=None,
+        description="Attacks run in this order (version 'custom' only; else the version's).",
+    )
+    iterations: int = Field(
+        default=AUTOATTACK_BUDGET["iterations"],
+        ge=1,
+        le=100_000,
+        description="APGD / FAB iterations (custom only; the reference: 100).",
+    )
+    apgd_restarts: int = Field(
+        default=AUTOATTACK_BUDGET["apgd_restarts"],
+        ge=1,
+        le=100,
+        description="APGD restarts (custom only; standard: 1).",
+    )
+    fab_restarts: int = Field(
+        default=AUTOATTACK_BUDGET["fab_restarts"],
+        ge=1,
+        le=100,
+        description="FAB restarts (custom only; standard: 1).",
+    )
+    target_classes: int = Field(
+        default=AUTOATTACK_BUDGET["target_classes"],
+        ge=1,
+        le=1000,
+        description="Target classes of APGD-T and FAB-T (custom only; standard: 9).",
+    )
+    square_queries: int = Field(
+        default=AUTOATTACK_BUDGET["square_queries"],
+        ge=1,
+        le=1_000_000,
+        description="Square Attack queries (custom only; standard: 5,000).",
+    )
+    on_stochastic: Literal["rand", "warn"] = Field(
+        default="rand",
+        description="A model random at inference: attack it with version 'rand' (EOT over 20 "
+        "passes, as the reference recommends) or keep this version and warn.",
+    )
+
+    @model_validator(mode="after")
+    def _custom_only(self) -> AutoAttackParams:
+        changed = [k for k, v in AUTOATTACK_BUDGET.items() if getattr(self, k) != v]
+        if self.version == "custom":
+            if not self.attacks:
+                raise ValueError("version 'custom' needs `attacks` (e.g. [apgd-ce, apgd-t])")
+        elif self.attacks is not None or changed:
+            names = ", ".join((["attacks"] if self.attacks is not None else []) + changed)
+            raise ValueError(
+                f"{names}: the {self.version} version fixes its attacks and budgets; "
+                "use version: custom to change them"
+            )
+        return self
+
+
 _ATTACKS = [
     ("fgsm", "fgsm", FGSMParams, GOODFELLOW2015, "Linf fast gradient sign method (fixed eps)."),
     ("fgm_l2", "fgm_l2", FGSMParams, GOODFELLOW2015, "L2 fast gradient method (fixed eps)."),
@@ -171,3 +261,13 @@ def register_attacks(register):
             citation=f"{citation}; {FOOLBOX}",
             description=description,
         )
+    register(
+        name="autoattack",
+        factory="bioprior.benchmarks.adversarial.autoattack:build_autoattack",
+        params=AutoAttackParams,
+        version="1",
+        citation=AUTOATTACK,
+        description="AutoAttack (standard | plus | rand | custom; Linf, L2, L1), fixed eps; "
+        "its checks become flags.",
+        extra={"requires": {"pyautoattack": "bioprior[autoattack]"}},
+    )

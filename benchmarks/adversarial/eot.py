@@ -73,7 +73,11 @@ def with_eot(attack, samples: int):
     """``attack`` with its gradient averaged over ``samples`` passes (FGSM, PGD and any other
     foolbox ``BaseGradientDescent``, whose ``run`` takes its gradients from
     ``self.value_and_grad``); other attacks are returned unchanged (run them against
-    :class:`ExpectedLogits` instead). A shallow copy: the attack itself is not changed."""
+    :class:`ExpectedLogits` instead). An attack with its own EOT (a ``with_eot(samples)``
+    method, e.g. AutoAttack's ``rand`` version) is asked for it. A shallow copy: the attack
+    itself is not changed."""
+    if callable(getattr(attack, "with_eot", None)):
+        return attack.with_eot(samples)
     if samples <= 1 or not isinstance(attack, BaseGradientDescent):
         return attack
     eot = copy.copy(attack)

@@ -22,7 +22,16 @@ from bioprior.benchmarks.adversarial.eot import (
     is_stochastic,
     with_eot,
 )
-from bioprior.benchmarks.adversarial.foolbox_attacks import NORMS, AttackPlugin
+from bioprior.benchmarks.adversarial.foolbox_attacks import (
+    NORMS,
+    AttackPlugin,
+    clipped_adversarials,
+    draws_random_numbers,
+    gradient_directions,
+    input_gradients_only,
+    shares_gradient,
+    step_along,
+)
 from bioprior.plugin import BenchmarkResult, seeded, to_float
 
 
@@ -35,6 +44,10 @@ class Mode:
     stochastic: bool
     eot_samples: int
     eval_samples: int
+
+
+#: bioprior's norm names -> RobustBench's threat-model names
+THREAT_MODELS = {"linf": "Linf", "l2": "L2", "l1": "L1", "l0": "L0"}
 
 
 def _seed(base: int, *labels: str) -> int:
@@ -65,10 +78,17 @@ def correct_fraction(
 
 
 def _batched_attack(attack, fmodel, x, y, epsilon, batch_size: int) -> torch.Tensor:
+    """The clipped adversarials of foolbox's ``attack(fmodel, xb, yb, epsilons=epsilon)``,
+    batch by batch: the same images, computed without the success check
+    (:func:`clipped_adversarials`) and without parameter gradients
+    (:func:`input_gradients_only`)."""
+    random_model = len(x) > 0 and draws_random_numbers(fmodel, x[:1])
     advs = []
-    for i in range(0, len(x), batch_size):
-        _, adv, _ = attack(fmodel, x[i : i + batch_size], y[i : i + batch_size], epsilons=epsilon)
-        advs.append(adv.detach())
+    with input_gradients_only(fmodel):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            adv = clipped_adversarials(attack, fmodel, xb, yb, epsilon, random_model)
+            advs.append(adv.detach())
     return torch.cat(advs)
 
 
@@ -90,16 +110,27 @@ def fixed_epsilon_curve(
         )
     attack = with_eot(plugin.attack, mode.eot_samples if eot else 1)
     fmodel = fb.PyTorchModel(mode.module, bounds=(0, 1), device=x.device)
+    directions = None  # FGSM / FGM on a deterministic model: one gradient serves every epsilon
+    if len(x) and shares_gradient(attack, draws_random_numbers(fmodel, x[:1])):
+        directions = gradient_directions(attack, fmodel, x, y, batch_size)
     raw, envelope = [], []
     running = None
     for k, eps in enumerate(epsilons_pixel):
         with seeded(_seed(seed, str(k), repr(eps)), x.device):
-            adv = x if eps == 0 else _batched_attack(attack, fmodel, x, y, eps, batch_size)
+            if eps == 0:
+                adv = x
+            elif directions is not None:
+                adv = step_along(attack, fmodel, x, directions, eps)
+            else:
+                adv = _batched_attack(attack, fmodel, x, y, eps, batch_size)
             c = correct_fraction(mode.module, adv, y, mode.eval_samples)
         running = c if running is None else torch.minimum(running, c)
         raw.append(c.mean().item())
         envelope.append(running.mean().item())
-    return {"norm": plugin.norm, "accuracy": envelope, "accuracy_raw": raw}
+    out = {"norm": plugin.norm, "accuracy": envelope, "accuracy_raw": raw}
+    if callable(getattr(attack, "pop_report", None)):  # an attack with its own checks
+        out["attack_report"] = attack.pop_report()
+    return out
 
 
 def margin_gradient_norms(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -373,13 +404,20 @@ def _attack_mode(mode: Mode, params, s: Setup, seed: int, advs) -> dict[str, Any
     """Every measurement and sanity flag of one mode (deterministic or stochastic)."""
     with seeded(seed, s.x.device):
         clean = correct_fraction(mode.module, s.x, s.y, mode.eval_samples).mean().item()
-    out: dict[str, Any] = {"clean_accuracy": clean, "eot_samples": mode.eot_samples}
+    out: dict[str, Any] = {
+        "clean_accuracy": clean,
+        "eot_samples": mode.eot_samples,
+        "eval_samples": mode.eval_samples,
+    }
     curves = out["curves"] = _curves(mode, params, s, seed)
     flags: dict[str, bool] = {}
     flags["non_monotonic"] = any(
         any(b - a > params.monotonic_tolerance for a, b in itertools.pairwise(c["accuracy_raw"]))
         for c in curves.values()
     )
+    for c in curves.values():  # an attack's own checks (AutoAttack's) join bioprior's flags
+        for name, value in c.get("attack_report", {}).get("flags", {}).items():
+            flags[name] = flags.get(name, False) or bool(value)
     score_curve = curves[params.score_curve]
     robust = score_curve["accuracy"][_index(score_curve["epsilons"], params.score_epsilon)]
     out["robust_accuracy"] = robust
@@ -412,6 +450,7 @@ def _summary(metrics: dict[str, Any], info: dict[str, Any]) -> BenchmarkResult:
     metrics["flags"] = flags
     metrics["clean_accuracy"] = scored["clean_accuracy"]
     metrics["robust_accuracy"] = scored["robust_accuracy"]
+    metrics["number_forward_passes"] = scored["eval_samples"]  # per prediction (RobustBench)
     if "minimal" in scored:
         metrics["median_minimal_l2"] = scored["minimal"]["norms"]["l2"]["median"]
         metrics["median_minimal_linf"] = scored["minimal"]["norms"]["linf"]["median"]
@@ -430,6 +469,10 @@ def run_adversarial(ctx, params) -> BenchmarkResult:
         "images": len(s.x),
         "epsilon_space": params.epsilon_space,
         "epsilon_scale_to_pixel": s.scale,
+        "score_attack": params.curves[params.score_curve].attack.name,
+        "threat_model": THREAT_MODELS[s.score_plugin.norm],
+        "score_epsilon": params.score_epsilon,
+        "score_epsilon_pixel": s.px(params.score_epsilon),
         **info,
         "modes": {},
     }

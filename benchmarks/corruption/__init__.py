@@ -24,7 +24,11 @@ fitted test images reuses them. ``precomputed`` reads a CIFAR-10-C style folder 
 
 Metrics: ``accuracy[name][level]``, ``clean_acc`` (on the same uint8-quantized images),
 ``corruption_acc`` (per corruption, mean over severities), ``category_acc`` (evanson Table 1),
-``mean_corruption_acc`` (mCA: mean over the imagecorruptions x severities run).
+``mean_corruption_acc`` (mCA: mean over the imagecorruptions x severities run); ``correct``:
+which test images were classified correctly, ``correct["clean"]`` and ``correct[name][level]``
+(as ``accuracy``), each ``{"n", "bits"}`` (``bioprior.plugin.pack_correct``: packed bits in
+base64, 1,668 characters per condition for 10,000 images; the baseline's under
+``baseline.correct``), from which the report computes error consistency (Geirhos et al. 2020).
 
 **Named baseline** (the chosen reading of "a named baseline submission variant"): ``baseline``
 names a model spec, ``{model: {name, params} | null, constraints: [...]}``; the default is the

@@ -17,6 +17,7 @@ from bioprior.benchmarks.stimuli import (
     StimulusSet,
     evaluate,
     image_rng,
+    packed_tree,
     subset_indices,
     to_uint8,
 )
@@ -174,19 +175,21 @@ def load_precomputed(folder: Path, name: str, severity: int, channels: int, size
 
 
 def score_model(trained, conds: list[Condition], p, ctx) -> dict[str, Any]:
-    """Accuracy of one trained model on clean and on every condition."""
+    """Accuracy of one trained model on clean and on every condition, and which images it got
+    right (``correct``, packed as the ``correct`` metric stores it)."""
     data = trained.data
     idx = subset_indices(len(data.test_x), p.max_images, ctx.seed)
     x = data.test_x[idx]
     y = data.test_y[idx]
     src = to_uint8(x)
     clean = Condition("clean", "clean", 0)
+    hits: dict[Condition, np.ndarray] = {}
     acc: dict[Condition, float] = evaluate(
-        trained.module, [(clean, src)], y, ctx.device, ctx.seed, p.batch_size
+        trained.module, [(clean, src)], y, ctx.device, ctx.seed, p.batch_size, hits
     )
     generated = [c for c in conds if not (p.precomputed and c.family == "imagecorruptions")]
     stim = StimulusSet(src, generated, TRANSFORM, ctx.seed, VERSION, p.workers).ensure()
-    acc.update(evaluate(trained.module, stim.items(), y, ctx.device, ctx.seed, p.batch_size))
+    acc.update(evaluate(trained.module, stim.items(), y, ctx.device, ctx.seed, p.batch_size, hits))
     if p.precomputed:
         folder = Path(p.precomputed).expanduser()
         for c in conds:
@@ -194,8 +197,16 @@ def score_model(trained, conds: list[Condition], p, ctx) -> dict[str, Any]:
                 a, labels = load_precomputed(
                     folder, c.name, int(c.level), data.channels, data.size, len(idx)
                 )
-                acc.update(evaluate(trained.module, [(c, a)], labels, ctx.device, ctx.seed))
-    return {"clean": acc.pop(clean), "acc": acc, "stats": stim.stats, "images": len(idx)}
+                acc.update(
+                    evaluate(trained.module, [(c, a)], labels, ctx.device, ctx.seed, 1024, hits)
+                )
+    return {
+        "clean": acc.pop(clean),
+        "acc": acc,
+        "correct": packed_tree(hits),
+        "stats": stim.stats,
+        "images": len(idx),
+    }
 
 
 def _mean(values) -> float | None:
@@ -297,6 +308,7 @@ def run(p, ctx):
         "preset": p.preset,
         "precomputed": p.precomputed,
         "stimuli": dict(own["stats"]),
+        "correct": own["correct"],
     }
     if trained.data.size < ic.MIN_SIZE and any(c.family == "imagecorruptions" for c in conds):
         metrics["note"] = (
@@ -315,6 +327,7 @@ def run(p, ctx):
             "clean_acc": base["clean"],
             "corruption_acc": per_corruption(base),
             "accuracy": table(base),
+            "correct": base["correct"],
         }
         metrics.update(corruption_errors(own, base, names))
     score = metrics["relative_corruption_acc"]

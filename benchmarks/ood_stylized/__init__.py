@@ -28,16 +28,33 @@ its model classes (as model-vs-human aggregates ImageNet classes). On cue-confli
 shape bias = shape decisions / (shape + texture decisions), conflicting images only (Geirhos
 et al. 2019). A missing folder fails the job with where to get the set and how to lay it out.
 
+Human trials (``human_trials``): CSV files in model-vs-human's raw-data layout (``subj, session,
+trial, rt, object_response, category, condition, imagename``; see ``humans.py``) of people
+classifying this set's images; each trial is matched to a folder image by ``imagename``. Per
+condition the model is compared with each subject on the images that subject saw: error
+consistency (Cohen's kappa, Geirhos, Meding & Wichmann 2020) averaged over the subjects, and
+model-vs-human's accuracy difference (squared, averaged over the subjects), stored under
+``external[name].human``. A CSV without a needed column, or a trial whose image is not in the
+folder, is a one-line error naming the file and the field (when the submission is checked if the
+files are there, else when the job runs).
+
+``correct``: which images were classified correctly, clean (``correct["clean"]``), per rendering
+(``correct[style]``) and per external set (``correct["external"][name]``, in the folder's
+sorted order), each ``{"n", "bits"}`` (``bioprior.plugin.pack_correct``); the report's error
+consistency with the baseline is computed from it.
+
 Score: mean accuracy over the styles and external sets (not relative to clean accuracy).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_serializer
 
 from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
+
+from . import humans
 
 Style = Literal[
     "edges", "contours", "line_drawing", "silhouette", "phase_scrambled", "amplitude_swapped"
@@ -64,6 +81,29 @@ class ExternalSet(PluginParams):
     cue_conflict: bool = Field(
         default=False, description="Cue-conflict images: also report the shape bias."
     )
+    human_trials: list[str] | None = Field(
+        default=None,
+        description="CSV files (or folders of them) of human trials on this set in "
+        "model-vs-human's raw-data layout: also report model-vs-human error consistency.",
+    )
+
+    @field_validator("human_trials")
+    @classmethod
+    def _human_trials(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("give at least one CSV file or folder (or leave it out)")
+            if "path" in info.data:
+                humans.check(v, info.data["path"])
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        # left out while unset, so sets scored before the field existed keep their job keys
+        out = handler(self)
+        if out.get("human_trials") is None:
+            out.pop("human_trials", None)
+        return out
 
 
 class OODParams(PluginParams):

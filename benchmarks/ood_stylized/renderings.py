@@ -15,15 +15,18 @@ from bioprior.benchmarks.stimuli import (
     StimulusSet,
     evaluate,
     image_rng,
+    packed_tree,
     predictions,
     to_uint8,
 )
+
+from . import humans
 
 TRANSFORM = "bioprior.benchmarks.ood_stylized.renderings:transform"
 VERSION = "1"
 STYLES = ("edges", "contours", "line_drawing", "silhouette", "phase_scrambled", "amplitude_swapped")
 LUMA = np.array([0.299, 0.587, 0.114])
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = humans.IMAGE_SUFFIXES
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -146,27 +149,25 @@ def missing_message(ext, path: Path) -> str:
 
 
 def load_folder(path: Path, channels: int, size: int):
-    """ImageFolder layout -> (images uint8 N, C, H, W fitted, class names, file stems)."""
+    """ImageFolder layout -> (images uint8 N, C, H, W fitted, class names, file names), classes
+    and files in sorted order."""
     import torch
     from PIL import Image
 
     from bioprior.plugin import fit_images
 
-    images, classes, stems = [], [], []
-    for folder in sorted(d for d in path.iterdir() if d.is_dir()):
-        for f in sorted(folder.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            with Image.open(f) as im:
-                a = np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.float32)
-            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-            t = fit_images(torch.from_numpy(a / 255.0)[None], channels, size)
-            images.append(to_uint8(t)[0])
-            classes.append(folder.name)
-            stems.append(f.stem)
+    images, classes, names = [], [], []
+    for cls, f in humans.list_images(path):
+        with Image.open(f) as im:
+            a = np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.float32)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        t = fit_images(torch.from_numpy(a / 255.0)[None], channels, size)
+        images.append(to_uint8(t)[0])
+        classes.append(cls)
+        names.append(f.name)
     if not images:
         raise ValueError(f"no images under {path}/<class>/")
-    return np.stack(images), classes, stems
+    return np.stack(images), classes, names
 
 
 def class_targets(ext, folder_classes: list[str], model_classes: tuple[str, ...], k: int):
@@ -211,7 +212,9 @@ def score_external(ext, trained, ctx) -> dict[str, Any]:
 
         raise DataUnavailable(missing_message(ext, path))
     data = trained.data
-    images, folder_classes, stems = load_folder(path, data.channels, data.size)
+    trials = human_trials(ext)
+    images, folder_classes, files = load_folder(path, data.channels, data.size)
+    stems = [Path(f).stem for f in files]
     targets = class_targets(ext, folder_classes, data.classes, data.num_classes)
     keep = [i for i, c in enumerate(folder_classes) if c in targets]
     names = sorted(targets)
@@ -219,11 +222,20 @@ def score_external(ext, trained, ctx) -> dict[str, Any]:
     scores = np.stack([probs[:, targets[c]].mean(1) for c in names], axis=1)
     decided = [names[j] for j in scores.argmax(1)]
     truth = [folder_classes[i] for i in keep]
+    hits = np.array([d == t for d, t in zip(decided, truth, strict=True)], dtype=bool)
     out: dict[str, Any] = {
         "images": len(keep),
         "classes": names,
-        "accuracy": float(np.mean([d == t for d, t in zip(decided, truth, strict=True)])),
+        "accuracy": float(np.mean(hits)),
+        "correct": hits,  # moved to the result's ``correct`` metric by run()
     }
+    if trials is not None:
+        kept = [(folder_classes[i], files[i]) for i in keep]
+        try:
+            image_of = humans.match(trials, kept, path)
+        except ValueError as exc:
+            raise ValueError(f"external set {ext.name!r}: human_trials: {exc}") from None
+        out["human"] = humans.compare(trials, image_of, hits)
     if ext.cue_conflict:
         shape_hits = texture_hits = conflicts = 0
         for d, t, i in zip(decided, truth, keep, strict=True):
@@ -245,9 +257,27 @@ def score_external(ext, trained, ctx) -> dict[str, Any]:
     return out
 
 
+def human_trials(ext) -> list[humans.Trial] | None:
+    """The set's human trials (None without any); DataUnavailable for a missing file."""
+    if ext.human_trials is None:
+        return None
+    try:
+        return humans.read_trials(ext.human_trials)
+    except FileNotFoundError as exc:
+        from bioprior.plugin import DataUnavailable
+
+        raise DataUnavailable(
+            f"external set {ext.name!r}: human_trials: {exc}: give CSV files (or folders of "
+            f"them) in model-vs-human's raw-data layout ({humans.LAYOUT}), e.g. its "
+            "raw-data/<dataset>/ folder"
+        ) from None
+    except ValueError as exc:
+        raise ValueError(f"external set {ext.name!r}: human_trials: {exc}") from None
+
+
 def run(p, ctx):
     from bioprior.benchmarks.stimuli import subset_indices
-    from bioprior.plugin import BenchmarkResult
+    from bioprior.plugin import BenchmarkResult, pack_correct
 
     trained = ctx.trained()
     data = trained.data
@@ -255,19 +285,26 @@ def run(p, ctx):
     src = to_uint8(data.test_x[idx])
     y = data.test_y[idx]
     clean = Condition("clean", "clean", 0)
-    clean_acc = evaluate(trained.module, [(clean, src)], y, ctx.device, ctx.seed)[clean]
+    hits: dict[Condition, np.ndarray] = {}
+    clean_acc = evaluate(trained.module, [(clean, src)], y, ctx.device, ctx.seed, 1024, hits)[clean]
     conds = conditions(p)
     stim = StimulusSet(src, conds, TRANSFORM, ctx.seed, VERSION, p.workers, split_images=False)
-    acc = evaluate(trained.module, stim.ensure().items(), y, ctx.device, ctx.seed, p.batch_size)
+    acc = evaluate(
+        trained.module, stim.ensure().items(), y, ctx.device, ctx.seed, p.batch_size, hits
+    )
     metrics: dict[str, Any] = {
         "clean_acc": clean_acc,
         "chance": 1.0 / data.num_classes,
         "accuracy": {c.name: acc[c] for c in conds},
         "images": len(idx),
         "stimuli": dict(stim.stats),
+        "correct": packed_tree(hits, key=lambda c: (c.name,)),
     }
     external = {ext.name: score_external(ext, trained, ctx) for ext in p.external}
     if external:
+        metrics["correct"]["external"] = {
+            name: pack_correct(e.pop("correct")) for name, e in external.items()
+        }
         metrics["external"] = external
     accs = list(metrics["accuracy"].values()) + [e["accuracy"] for e in external.values()]
     metrics["mean_style_acc"] = float(np.mean(accs)) if accs else None

@@ -25,6 +25,11 @@ The submission's trained model is evaluated on its test images (as fitted to its
   channel), eps = ``heatmap_rms`` x sqrt(C H W); Yin et al. used L2 norm 4 on CIFAR-10
   (32 x 32 x 3), i.e. an RMS of 4 / sqrt(3072) = 0.072 per pixel.
 
+``correct``: which test images were classified correctly, clean (``correct["clean"]``) and
+under each filter (``correct["bandpass" | "lowpass" | "highpass"][level]``, the level as the
+condition's: the band centre in cycles per image, the cutoff as a fraction), each ``{"n",
+"bits"}`` (``bioprior.plugin.pack_correct``); the report's error consistency is computed from it.
+
 Score: ``clip(mean band-pass accuracy / clean accuracy, 0, 1)``.
 """
 

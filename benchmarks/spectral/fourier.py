@@ -14,6 +14,7 @@ from bioprior.benchmarks.stimuli import (
     Condition,
     StimulusSet,
     evaluate,
+    packed_tree,
     subset_indices,
     to_uint8,
 )
@@ -176,11 +177,12 @@ def run(p, ctx):
     src = to_uint8(x)
     size = int(data.size)
     clean = Condition("clean", "clean", 0)
-    clean_acc = evaluate(trained.module, [(clean, src)], y, ctx.device, ctx.seed)[clean]
+    hits: dict[Condition, np.ndarray] = {}
+    clean_acc = evaluate(trained.module, [(clean, src)], y, ctx.device, ctx.seed, 1024, hits)[clean]
     groups = filter_conditions(p, size)
     conds = [c for g in groups.values() for c in g]
     stim = StimulusSet(src, conds, TRANSFORM, ctx.seed, VERSION, p.workers).ensure()
-    acc = evaluate(trained.module, stim.items(), y, ctx.device, ctx.seed, p.batch_size)
+    acc = evaluate(trained.module, stim.items(), y, ctx.device, ctx.seed, p.batch_size, hits)
     r_max = max_radius(size, size)
     metrics: dict[str, Any] = {
         "clean_acc": clean_acc,
@@ -203,6 +205,7 @@ def run(p, ctx):
             "accuracy": [acc[c] for c in groups["highpass"]],
         },
         "stimuli": dict(stim.stats),
+        "correct": packed_tree(hits),
     }
     if p.bandwidth_corruptions:
         cconds = [

@@ -1,6 +1,7 @@
 """``bioprior results``: stored results as a table, JSON or CSV (the table is also what
-``bioprior score`` prints at the end); with ``--paper FILE``, a submission's published numbers
-(its ``reference:``) beside the measured ones instead."""
+``bioprior score`` prints at the end), or in RobustBench's ``model_info`` format (printed, or one
+file per model with ``-o DIR``); with ``--paper FILE``, a submission's published numbers (its
+``reference:``) beside the measured ones instead."""
 
 from __future__ import annotations
 
@@ -49,13 +50,33 @@ PUBLIC_JSON = (
     "started_at",
 )
 RUNNING = "_running"
+FORMATS = ("table", "json", "csv", "robustbench")
 
 
 def results(
     submission: str | None = typer.Option(None, "--submission", "-s", help="Only this submission."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv."),
+    fmt: str = typer.Option(
+        "table",
+        "--format",
+        "-f",
+        help="table | json | csv | robustbench: RobustBench's model_info JSON, one per trained "
+        "model (variant and seed) from its adversarial and corruption results; autoattack_acc "
+        "only when the score attack is autoattack (no PGD number under that name), "
+        "corruptions_acc only from all 15 corruptions x 5 severities, never corruptions_mce "
+        "(bioprior's mCE is against its own baseline, not AlexNet); docs/report.md.",
+    ),
     db: Path | None = typer.Option(None, "--db", help="Results database."),
     spec: bool = typer.Option(False, "--spec", help="JSON: include each job's full spec."),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="--format robustbench: write one NAME.json per model into this folder instead of "
+        "printing them (a file that exists with other content is refused).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="With --output: overwrite files that exist with other content."
+    ),
     paper: list[Path] = typer.Option(
         [],
         "--paper",
@@ -63,11 +84,20 @@ def results(
         "numbers beside the measured ones (mean ± SEM over seeds, z, verdict) instead of the rows.",
     ),
 ) -> None:
-    """Show stored results (the database is opened read-only: nothing is created or changed)."""
-    if fmt not in {"table", "json", "csv"}:
-        fail(f"--format: must be table, json or csv (got {short(repr(fmt), 60)})")
+    """Show stored results (the database is opened read-only: nothing is created or changed);
+    --format robustbench -o DIR writes RobustBench's model_info files."""
+    if fmt not in FORMATS:
+        fail(f"--format: must be table, json, csv or robustbench (got {short(repr(fmt), 60)})")
+    if output is not None and fmt != "robustbench":
+        fail("--output: only with --format robustbench")
+    if force and output is None:
+        fail("--force: only with --output")
+    if output is not None and output.exists() and not output.is_dir():
+        fail(f"-o: {short(output, 200)} exists and is not a folder")
     db_path = db or default_db()
     if paper:
+        if fmt == "robustbench":
+            fail("--paper: not with --format robustbench")
         _paper(paper, submission, fmt, db_path)
         return
     try:
@@ -89,13 +119,40 @@ def results(
                 else "the database has no results yet"
             )
         )
-    if fmt == "json":
+    if fmt == "robustbench":
+        _robustbench(rows, output, force)
+    elif fmt == "json":
         public = [_public(r, spec=spec) for r in rows]
         typer.echo(json.dumps(public, indent=2, default=str))
     elif fmt == "csv":
         typer.echo(_csv(rows), nl=False)
     else:
         print_results(console(), rows)
+
+
+def _robustbench(rows: list[dict[str, Any]], output: Path | None, force: bool) -> None:
+    """RobustBench's model_info documents: printed as ``{file name: document}``, or written."""
+    from bioprior.registry.report import robustbench  # lazy: the report package loads matplotlib
+
+    infos = robustbench.model_infos(rows)
+    if output is None:
+        typer.echo(json.dumps(infos, indent=2))
+        return
+    if not infos:
+        typer.echo(
+            "nothing to write: no adversarial result, nor a corruption result over "
+            "RobustBench's 15 corruptions x 5 severities",
+            err=True,
+        )
+        return
+    try:
+        written, unchanged = robustbench.write(infos, output, force=force)
+    except robustbench.ExportError as exc:
+        fail(f"-o: {short(' '.join(str(exc).splitlines()), 300)}")
+    typer.echo(
+        f"wrote {written} RobustBench model_info files to {output}"
+        + (f" ({unchanged} unchanged)" if unchanged else "")
+    )
 
 
 def _public(row: dict[str, Any], spec: bool = False) -> dict[str, Any]:

@@ -3,14 +3,19 @@ seconds from a short calibration of the real training step on the chosen device,
 automatic number of members per batched training (what fits in memory, where batching pays).
 
 Estimates are per step: a training step costs ``steps_per_epoch x epochs`` calibrated steps of
-its K members together; an evaluation step is counted as one forward pass over the train and
-test splits of every model it declared (benchmarks that evaluate many conditions take longer).
+its K members together. An evaluation like one already stored (same benchmark and parameters,
+model and dataset) is estimated from those runs' times (:class:`MeasuredTimes`: whether it must
+generate its stimuli or finds them cached is told apart); one never run before is counted as
+one forward pass over the train and test splits of every model it declared, a floor
+(benchmarks that evaluate many conditions take longer).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,13 +238,43 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def estimate_steps(steps: list, service: Any) -> dict[str, Estimate]:
-    """An :class:`Estimate` per step key."""
+class MeasuredTimes:
+    """Evaluation seconds measured by earlier runs (the store's finished rows), by cost
+    signature (:func:`~bioprior.registry.planning.jobs.cost_signature`): an evaluation like one
+    already run is estimated from those runs, separately for a job that generates its stimuli
+    (the first of its benchmark, data and seed: e.g. corruption's 19 x 5 corrupted test sets)
+    and for one that finds them cached (every other model of that seed)."""
+
+    def __init__(self, measured: Iterable[Any] = ()):
+        self.by_signature: dict[str, list[Any]] = {}
+        self.stimuli: set[tuple[str, int]] = set()  # (stimuli signature, seed) generated
+        for m in measured:
+            self.by_signature.setdefault(m.signature, []).append(m)
+            self.stimuli.add((m.stimuli, m.seed))
+
+    def estimate(self, step: EvaluateStep, flops: float) -> Estimate | None:
+        stimuli = (step.job.stimuli_signature, step.job.seed)
+        fresh = stimuli not in self.stimuli
+        self.stimuli.add(stimuli)  # later steps of the plan find them
+        runs = self.by_signature.get(step.job.cost_signature, [])
+        alike = [m.seconds for m in runs if m.generated in (fresh, None)]
+        if not runs:
+            return None
+        seconds = statistics.median(alike or [m.seconds for m in runs])
+        n = len(alike or runs)
+        how = "" if alike else ", none with its stimuli " + ("to generate" if fresh else "cached")
+        return Estimate(seconds, flops, f"as measured: median of {n} earlier run(s){how}")
+
+
+def estimate_steps(steps: list, service: Any, measured: Iterable[Any] = ()) -> dict[str, Estimate]:
+    """An :class:`Estimate` per step key; ``measured``: earlier evaluations' times
+    (:meth:`~bioprior.registry.store.results.ResultStore.evaluation_times`)."""
     out: dict[str, Estimate] = {}
     forward_rate: dict[str, float] = {}
+    times = MeasuredTimes(measured)
     for step in steps:
         try:
-            estimate = _estimate(step, service, forward_rate)
+            estimate = _estimate(step, service, forward_rate, times)
         except Exception:  # noqa: BLE001, S112 - a step that cannot be built fails when it runs
             continue
         if estimate is not None:
@@ -247,7 +282,9 @@ def estimate_steps(steps: list, service: Any) -> dict[str, Estimate]:
     return out
 
 
-def _estimate(step: Any, service: Any, forward_rate: dict[str, float]) -> Estimate | None:
+def _estimate(
+    step: Any, service: Any, forward_rate: dict[str, float], times: MeasuredTimes
+) -> Estimate | None:
     if isinstance(step, TrainStep):
         first = step.members[0]
         p = profile(first, service)
@@ -265,7 +302,8 @@ def _estimate(step: Any, service: Any, forward_rate: dict[str, float]) -> Estima
             flops += f
             rate = forward_rate.get(spec.batch_group or spec.key)
             seconds += f * rate / 2 if rate else 0.0  # no backward: about a third to a half
-        return Estimate(seconds, flops, "one pass per split and model")
+        measured = times.estimate(step, flops)
+        return measured or Estimate(seconds, flops, "not run before: one pass per split and model")
     return None
 
 

@@ -15,6 +15,28 @@ from bioprior.registry.planning.spec import TrainingSpec
 from bioprior.registry.submissions.loading import Component, LoadedSubmission
 
 
+def cost_signature(identity: dict[str, Any]) -> str:
+    """The part of a job's identity its evaluation time depends on: the benchmark (name,
+    version, parameters), the model and the dataset; not the constraints, the recipe or the
+    seed (jobs that differ only there take about as long). The same from a job and from a
+    stored row's ``spec``, so that earlier runs time later ones."""
+    training = identity["training"]
+    return content_hash(
+        {
+            "benchmark": identity["benchmark"],
+            "model": training.get("model"),
+            "dataset": training.get("dataset"),
+        }
+    )
+
+
+def stimuli_signature(identity: dict[str, Any]) -> str:
+    """What a benchmark's cached stimuli depend on besides the seed: the benchmark and the
+    dataset (not the model: every model of a seed shares them)."""
+    training = identity["training"]
+    return content_hash({"benchmark": identity["benchmark"], "dataset": training.get("dataset")})
+
+
 @dataclass(frozen=True)
 class Job:
     """One evaluation: a benchmark on a submission's variant and seed. Plain data: its identity,
@@ -33,6 +55,16 @@ class Job:
     @cached_property
     def key(self) -> str:
         return content_hash(self.identity())
+
+    @property
+    def cost_signature(self) -> str:
+        """What its running time depends on (:func:`cost_signature`)."""
+        return cost_signature(self.identity())
+
+    @property
+    def stimuli_signature(self) -> str:
+        """What its cached stimuli depend on besides the seed (:func:`stimuli_signature`)."""
+        return stimuli_signature(self.identity())
 
     @property
     def plugin_versions(self) -> dict[str, str]:

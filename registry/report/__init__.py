@@ -4,7 +4,8 @@ results.json / results.csv, built from the results store alone (read-only)::
     bioprior report --db results.sqlite -o site/
 
 or ``bioprior.registry.report.build_report(db, out)``. ``data`` reads and shapes the rows,
-``plots`` draws the matplotlib SVG figures, ``pages`` renders the Jinja2 templates.
+``consistency`` pairs each result with its baseline (error consistency), ``plots`` draws the
+matplotlib SVG figures, ``pages`` renders the Jinja2 templates.
 """
 
 from __future__ import annotations

@@ -329,6 +329,10 @@ class Submission:
     sweep_keys: dict[str, str]  # sweep path -> short label
     #: the paper beside the measurement (the submission file's ``reference:``), when given
     paper: list[Comparison] = field(default_factory=list)
+    #: each result against its baseline (``consistency.Pair``), filled by ``consistency.attach``
+    consistency: list[Any] = field(default_factory=list)
+    #: model-vs-human comparisons stored by ood_stylized (``consistency.Human``)
+    humans: list[Any] = field(default_factory=list)
 
     @property
     def rows(self) -> list[dict[str, Any]]:

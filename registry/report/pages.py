@@ -20,6 +20,7 @@ import yaml
 from bioprior.registry.base.paths import weights_dir
 from bioprior.registry.submissions.schema import Submission as SubmissionModel
 
+from . import consistency
 from .data import (
     FLAG_LABELS,
     KNOWN_COLUMNS,
@@ -80,6 +81,7 @@ def build_report(
         weights_dirs = list(dict.fromkeys([Path(db).parent / "weights", weights_dir()]))
     report = shape(rows, weights_dirs)
     attach_references(report, papers)
+    consistency.attach(report)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "submissions").mkdir(exist_ok=True)
@@ -131,6 +133,8 @@ def build_report(
                     paper=[c.cells | {"verdict_only": c.verdict} for c in sub.paper],
                     paper_source=sub.paper[0].source if sub.paper else "",
                     paper_figure=next((p for p in plots[sub.name] if p.kind == "paper"), None),
+                    consistency=consistency.summary(sub),
+                    humans=consistency.human_summary(sub),
                     failed=failures([r for r in sub.rows if r["status"] != "ok"]),
                     **common,
                 ),
@@ -152,6 +156,11 @@ def build_report(
     )
     _write(out / "results.csv", results_csv(rows))
     _write(out / "leaderboard.csv", leaderboard_csv(board, report.columns))
+    _write(out / "error_consistency.csv", consistency.as_csv(report))
+    _write(
+        out / "error_consistency.json",
+        json.dumps(consistency.as_json(report), indent=1, sort_keys=True, default=str),
+    )
     return Site(out, pages, plots, report)
 
 
@@ -374,12 +383,18 @@ def public_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+#: per-image results (packed bits): left to the JSON, never CSV columns
+BULK = {"correct"}
+
+
 def _flat(metrics: Any, prefix: str = "metrics") -> dict[str, Any]:
-    """Scalar metrics flattened to dotted columns (lists and long tables are left to the JSON)."""
+    """Scalar metrics flattened to dotted columns (lists, long tables and per-image results are
+    left to the JSON)."""
     out: dict[str, Any] = {}
     if isinstance(metrics, dict):
         for k, v in metrics.items():
-            out.update(_flat(v, f"{prefix}.{k}"))
+            if k not in BULK:
+                out.update(_flat(v, f"{prefix}.{k}"))
     elif isinstance(metrics, (str, int, float, bool)) or metrics is None:
         out[prefix] = metrics
     return out

@@ -636,6 +636,96 @@ def neural_bars(sub: Submission, col: Column) -> Figure | None:
     )
 
 
+# -- error consistency ----------------------------------------------------------------------------
+def error_consistency(sub: Submission, col: Column) -> Figure | None:
+    """Error consistency (Cohen's kappa on which images each got right, Geirhos, Meding &
+    Wichmann 2020) of each variant with its unconstrained baseline per condition, mean over
+    seeds (shaded or bars: standard deviation); 0 (dashed) is the agreement the two accuracies
+    alone predict, 1 the same errors. A variant that is its own baseline is left out."""
+    pairs = [p for p in sub.consistency if p.column.id == col.id and p.conditions and not p.itself]
+    if not pairs:
+        return None
+    levels_of: dict[str, set[str]] = {}
+    for p in pairs:
+        for c in p.conditions:
+            if len(c.path) > 1:
+                levels_of.setdefault(c.path[0], set()).add(" ".join(c.path[1:]))
+
+    def place(path: tuple[str, ...]) -> tuple[str, str]:
+        """(panel, level): a name with several levels is a panel, the rest share one."""
+        if len(path) > 1 and len(levels_of[path[0]]) > 1:
+            return path[0], " ".join(path[1:])
+        return "", " ".join(path)
+
+    groups: dict[str, list[str]] = {}  # panel -> levels, in stored order
+    for p in pairs:
+        for c in p.conditions:
+            panel, level = place(c.path)
+            found = groups.setdefault(panel, [])
+            if level not in found:
+                found.append(level)
+    panels = sorted(groups, key=lambda g: g != "")[:MAX_PANELS]  # the shared panel first
+    fig, axes = _figure(len(panels), cols=4, w=2.7, h=2.3)
+    variants = [v for v in sub.variants if any(p.variant is v for p in pairs)]
+    low = -0.2
+    for ax, panel in zip(axes, panels, strict=True):
+        levels = groups[panel]
+        numeric = bool(panel) and all(_float(x) is not None for x in levels)
+        order = sorted(levels, key=lambda x: _float(x) or 0.0) if numeric else levels
+        xs = [_float(x) or 0.0 for x in order] if numeric else [float(j) for j in range(len(order))]
+        for i, v in enumerate(sub.variants):
+            if v not in variants:
+                continue
+            per_seed = [
+                {place(c.path): c.kappa for c in p.conditions} for p in pairs if p.variant is v
+            ]
+            stats = [Stat.of(k.get((panel, x)) for k in per_seed) for x in order]
+            pts = [(x, s) for x, s in zip(xs, stats, strict=True) if s.mean is not None]
+            if not pts:
+                continue
+            low = min(low, min(s.mean - (s.std or 0.0) for _, s in pts) - 0.05)
+            gid = f"series-consistency-{slug_name(panel or 'conditions')}-v{i}"
+            if numeric and len(pts) > 1:
+                _line(
+                    ax,
+                    [x for x, _ in pts],
+                    [s.mean for _, s in pts],
+                    [s.std or 0.0 for _, s in pts],
+                    i,
+                    gid,
+                    v.label,
+                )
+            else:
+                shift = 0.0 if numeric else (i - (len(variants) - 1) / 2) * 0.1
+                bars = ax.errorbar(
+                    [x + shift for x, _ in pts],
+                    [s.mean for _, s in pts],
+                    yerr=[s.std or 0.0 for _, s in pts],
+                    fmt="o",
+                    ms=4,
+                    capsize=2,
+                    color=color(i),
+                    label=v.label,
+                )
+                bars.lines[0].set_gid(gid)
+        ax.axhline(0.0, color="#64748b", ls="--", lw=1)
+        if not numeric:
+            long = len(order) > 3 or max(len(x) for x in order) > 8
+            ax.set_xticks(
+                xs,
+                [x.replace("_", " ") for x in order],
+                rotation=30 if long else 0,
+                ha="right" if long else "center",
+            )
+            ax.set_xlim(-0.6, len(order) - 0.4)
+        ax.set_title((panel or "conditions").replace("_", " "))
+        ax.set(ylabel="error consistency (κ)", xlabel="level" if numeric else "")
+    for ax in axes:
+        ax.set_ylim(low, 1.05)
+    _legend(fig, axes)
+    return fig
+
+
 # -- the paper beside the measurement ----------------------------------------------------------------
 def paper_plot(sub: Submission) -> Figure | None:
     """The paper's number (open square, bars: its SEM) beside the measured mean over seeds
@@ -700,6 +790,7 @@ def paper_plots(sub: Submission, out: Path) -> list[Plot]:
 
 
 # -- the figures of a submission ------------------------------------------------------------------
+EC_TITLE = "Error consistency with the unconstrained baseline"
 PLOTS: dict[str, list[tuple[str, str, Callable]]] = {
     "memorization": [
         ("learning", "Learning curves", learning_curves),
@@ -709,6 +800,7 @@ PLOTS: dict[str, list[tuple[str, str, Callable]]] = {
     "corruption": [
         ("severity", "Accuracy vs severity per corruption", corruption_severity),
         ("mce", "mCE and relative mCE", corruption_mce),
+        ("consistency", EC_TITLE, error_consistency),
         ("sweep", "Against constraint strength", sweep_plot),
     ],
     "adversarial": [
@@ -719,10 +811,12 @@ PLOTS: dict[str, list[tuple[str, str, Callable]]] = {
     "spectral": [
         ("bands", "Band-pass, low-pass and high-pass accuracy", spectral_curves),
         ("heatmap", "Fourier heat map", fourier_heatmap),
+        ("consistency", EC_TITLE, error_consistency),
         ("sweep", "Against constraint strength", sweep_plot),
     ],
     "ood_stylized": [
         ("styles", "Accuracy per stylized rendering", ood_bars),
+        ("consistency", EC_TITLE, error_consistency),
         ("sweep", "Against constraint strength", sweep_plot),
     ],
     "neural_predictivity": [
@@ -730,7 +824,10 @@ PLOTS: dict[str, list[tuple[str, str, Callable]]] = {
         ("sweep", "Against constraint strength", sweep_plot),
     ],
 }
-GENERIC = [("sweep", "Against constraint strength", sweep_plot)]
+GENERIC = [
+    ("consistency", EC_TITLE, error_consistency),  # a third-party benchmark that stores `correct`
+    ("sweep", "Against constraint strength", sweep_plot),
+]
 
 
 def submission_plots(sub: Submission, columns: list[Column], out: Path, history) -> list[Plot]:

@@ -145,7 +145,7 @@ class Scorer:
         calibration of the training step on this device)."""
         from bioprior.registry.engine.estimate import estimate_steps  # lazy: torch
 
-        return estimate_steps(summary.steps, self.service())
+        return estimate_steps(summary.steps, self.service(), self.store.evaluation_times())
 
     def run(self, summary: PlanSummary, estimates: dict | None = None) -> ScoreReport:
         from bioprior.registry.engine.runner import StepRunner  # lazy: torch

@@ -47,12 +47,29 @@ def _number(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+#: metrics a rerun stores that rows scored before they were kept lack (per-image results, which
+#: change no number): absent from the stored row, they are not drift
+ADDED_LATER = frozenset({"correct"})
+
+
+def _without_added(old: Any, new: Any) -> Any:
+    """``new`` without the :data:`ADDED_LATER` keys that ``old`` lacks, at any depth."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    return {
+        k: _without_added(old.get(k), v)
+        for k, v in new.items()
+        if not (k in ADDED_LATER and k not in old)
+    }
+
+
 def compare(stored: dict[str, Any], score: float | None, metrics: dict[str, Any], weights_hash):
     """Differences between a stored row and a rerun's numbers, one phrase each."""
     changes = []
     if not _same(stored.get("score"), score):
         changes.append(f"score {_number(stored.get('score'))} -> {_number(score)}")
-    old, new = stored.get("metrics") or {}, json.loads(_canonical(metrics))
+    old = stored.get("metrics") or {}
+    new = _without_added(old, json.loads(_canonical(metrics)))
     for key in sorted(set(old) | set(new)):
         if _canonical(old.get(key)) == _canonical(new.get(key)):
             continue

@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from urllib.parse import quote
 from bioprior import __version__
 from bioprior.registry.base.failures import classify_error_text
 from bioprior.registry.base.provenance import capture
+from bioprior.registry.planning.jobs import cost_signature, stimuli_signature
 from bioprior.registry.planning.outcomes import JobOutcome
 
 SCHEMA = """
@@ -362,6 +364,42 @@ class ResultStore:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.rows())
+
+    def evaluation_times(self) -> list[MeasuredEvaluation]:
+        """How long the finished evaluations took, by cost signature and seed, and whether each
+        generated its stimuli (``None``: a benchmark without cached stimuli). Rows that cannot
+        be read are left out (an estimate, never an error)."""
+        sql = (
+            "SELECT spec, seed, duration_s, json_extract(metrics, '$.stimuli.generated') "
+            "FROM results WHERE status = 'ok' AND duration_s IS NOT NULL"
+        )
+        out = []
+        try:
+            rows = self.conn.execute(sql).fetchall()
+        except sqlite3.Error:
+            return out
+        for spec, seed, seconds, generated in rows:
+            try:
+                identity = json.loads(spec)
+                signature, stimuli = cost_signature(identity), stimuli_signature(identity)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
+            if not isinstance(seconds, int | float) or not seconds >= 0:
+                continue
+            fresh = None if not isinstance(generated, int) else generated > 0
+            out.append(MeasuredEvaluation(signature, stimuli, seed, float(seconds), fresh))
+        return out
+
+
+@dataclass(frozen=True)
+class MeasuredEvaluation:
+    """One finished evaluation's time (:meth:`ResultStore.evaluation_times`)."""
+
+    signature: str  # bioprior.registry.planning.jobs.cost_signature
+    stimuli: str  # bioprior.registry.planning.jobs.stimuli_signature
+    seed: int
+    seconds: float
+    generated: bool | None  # it generated its stimuli (None: it has none)
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:

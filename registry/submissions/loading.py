@@ -11,6 +11,7 @@ at :data:`MAX_ERRORS` (the last line says how many more) and every echoed value 
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
@@ -252,7 +253,29 @@ def _lookup(
     if "family" in entry.extra:
         errors.append((loc, f"{name!r} is a family: name a member, {name}:<name>"))
         return None
+    missing = missing_requirements(entry)
+    if missing:
+        errors.append((loc, f"{name} needs {missing}"))
+        return None
     return entry
+
+
+def missing_requirements(entry: PluginEntry) -> str:
+    """What an entry's ``extra={"requires": {module: install hint}}`` lacks here, as one
+    sentence ("" when every module is importable): an optional dependency is bad input when a
+    submission names the plugin, before anything trains."""
+    requires = entry.extra.get("requires")
+    if not isinstance(requires, dict):
+        return ""
+    absent = []
+    for module, hint in requires.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            absent.append(f'{module}, which is not installed: pip install "{hint}"')
+    return "; ".join(absent)
 
 
 def check_references(
