@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from test_adversarial import RoundingFrontEnd  # the gradient-masked model of the sanity tests
 from torch import nn
 
 import bioprior
@@ -78,17 +79,6 @@ def test_autoattack_is_at_most_pgd_on_the_same_images(bioprior_home):
     assert m["number_forward_passes"] == 1
     assert row["score"] == pytest.approx(m["robust_accuracy"] / m["clean_accuracy"])
     assert not any(v for k, v in m["flags"].items() if k.startswith("autoattack_"))
-
-
-class RoundingFrontEnd(nn.Module):
-    """Quantizes its input (torch.round: zero input gradient), then an MLP: gradient masking."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.round(x * 2) / 2)
 
 
 def test_masked_model_is_flagged_by_autoattacks_checks(bioprior_home):
