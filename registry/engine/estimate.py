@@ -238,10 +238,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: evaluations timed from the latest runs only: the code (a faster attack path) and the
+#: machine's load change between runs, and the latest runs are the likeliest to repeat
+RECENT_RUNS = 3
+
+
 class MeasuredTimes:
     """Evaluation seconds measured by earlier runs (the store's finished rows), by cost
     signature (:func:`~bioprior.registry.planning.jobs.cost_signature`): an evaluation like one
-    already run is estimated from those runs, separately for a job that generates its stimuli
+    already run is estimated from the latest of those runs, separately for a job that generates its stimuli
     (the first of its benchmark, data and seed: e.g. corruption's 19 x 5 corrupted test sets)
     and for one that finds them cached (every other model of that seed)."""
 
@@ -260,10 +265,10 @@ class MeasuredTimes:
         alike = [m.seconds for m in runs if m.generated in (fresh, None)]
         if not runs:
             return None
-        seconds = statistics.median(alike or [m.seconds for m in runs])
-        n = len(alike or runs)
+        recent = (alike or [m.seconds for m in runs])[-RECENT_RUNS:]
         how = "" if alike else ", none with its stimuli " + ("to generate" if fresh else "cached")
-        return Estimate(seconds, flops, f"as measured: median of {n} earlier run(s){how}")
+        note = f"as measured: median of the last {len(recent)} run(s){how}"
+        return Estimate(statistics.median(recent), flops, note)
 
 
 def estimate_steps(steps: list, service: Any, measured: Iterable[Any] = ()) -> dict[str, Estimate]:

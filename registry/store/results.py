@@ -366,12 +366,12 @@ class ResultStore:
         return iter(self.rows())
 
     def evaluation_times(self) -> list[MeasuredEvaluation]:
-        """How long the finished evaluations took, by cost signature and seed, and whether each
-        generated its stimuli (``None``: a benchmark without cached stimuli). Rows that cannot
+        """How long the finished evaluations took (oldest first), by cost signature and seed, and
+        whether each generated its stimuli (``None``: a benchmark without cached stimuli). Rows that cannot
         be read are left out (an estimate, never an error)."""
         sql = (
             "SELECT spec, seed, duration_s, json_extract(metrics, '$.stimuli.generated') "
-            "FROM results WHERE status = 'ok' AND duration_s IS NOT NULL"
+            "FROM results WHERE status = 'ok' AND duration_s IS NOT NULL ORDER BY finished_at, id"
         )
         out = []
         try:
