@@ -11,7 +11,12 @@ import warnings
 
 import pytest
 import torch
-from test_adversarial import RoundingFrontEnd  # the gradient-masked model of the sanity tests
+from test_adversarial import (  # the adversarial tests' digits model and the masked model
+    FAST_UNBOUNDED,
+    TRAINING,
+    RoundingFrontEnd,
+    _submission,
+)
 from torch import nn
 
 import bioprior
@@ -19,12 +24,6 @@ from bioprior.registry.cli.app import app
 
 pytest.importorskip("pyautoattack", reason='needs the extra: pip install "bioprior[autoattack]"')
 
-MODEL = {
-    "name": "small_alexnet",
-    "params": {"width": 0.25, "input_size": 16, "local_response_norm": False},
-}
-TRAINING = {"dataset": "digits", "epochs": 8, "batch_size": 64, "lr": 0.01, "momentum": 0.9}
-FAST_UNBOUNDED = {"name": "pgd_linf", "params": {"steps": 20, "rel_stepsize": 0.1}}
 #: a reduced AutoAttack for the default suite: APGD-CE and APGD-T (3 targets), 25 iterations
 QUICK_AA = {"version": "custom", "attacks": ["apgd-ce", "apgd-t"], "iterations": 25}
 QUICK_AA |= {"target_classes": 3}
@@ -38,17 +37,6 @@ def _params(curves: dict, **more) -> dict:
         "transfer": False,
         "minimal_images": 0,
         **more,
-    }
-
-
-def _submission(name: str, params: dict, constraints: list | None = None) -> dict:
-    return {
-        "name": name,
-        "model": MODEL,
-        "constraints": constraints or [],
-        "training": TRAINING,
-        "seeds": [0],
-        "benchmarks": [{"name": "adversarial", "params": params}],
     }
 
 
