@@ -92,6 +92,28 @@ def load_average() -> float | None:
     return min(load, now)
 
 
+def present_load(interval_s: float = 0.5, loadavg: Path = Path("/proc/loadavg")) -> float | None:
+    """Threads of other processes that want a core this half second: the kernel's count of
+    runnable threads (``/proc/loadavg``'s fourth field, this one taken out), sampled every
+    25 ms. For the estimates of a run about to start: unlike the busy cores it counts threads
+    waiting for a core, and unlike the 1-minute average it does not lag a load that just began
+    or ended. The 1-minute average where there is no ``/proc/loadavg``."""
+    counts = []
+    deadline = time.monotonic() + interval_s
+    try:
+        while True:
+            counts.append(int(loadavg.read_text().split()[3].split("/")[0]) - 1)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.025)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return None
+    return max(0.0, sum(counts) / len(counts))
+
+
 def busy_cores_now(interval_s: float = 0.2, stat: Path = Path("/proc/stat")) -> float | None:
     """Cores of this process's CPUs that others keep busy, from ``/proc/stat`` over
     ``interval_s`` (this process's own use taken out); None where there is no ``/proc/stat``."""
@@ -200,6 +222,38 @@ def apply(choice: ThreadChoice) -> None:
 
     _torch_default()
     torch.set_num_threads(choice.threads)
+
+
+@dataclass(frozen=True)
+class CoreShare:
+    """The CPU a step gets while a run's ``workers`` (``threads`` each) run side by side on
+    ``cores`` that other processes keep ``load`` busy: every runnable thread gets an equal
+    share of the cores, one core at most. What the plan's estimates scale by: a step's CPU
+    seconds measured in an earlier run take ``cpu seconds / per_step`` of wall time now, and a
+    training calibrated alone in the driver (``threads`` threads under ``load``) slows by
+    ``slowdown`` once the workers run together."""
+
+    threads: int
+    workers: int
+    cores: int
+    load: float | None = None
+
+    def _share(self, runnable: float) -> float:
+        return min(1.0, self.cores / max(runnable + (self.load or 0.0), 1e-9))
+
+    @property
+    def per_step(self) -> float:
+        """Cores one step keeps busy while every worker runs."""
+        return self.threads * self._share(self.workers * self.threads)
+
+    @property
+    def slowdown(self) -> float:
+        """A step's wall time with every worker running over its time alone in the driver."""
+        return self._share(self.threads) / self._share(self.workers * self.threads)
+
+    def describe(self) -> str:
+        load = "unknown" if self.load is None else f"{self.load:.1f}"
+        return f"{self.per_step:.2f} cores a step ({self.cores} cores, load {load})"
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bioprior.registry.base.hashing import content_hash
+from bioprior.registry.base.threads import CoreShare
 from bioprior.registry.engine.streaming import streams
 from bioprior.registry.planning.spec import TrainingSpec
 from bioprior.registry.planning.steps import EvaluateStep, TrainStep
@@ -246,40 +247,65 @@ RECENT_RUNS = 3
 class MeasuredTimes:
     """Evaluation seconds measured by earlier runs (the store's finished rows), by cost
     signature (:func:`~bioprior.registry.planning.jobs.cost_signature`): an evaluation like one
-    already run is estimated from the latest of those runs, separately for a job that generates its stimuli
-    (the first of its benchmark, data and seed: e.g. corruption's 19 x 5 corrupted test sets)
-    and for one that finds them cached (every other model of that seed)."""
+    already run is estimated from the latest of those runs, separately for a job that generates
+    its stimuli (the first of its benchmark, data and seed: e.g. corruption's 19 x 5 corrupted
+    test sets) and for one that finds them cached (every other model of that seed).
 
-    def __init__(self, measured: Iterable[Any] = ()):
+    On a CPU, a run that recorded its CPU seconds counts as that much work, done now at the
+    cores a step will get (``share``: the run's workers side by side and the load of the
+    moment), not as the wall time it took under the load of its own day; other runs (a GPU's,
+    rows from before CPU seconds were recorded) give their wall time."""
+
+    def __init__(
+        self, measured: Iterable[Any] = (), share: CoreShare | None = None, on_cpu: bool = True
+    ):
         self.by_signature: dict[str, list[Any]] = {}
         self.stimuli: set[tuple[str, int]] = set()  # (stimuli signature, seed) generated
+        self.share = share if on_cpu else None
         for m in measured:
             self.by_signature.setdefault(m.signature, []).append(m)
             self.stimuli.add((m.stimuli, m.seed))
+
+    def seconds(self, run: Any) -> float:
+        """What ``run`` would take now."""
+        cpu = getattr(run, "cpu_seconds", None)
+        if self.share is None or cpu is None or not str(run.device).startswith("cpu"):
+            return run.seconds
+        return cpu / self.share.per_step
 
     def estimate(self, step: EvaluateStep, flops: float) -> Estimate | None:
         stimuli = (step.job.stimuli_signature, step.job.seed)
         fresh = stimuli not in self.stimuli
         self.stimuli.add(stimuli)  # later steps of the plan find them
         runs = self.by_signature.get(step.job.cost_signature, [])
-        alike = [m.seconds for m in runs if m.generated in (fresh, None)]
         if not runs:
             return None
-        recent = (alike or [m.seconds for m in runs])[-RECENT_RUNS:]
+        alike = [m for m in runs if m.generated in (fresh, None)]
+        recent = (alike or runs)[-RECENT_RUNS:]
         how = "" if alike else ", none with its stimuli " + ("to generate" if fresh else "cached")
-        note = f"as measured: median of the last {len(recent)} run(s){how}"
-        return Estimate(statistics.median(recent), flops, note)
+        scaled = self.share is not None and any(
+            getattr(m, "cpu_seconds", None) is not None for m in recent
+        )
+        at = f" at {self.share.describe()}" if scaled and self.share else ""
+        note = f"as measured: median of the last {len(recent)} run(s){how}{at}"
+        return Estimate(statistics.median(self.seconds(m) for m in recent), flops, note)
 
 
-def estimate_steps(steps: list, service: Any, measured: Iterable[Any] = ()) -> dict[str, Estimate]:
+def estimate_steps(
+    steps: list, service: Any, measured: Iterable[Any] = (), share: CoreShare | None = None
+) -> dict[str, Estimate]:
     """An :class:`Estimate` per step key; ``measured``: earlier evaluations' times
-    (:meth:`~bioprior.registry.store.results.ResultStore.evaluation_times`)."""
+    (:meth:`~bioprior.registry.store.results.ResultStore.evaluation_times`); ``share``: the
+    cores each step will get (on a CPU), which scales measured CPU seconds and the trainings'
+    calibration (measured in this process alone) to the run's workers side by side."""
     out: dict[str, Estimate] = {}
     forward_rate: dict[str, float] = {}
-    times = MeasuredTimes(measured)
+    on_cpu = service.device.type == "cpu"
+    times = MeasuredTimes(measured, share, on_cpu)
+    slowdown = share.slowdown if share is not None and on_cpu else 1.0
     for step in steps:
         try:
-            estimate = _estimate(step, service, forward_rate, times)
+            estimate = _estimate(step, service, forward_rate, times, slowdown)
         except Exception:  # noqa: BLE001, S112 - a step that cannot be built fails when it runs
             continue
         if estimate is not None:
@@ -288,13 +314,17 @@ def estimate_steps(steps: list, service: Any, measured: Iterable[Any] = ()) -> d
 
 
 def _estimate(
-    step: Any, service: Any, forward_rate: dict[str, float], times: MeasuredTimes
+    step: Any,
+    service: Any,
+    forward_rate: dict[str, float],
+    times: MeasuredTimes,
+    slowdown: float = 1.0,
 ) -> Estimate | None:
     if isinstance(step, TrainStep):
         first = step.members[0]
         p = profile(first, service)
         n_steps = -(-p.train_images // first.recipe.batch_size) * first.recipe.epochs
-        seconds = calibrate(step, service) * n_steps
+        seconds = calibrate(step, service) * n_steps * slowdown
         flops = 3.0 * p.forward_flops * p.train_images * first.recipe.epochs * len(step.members)
         forward_rate[first.batch_group or first.key] = seconds / max(1.0, flops)
         return Estimate(seconds, flops)

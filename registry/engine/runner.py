@@ -56,7 +56,7 @@ class StepRunner:
         )
 
     def evaluate(self, job: Job) -> JobOutcome:
-        started, t0 = now(), time.perf_counter()
+        started, t0, cpu0 = now(), time.perf_counter(), time.process_time()
         device = str(self.service.device)
         try:
             from bioprior.registry.base.torchvision_compat import ensure_torchvision  # lazy: torch
@@ -83,4 +83,5 @@ class StepRunner:
             weights_hash=ctx.weights_hash,
             weights=dict(ctx.used),
             threads=torch_threads(),
+            cpu_s=time.process_time() - cpu0,
         )

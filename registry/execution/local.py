@@ -10,11 +10,11 @@ imports the training engine.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from bioprior.registry.planning.outcomes import Outcome, Worker, dependency_failed, failed, now
+from bioprior.registry.execution.scheduling import InProcessBackend, schedule
+from bioprior.registry.planning.outcomes import Outcome, Worker
 
 
 class Executor(Protocol):
@@ -22,22 +22,9 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """In-process, sequential; a step that raises becomes a failed outcome and the rest go on."""
+    """In-process, sequential; a step that raises becomes a failed outcome and the rest go on.
+    The order is :func:`~bioprior.registry.execution.scheduling.schedule`'s, like every
+    executor's."""
 
     def run(self, steps: Sequence[Any], worker: Worker) -> Iterator[Outcome]:
-        bad: dict[str, str | None] = {}  # failed step key -> its error
-        bad_class: dict[str, str | None] = {}  # failed step key -> its error class
-        for step in steps:
-            missing = {k: bad[k] for k in getattr(step, "depends_on", ()) if k in bad}
-            upstream = next((bad_class[k] for k in missing if bad_class.get(k)), None)
-            if missing:
-                outcome = dependency_failed(step, missing, upstream)
-            else:
-                started, t0 = now(), time.perf_counter()
-                try:
-                    outcome = worker(step)
-                except Exception as exc:  # noqa: BLE001 - a worker bug must not stop the others
-                    outcome = failed(step, exc, started, t0)
-            if outcome.status != "ok":
-                bad[step.key], bad_class[step.key] = outcome.error, outcome.error_class
-            yield outcome
+        yield from schedule(steps, InProcessBackend(worker))

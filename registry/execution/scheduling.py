@@ -6,6 +6,10 @@ yielded as failed (``dependency_failed``) without running, a step whose dependen
 running waits, a step another scorer holds (see :mod:`claims`) waits or is skipped once done.
 Failures of a retryable class (timeout, crashed, out_of_memory, worker_lost) are retried up
 to ``retries`` times. Outcomes are yielded as they finish; the driver writes them.
+
+Steps start in plan order, except that a step whose dependencies have all finished goes first:
+a finished training is evaluated before the next training starts, so a long sweep reports its
+results as it goes and a stopped run leaves every finished training scored.
 """
 
 from __future__ import annotations
@@ -68,6 +72,23 @@ def _class(outcome: Any) -> str | None:
     return getattr(outcome, "error_class", None)
 
 
+def _deps(step: Any) -> tuple[str, ...]:
+    return tuple(getattr(step, "depends_on", ()) or ())
+
+
+def _ready_first(
+    pending: list[Any], status: dict[str, str], in_plan: set[str], upstream: set[str]
+) -> list[Any]:
+    """``pending`` in plan order, with the steps that end a chain (nothing in the plan depends
+    on them: evaluations) and whose dependencies all finished (in this run, or before it: a
+    cached training is not in the plan) in front."""
+
+    def waits(step: Any) -> bool:
+        return step.key in upstream or any(d in in_plan and d not in status for d in _deps(step))
+
+    return sorted(pending, key=waits)  # stable: plan order within each group
+
+
 def schedule(
     steps: Sequence[Any],
     backend: Backend,
@@ -78,6 +99,7 @@ def schedule(
 ) -> Iterator[Any]:
     """Run ``steps`` (topologically ordered) on ``backend``; yield outcomes as they finish."""
     in_plan = {s.key for s in steps}
+    upstream = {d for s in steps for d in _deps(s)}  # what other steps wait for
     status: dict[str, str] = {}
     errors: dict[str, str | None] = {}  # failed step key -> its error, for its dependents
     classes: dict[str, str | None] = {}  # failed step key -> its error class
@@ -86,10 +108,10 @@ def schedule(
     running: dict[str, Any] = {}
     try:
         while pending or running:
-            for step in list(pending):
+            for step in _ready_first(pending, status, in_plan, upstream):
                 if len(running) >= backend.capacity:
                     break
-                deps = tuple(getattr(step, "depends_on", ()) or ())
+                deps = _deps(step)
                 failed_dep = next((d for d in deps if status.get(d) == "failed"), None)
                 if failed_dep is not None:
                     pending.remove(step)

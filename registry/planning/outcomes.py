@@ -46,6 +46,7 @@ class JobOutcome:
     weights: dict[str, str] = field(default_factory=dict)  # every training key used -> its hash
     kind: str = "evaluate"
     threads: int | None = None  # torch's CPU threads where the step ran (a worker's, not ours)
+    cpu_s: float | None = None  # CPU seconds the step's process spent on it, all threads
 
     @property
     def key(self) -> str:

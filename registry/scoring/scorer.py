@@ -11,6 +11,7 @@ from pathlib import Path
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.paths import home as default_home
 from bioprior.registry.base.progress import Reporter
+from bioprior.registry.base.threads import CoreShare
 from bioprior.registry.contracts.neural_data import NeuralDataRef, load_neural_data
 from bioprior.registry.execution.local import Executor, LocalExecutor
 from bioprior.registry.hooks.loading import Registry, get_registry
@@ -140,12 +141,14 @@ class Scorer:
             )
         return self._service
 
-    def estimate(self, summary: PlanSummary):
+    def estimate(self, summary: PlanSummary, share: CoreShare | None = None):
         """Seconds and FLOPs per step (:mod:`.estimate`: one measured forward, a short
-        calibration of the training step on this device)."""
+        calibration of the training step on this device, earlier runs' measured evaluations);
+        ``share``: the cores each step will get on a CPU."""
         from bioprior.registry.engine.estimate import estimate_steps  # lazy: torch
 
-        return estimate_steps(summary.steps, self.service(), self.store.evaluation_times())
+        measured = self.store.evaluation_times()
+        return estimate_steps(summary.steps, self.service(), measured, share)
 
     def run(self, summary: PlanSummary, estimates: dict | None = None) -> ScoreReport:
         from bioprior.registry.engine.runner import StepRunner  # lazy: torch

@@ -170,8 +170,14 @@ class ScoringSession:
             each = thread_choice.ThreadChoice(
                 sharing.per_worker, "--workers", options.threads.cores
             )
+            share = thread_choice.CoreShare(
+                sharing.per_worker,
+                sharing.workers,
+                options.threads.cores,
+                thread_choice.present_load(),
+            )
             with thread_choice.using(each):  # what each worker will have
-                planned.estimates = scorer.estimate(summary)
+                planned.estimates = scorer.estimate(summary, share)
         return planned
 
     def run(self, planned: Planned) -> ScoreResult:

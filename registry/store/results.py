@@ -315,7 +315,7 @@ class ResultStore:
             "spec": json.dumps(job.identity(), sort_keys=True, default=str),
             "bioprior_version": __version__,
             "provenance": json.dumps(
-                capture(outcome.device, getattr(outcome, "threads", None)),
+                _provenance(outcome),
                 sort_keys=True,
                 default=str,
             ),
@@ -370,7 +370,8 @@ class ResultStore:
         whether each generated its stimuli (``None``: a benchmark without cached stimuli). Rows that cannot
         be read are left out (an estimate, never an error)."""
         sql = (
-            "SELECT spec, seed, duration_s, json_extract(metrics, '$.stimuli.generated') "
+            "SELECT spec, seed, duration_s, json_extract(metrics, '$.stimuli.generated'), device, "
+            "json_extract(provenance, '$.cpu_seconds'), json_extract(provenance, '$.torch_num_threads') "
             "FROM results WHERE status = 'ok' AND duration_s IS NOT NULL ORDER BY finished_at, id"
         )
         out = []
@@ -378,7 +379,7 @@ class ResultStore:
             rows = self.conn.execute(sql).fetchall()
         except sqlite3.Error:
             return out
-        for spec, seed, seconds, generated in rows:
+        for spec, seed, seconds, generated, device, cpu, threads in rows:
             try:
                 identity = json.loads(spec)
                 signature, stimuli = cost_signature(identity), stimuli_signature(identity)
@@ -387,7 +388,13 @@ class ResultStore:
             if not isinstance(seconds, int | float) or not seconds >= 0:
                 continue
             fresh = None if not isinstance(generated, int) else generated > 0
-            out.append(MeasuredEvaluation(signature, stimuli, seed, float(seconds), fresh))
+            cpu = float(cpu) if isinstance(cpu, int | float) and cpu >= 0 else None
+            threads = threads if isinstance(threads, int) and threads > 0 else None
+            out.append(
+                MeasuredEvaluation(
+                    signature, stimuli, seed, float(seconds), fresh, str(device or ""), cpu, threads
+                )
+            )
         return out
 
 
@@ -400,6 +407,20 @@ class MeasuredEvaluation:
     seed: int
     seconds: float
     generated: bool | None  # it generated its stimuli (None: it has none)
+    device: str = ""
+    cpu_seconds: float | None = None  # its process's CPU time (rows since provenance has it)
+    threads: int | None = None  # torch's threads where it ran
+
+
+def _provenance(outcome: Any) -> dict[str, Any]:
+    """:func:`capture` of where the outcome ran, with the CPU seconds an evaluation took (what
+    the plan's estimates scale by the cores a step will get: :class:`~bioprior.registry.base.
+    threads.CoreShare`)."""
+    out = capture(outcome.device, getattr(outcome, "threads", None))
+    cpu = getattr(outcome, "cpu_s", None)
+    if cpu is not None:
+        out["cpu_seconds"] = round(cpu, 3)
+    return out
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
