@@ -88,6 +88,30 @@ def conv_output_size(conv: nn.Conv2d, size: int | tuple[int, int]) -> tuple[int,
     return out[0], out[1]
 
 
+def _shiftable(pool: nn.Module) -> bool:
+    return (
+        type(pool) is nn.MaxPool2d
+        and _pair(pool.stride) == (1, 1)
+        and _pair(pool.padding) == (0, 0)
+        and _pair(pool.dilation) == (1, 1)
+        and not pool.return_indices
+    )
+
+
+def shifted_max(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """``max_pool2d(x, kernel, stride=1)`` (no padding) as running maxima of shifted slices:
+    rows, then columns. Not for gradients: ``torch.maximum`` splits a tie's gradient between
+    both sides where max-pooling gives it to one input."""
+    (kh, kw), (h, w) = kernel, x.shape[-2:]
+    rows = x[..., : h - kh + 1, :]
+    for i in range(1, kh):
+        rows = torch.maximum(rows, x[..., i : h - kh + 1 + i, :])
+    out = rows[..., : w - kw + 1]
+    for j in range(1, kw):
+        out = torch.maximum(out, rows[..., j : w - kw + 1 + j])
+    return out
+
+
 class FlexibleLayer(nn.Module):
     """Eq. 1 of evanson: ``conv`` and ``pool`` in parallel, mixed unit by unit by a threshold.
 
@@ -150,7 +174,7 @@ class FlexibleLayer(nn.Module):
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_max, f_conv), f_max mapped onto the convolution's channels."""
         f_conv = self.conv(x)
-        f_max = self.pool(x)
+        f_max = self._pooled(x)
         cin, cout = self.conv.in_channels, self.conv.out_channels
         if cin != cout and cin != 1:
             f_max = f_max.index_select(1, self.channel_index)
@@ -161,6 +185,15 @@ class FlexibleLayer(nn.Module):
                 "kernel/stride/padding"
             )
         return f_max, f_conv
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.pool(x)``; where no gradient reaches ``x`` (the network's input, as in the
+        FMNIST network, or under ``no_grad``) a stride-1 pooling is taken as running maxima of
+        shifted slices, the same values (a maximum is exact) about 30x faster on a CPU than
+        ``max_pool2d``, whose kernel also finds every window's index."""
+        if (x.requires_grad and torch.is_grad_enabled()) or not _shiftable(self.pool):
+            return self.pool(x)
+        return shifted_max(x, _pair(self.pool.kernel_size))
 
     def mix(self, f_max: torch.Tensor, f_conv: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Eq. 1 with threshold ``t`` (reverse: the two branches swapped)."""
