@@ -7,6 +7,9 @@
   supplement (Conv2d(1, 12, 5), Linear(6912, 120), Linear(120, 60), Linear(60, 10) with ReLU;
   normalized float tensors in memory, ``randperm`` batches of 100, SGD lr 0.001, momentum 0.9,
   weight decay 0.006), both fp32, each with its share of the fp32 matmul rate.
+* "fmnist-epoch-learned": the same epoch with the Flexible Layer's learned thresholds (Table 2's
+  "standard" rows), the engine against itself with the max-pooling branch through
+  ``max_pool2d`` (what the layer ran before its shifted-slice pooling).
 * "fmnist-batched-K": K = 10 seeds of the Table 2 network as one batched model against the same
   ten trained one after another, on the first 12,000 training images (the per-step arithmetic of
   the full set; a tenth of its epochs' time)."""
@@ -51,7 +54,7 @@ def fmnist():
     return data.to(DEVICE)
 
 
-def _table2_net(seed: int, data) -> nn.Module:
+def _table2_net(seed: int, data, threshold: str = "conv") -> nn.Module:
     """The engine's model of a Table 2 baseline training (as the scorer builds it)."""
     from bioprior.registry.contracts.constraint import InputGeometry, apply_constraint
     from bioprior.registry.hooks.loading import get_registry
@@ -63,7 +66,7 @@ def _table2_net(seed: int, data) -> nn.Module:
     )
     torch.manual_seed(seed)
     net = model.build(model.params.model_validate({}))
-    layer = constraint.build(constraint.params.model_validate({"threshold": "conv"}))
+    layer = constraint.build(constraint.params.model_validate({"threshold": threshold}))
     geometry = InputGeometry.of("flexible_small_net", {"in_channels": 1, "input_size": 28})
     net = apply_constraint(layer, net, geometry)
     mean, std = data.channel_stats()
@@ -122,6 +125,43 @@ def test_plain_fmnist_epoch(benchmark, record, fmnist):
     net, x, epoch = _plain_epoch(fmnist)
     assert benchmark.pedantic(epoch, rounds=3, iterations=1, warmup_rounds=1) > 0
     record("fmnist-epoch", "reference", len(x), train_flops(net, x))
+
+
+def _learned_epoch(data, pooling: str):
+    from bioprior.plugins.flexible_layer import nn as flexible
+
+    model, shiftable = _table2_net(0, data, "learned"), flexible._shiftable
+
+    def epoch():
+        if pooling == "max_pool2d":
+            flexible._shiftable = lambda pool: False
+        try:
+            history = train_model(model, data.train_x, data.train_y, RECIPE, seed=0)
+        finally:
+            flexible._shiftable = shiftable
+        sync()
+        return history
+
+    return model, epoch
+
+
+@pytest.mark.benchmark(group="fmnist-epoch-learned")
+def test_engine_fmnist_epoch_learned(benchmark, record, fmnist):
+    model, epoch = _learned_epoch(fmnist, "shifted")
+    history = interleave(benchmark, epoch, _learned_epoch(fmnist, "max_pool2d")[1], rounds=3)
+    record(
+        "fmnist-epoch-learned", "engine", len(fmnist.train_x), train_flops(model, fmnist.train_x)
+    )
+    assert 0 < history["loss"][0] < 2.3
+
+
+@pytest.mark.benchmark(group="fmnist-epoch-learned")
+def test_max_pool2d_fmnist_epoch_learned(benchmark, record, fmnist):
+    model, epoch = _learned_epoch(fmnist, "max_pool2d")
+    benchmark.pedantic(epoch, rounds=3, iterations=1, warmup_rounds=1)
+    record(
+        "fmnist-epoch-learned", "reference", len(fmnist.train_x), train_flops(model, fmnist.train_x)
+    )
 
 
 def _subset(data, n: int = 12_000):
