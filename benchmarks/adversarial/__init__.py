@@ -17,8 +17,10 @@ Papers:
 
 Input space (documented choice): images in [0, 1] pixel units; the trained model standardizes
 internally (``bioprior.registry.engine.trainer.Normalized``), so foolbox runs with ``bounds=(0, 1)``
-and epsilons are pixel units by default (``epsilon_space: pixel``). evanson's epsilons were
-given on normalized inputs: with ``epsilon_space: normalized`` every epsilon (curves, score,
+and epsilons are pixel units by default (``epsilon_space: pixel``). evanson trains on
+normalized images and does not say in which space its epsilons live (Methods, "FGSM Attacks",
+follows the PyTorch FGSM tutorial, which attacks [0, 1] images); to read them on normalized
+inputs instead, ``epsilon_space: normalized`` converts every epsilon (curves, score,
 transfer, unbounded) is converted as ``eps_pixel = eps_normalized * std`` with ``std`` the model's
 input standard deviation (mean over channels for multi-channel images; exact for grayscale).
 Both the given and the pixel epsilons are stored. Note that 0.031 is also 8/255, the TRADES /
