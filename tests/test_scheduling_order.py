@@ -27,3 +27,18 @@ def test_a_cached_training_is_scored_before_new_trainings_start(tmp_path, write_
     log = out.stdout + out.stderr
     assert "2 cached" in log, log  # seed 2's two trainings: natural and random labels
     assert log.index("done later seed=2 memorization") < log.index("(seed 0): 2 epochs"), log
+
+
+def test_trainings_go_seed_by_seed_across_the_variants(tmp_path, write_submission):
+    """A sweep stopped early has every variant on its first seeds, not one variant on all."""
+    sub = tiny_submission("breadth", seeds=[0, 1], sweep={"constraints.0.params.sigma": [0.0, 0.5]})
+    out = run_cli(
+        "score", str(write_submission(sub)), "--dry-run", env={"BIOPRIOR_HOME": str(tmp_path)}
+    )
+    assert out.returncode == 0, out.stderr
+    trained = [
+        (line.split("sigma=")[1].split(",")[0], line.split("(seed ")[1][0])
+        for line in out.stdout.splitlines()
+        if line.lstrip().startswith("train ") and "on digits" in line
+    ]
+    assert trained == [("0.0", "0"), ("0.5", "0"), ("0.0", "1"), ("0.5", "1")], out.stdout

@@ -146,7 +146,8 @@ def summarize(
 ) -> PlanSummary:
     """The steps for the jobs not done: every declared training not cached, deduped by key and
     grouped (``TrainingSpec.batch_group``) into batches of at most ``batch_limit(first member,
-    group size)``, then the evaluations, each depending on the steps that train what it
+    group size)``, in seed order (every variant's first seed first, so that a sweep stopped
+    early has every variant on its first seeds), then the evaluations, each depending on the steps that train what it
     declared. ``declared``: the caller's cache of declared trainings (filled here; pass the
     same dict to plan the same jobs again without declaring them twice)."""
     cache: Declared = {} if declared is None else declared
@@ -180,6 +181,7 @@ def summarize(
             continue
         for i in range(0, len(members), k):
             steps.append(train_step(tuple(members[i : i + k])))
+    steps.sort(key=lambda s: min(m.seed for m in s.members))  # stable: plan order within a seed
     step_of = {m.key: s.key for s in steps if isinstance(s, TrainStep) for m in s.members}
     for job in todo:
         specs = trainings[job.key]
