@@ -42,3 +42,16 @@ def test_trainings_go_seed_by_seed_across_the_variants(tmp_path, write_submissio
         if line.lstrip().startswith("train ") and "on digits" in line
     ]
     assert trained == [("0.0", "0"), ("0.5", "0"), ("0.0", "1"), ("0.5", "1")], out.stdout
+
+
+def test_trainings_in_worker_processes_report_their_epochs(tmp_path, write_submission):
+    path = write_submission(tiny_submission("epochs", seeds=[0, 1]))
+    out = run_cli(
+        "score", str(path), "--workers", "2", "--threads", "2", env={"BIOPRIOR_HOME": str(tmp_path)}
+    )
+    assert out.returncode == 0, out.stderr
+    for seed in (0, 1):
+        assert any(
+            line.lstrip().startswith("epoch 2/2 loss") and f"on digits (seed {seed})" in line
+            for line in out.stdout.splitlines()
+        ), out.stdout

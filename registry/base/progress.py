@@ -38,11 +38,21 @@ class Reporter:
 
 class ForwardingReporter(Reporter):
     """A step's reporter in a child process: its notices (``message``: e.g. unreadable cached
-    weights, retrained) go to ``send`` as ``("message", text)`` for the driver to show; the
-    driver announces the child's trainings itself, so their epochs stay in the child."""
+    weights, retrained) go to ``send`` as ``("message", text)`` for the driver to show, and so
+    does about every tenth epoch of its trainings, named, since workers train side by side (the
+    driver announces the trainings themselves)."""
 
     def __init__(self, send: Callable[[Any], None]) -> None:
         self.send = send
+        self.training, self.epochs = "", 0
+
+    def training_started(self, label: str, epochs: int) -> None:
+        self.training, self.epochs = label, epochs
+
+    def epoch_done(self, epoch: int, stats: dict[str, float]) -> None:
+        done = epoch + 1
+        if self.epochs and (done % epoch_interval(self.epochs) == 0 or done == self.epochs):
+            self.message(f"  epoch {done}/{self.epochs} {_epoch_stats(stats)}: {self.training}")
 
     def message(self, text: str) -> None:
         self.send(("message", text))
