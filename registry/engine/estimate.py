@@ -335,8 +335,13 @@ def _estimate(
             p = profile(spec, service)
             f = p.forward_flops * (p.train_images + p.test_images)
             flops += f
-            rate = forward_rate.get(spec.batch_group or spec.key)
-            seconds += f * rate / 2 if rate else 0.0  # no backward: about a third to a half
+            key = spec.batch_group or spec.key
+            if key not in forward_rate:  # trained earlier (cached): its training step, timed
+                step_s = calibrate(TrainStep((spec,)), service) * slowdown
+                forward_rate[key] = step_s / max(
+                    1.0, 3.0 * p.forward_flops * spec.recipe.batch_size
+                )
+            seconds += f * forward_rate[key] / 2  # no backward: about a third to a half
         measured = times.estimate(step, flops)
         return measured or Estimate(seconds, flops, "not run before: one pass per split and model")
     return None
