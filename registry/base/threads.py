@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bioprior.registry.base import denormals
+
 ENV = "BIOPRIOR_THREADS"
 
 
@@ -217,10 +219,12 @@ _TORCH_DEFAULT: int | None = None
 
 
 def apply(choice: ThreadChoice) -> None:
-    """Set torch's intra-op threads (what every result row then records)."""
+    """Set torch's intra-op threads (what every result row then records), subnormal floats
+    flushed to zero first so that the threads take it (:mod:`~.denormals`)."""
     import torch
 
     _torch_default()
+    denormals.flush()
     torch.set_num_threads(choice.threads)
 
 
@@ -262,9 +266,10 @@ def using(choice: ThreadChoice) -> Iterator[None]:
     Python API does not change a user's torch settings)."""
     import torch
 
-    before = torch.get_num_threads()
+    before, flushed = torch.get_num_threads(), denormals.main_thread_flushes()
     apply(choice)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        denormals.flush(flushed)

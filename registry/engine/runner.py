@@ -8,6 +8,7 @@ import math
 import time
 from typing import Any
 
+from bioprior.registry.base import denormals
 from bioprior.registry.base.provenance import torch_threads
 from bioprior.registry.engine.context import BenchmarkContext
 from bioprior.registry.engine.service import TrainingService
@@ -53,6 +54,7 @@ class StepRunner:
             duration_s=time.perf_counter() - t0,
             device=device,
             weights={t.spec.key: t.weights_hash for t in trained},
+            denormals=_denormals(device),
         )
 
     def evaluate(self, job: Job) -> JobOutcome:
@@ -84,4 +86,11 @@ class StepRunner:
             weights=dict(ctx.used),
             threads=torch_threads(),
             cpu_s=time.process_time() - cpu0,
+            denormals=_denormals(device),
         )
+
+
+def _denormals(device: str) -> str | None:
+    """How this process's CPU threads treat subnormal floats (what can change a CPU result's
+    last bits; :mod:`~bioprior.registry.base.denormals`)."""
+    return denormals.state() if device == "cpu" else None

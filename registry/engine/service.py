@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bioprior.registry.base import atomic
+from bioprior.registry.base import atomic, denormals
 from bioprior.registry.base.allocator import keep_freed_memory
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.progress import Reporter
@@ -321,6 +321,8 @@ class TrainingService:
             "spec": json.dumps(spec.identity(), default=str),
             atomic.TENSORS_HASH_KEY: atomic.tensors_hash(state),
         }
+        if str(self.device) == "cpu":  # what can change a CPU training's last bits
+            metadata["denormals"] = denormals.state()
         atomic.write_with(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 

@@ -30,6 +30,7 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
+from bioprior.registry.base import denormals
 from bioprior.registry.base.failures import classify_exception, signal_name
 from bioprior.registry.base.progress import (
     ForwardingReporter,
@@ -158,6 +159,7 @@ def _child(
         _die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
         _apply_memory_limit(limits.memory_bytes, device)
+        denormals.flush()  # before the first parallel operation: every thread takes it
         if threads is not None:
             import torch
 

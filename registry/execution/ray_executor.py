@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from bioprior.registry.base import denormals
 from bioprior.registry.base.progress import CollectingReporter
 from bioprior.registry.execution.isolated import _apply_memory_limit, report_training
 from bioprior.registry.execution.scheduling import Limits, schedule
@@ -96,6 +97,7 @@ def run_step(
     (datasets still come from the driver's data root); ``blobs`` (resolved by Ray from the
     ObjectRefs the driver passed) are installed in its weights store, checked by hash, before
     the step; the files of ``delivery.returns`` come back after the outcome, as task returns."""
+    denormals.flush()  # a Ray worker's first step comes before its first parallel operation
     device = settings.device
     if device == "auto":
         import ray

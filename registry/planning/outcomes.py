@@ -47,6 +47,7 @@ class JobOutcome:
     kind: str = "evaluate"
     threads: int | None = None  # torch's CPU threads where the step ran (a worker's, not ours)
     cpu_s: float | None = None  # CPU seconds the step's process spent on it, all threads
+    denormals: str | None = None  # CPU: subnormal floats "flushed" | "kept" (base/denormals.py)
 
     @property
     def key(self) -> str:
@@ -67,6 +68,7 @@ class TrainOutcome:
     device: str = ""
     weights: dict[str, str] = field(default_factory=dict)  # training key -> weights hash
     kind: str = "train"
+    denormals: str | None = None  # CPU: subnormal floats "flushed" | "kept" (base/denormals.py)
 
     @property
     def key(self) -> str:

@@ -420,6 +420,8 @@ def _provenance(outcome: Any) -> dict[str, Any]:
     cpu = getattr(outcome, "cpu_s", None)
     if cpu is not None:
         out["cpu_seconds"] = round(cpu, 3)
+    if getattr(outcome, "denormals", None):
+        out["denormals"] = outcome.denormals
     return out
 
 
