@@ -14,6 +14,7 @@ from bioprior.registry.base.progress import for_output
 from bioprior.registry.base.threads import ThreadsError
 from bioprior.registry.cli.common import console, fail, short
 from bioprior.registry.cli.results import print_results
+from bioprior.registry.execution.scheduling import wall_time
 from bioprior.registry.hooks.loading import get_registry
 from bioprior.registry.scoring.options import ExecutionOptions, OptionError, ScoreOptions
 from bioprior.registry.scoring.scorer import PreflightError
@@ -198,8 +199,23 @@ def _print_plan(out, summary, estimates, workers: int = 1) -> None:
             for spec in step.members:
                 out.print(f"             - {escape(spec.label)}  \\[{spec.key}]")
     if estimates:
-        side = f" (the steps' sum; {workers} CPU workers run them side by side)" * (workers > 1)
+        side = ""
+        if workers > 1:
+            wall = planned_wall_time(summary.steps, estimates, workers)
+            side = f"; ~{human_seconds(wall)} of wall time with {workers} workers side by side"
         out.print(f"estimate: ~{human_seconds(total_s)}, {human_flops(total_f)} in total{side}")
+
+
+def planned_wall_time(steps, estimates, workers: int) -> float:
+    """The plan's wall time with ``workers`` side by side: the scheduler run on the estimates
+    (seconds or :class:`~bioprior.registry.engine.estimate.Estimate` by step key; a step
+    without one counts 0)."""
+
+    def seconds(step) -> float:
+        found = estimates.get(step.key, 0.0)
+        return float(getattr(found, "seconds", found))
+
+    return wall_time(steps, seconds, workers)
 
 
 def _print_estimate_vs_actual(out, result: ScoreResult) -> None:
@@ -226,8 +242,10 @@ def _print_estimate_vs_actual(out, result: ScoreResult) -> None:
     te, ta = sum(e for _, e, _ in lines), sum(a for _, _, a in lines)
     out.print(f"  total: ~{human_seconds(te)} estimated, {human_seconds(ta)} actual")
     if workers > 1:
+        wall = planned_wall_time(report.plan.steps, report.estimates, workers)
         out.print(
-            f"  {human_seconds(result.wall_s)} of wall time with {workers} workers side by side"
+            f"  wall time with {workers} workers side by side: ~{human_seconds(wall)} estimated, "
+            f"{human_seconds(result.wall_s)} actual"
         )
 
 

@@ -207,3 +207,46 @@ class ClaimingExecutor:
             on_skip=self.on_skip,
             poll_s=self.poll_s,
         )
+
+
+@dataclass
+class _Done:
+    """A simulated step's outcome: finished, fine."""
+
+    key: str
+    status: str = "ok"
+    error: str | None = None
+    error_class: str | None = None
+
+
+class _SimulatedBackend:
+    """Runs nothing: a step takes its estimated seconds on a virtual clock."""
+
+    def __init__(self, seconds: Callable[[Any], float], capacity: int):
+        self.seconds, self.capacity = seconds, max(1, capacity)
+        self.clock = 0.0
+        self.running: list[tuple[float, int, Any]] = []  # (finish time, start order, step)
+
+    def start(self, step: Any, limits: Limits) -> None:
+        self.running.append((self.clock + self.seconds(step), len(self.running), step))
+
+    def wait(self, timeout: float | None) -> list[tuple[Any, Any]]:
+        finish, _, step = min(self.running, key=lambda r: r[:2])
+        self.running = [r for r in self.running if r[2] is not step]
+        self.clock = max(self.clock, finish)
+        return [(step, _Done(step.key))]
+
+    def close(self) -> None:
+        pass
+
+
+def wall_time(steps: Sequence[Any], seconds: Callable[[Any], float], workers: int) -> float:
+    """The wall time of ``steps`` run by :func:`schedule` on ``workers`` side by side, each
+    taking ``seconds(step)`` (its estimate): the same order, dependencies and ready-first rule
+    as a real run, on a virtual clock. Where every step keeps a worker busy until its last
+    dependent can start, this is the plan's wall time; a sum of the steps would be ``workers``
+    times too long."""
+    backend = _SimulatedBackend(seconds, workers)
+    for _ in schedule(steps, backend):
+        pass
+    return backend.clock
