@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from conftest import run_cli, tiny_submission
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bioprior.registry.execution.scheduling import wall_time
@@ -35,7 +35,7 @@ def test_a_finished_training_is_evaluated_before_the_next_training_starts():
     assert wall_time(steps, lambda s: s.seconds, 1) == sum(s.seconds for s in steps)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.floats(1, 1000), min_size=1, max_size=12).flatmap(
         lambda t: st.tuples(
