@@ -9,7 +9,8 @@ large batches.
   index of ``images[0]`` in the whole set, so per-image randomness (seeded from ``seed``,
   the condition and the image index) does not depend on how the work was split.
 - :class:`StimulusSet` generates the missing conditions (in parallel across cores with a
-  process pool; ``fork`` context where available) and caches each as a uint8
+  process pool; ``fork`` context where available; serially inside one of the scorer's CPU
+  workers, which may not start processes) and caches each as a uint8
   ``.npy`` under ``$BIOPRIOR_HOME/stimuli``, keyed by the content hash of (source images,
   transform, version, condition, seed) and written atomically (temp file + ``os.replace``).
   Any model whose fitted test images are the same reuses them; ``generated`` / ``reused`` count
@@ -122,6 +123,15 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+def may_start_processes() -> bool:
+    """False in a daemonic process (one of the scorer's CPU workers, ``--workers``), which
+    Python does not let start children: it generates serially, on the share of the cores its
+    run gave it, as its sibling workers do beside it."""
+    import multiprocessing
+
+    return not multiprocessing.current_process().daemon
+
+
 @dataclass
 class StimulusSet:
     """``conditions`` x ``source`` images (uint8, N, C, H, W) under ``transform``, cached."""
@@ -205,7 +215,7 @@ class StimulusSet:
         n = len(self.source)
         workers = default_workers() if self.workers is None else self.workers
         small = n * len(conditions) < PARALLEL_MIN_IMAGES and self.workers is None
-        if workers <= 1 or small:
+        if workers <= 1 or small or not may_start_processes():
             return [_run_chunk(self.transform, self.source, c, self.seed, 0) for c in conditions]
         from concurrent.futures import ProcessPoolExecutor
 

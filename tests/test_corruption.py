@@ -114,6 +114,56 @@ def test_parallel_generation_equals_serial(tmp_path):
     assert serial.ensure().stats == {"generated": 3, "reused": 3}
 
 
+def _generate_in_a_daemonic_process(src, conds, cache_dir, conn) -> None:
+    try:
+        stimuli = StimulusSet(src, conds, TRANSFORM, seed=3, workers=2, cache_dir=cache_dir)
+        conn.send(("ok", [stimuli.ensure()[c] for c in conds]))
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        conn.send(("error", repr(exc)))
+
+
+def test_a_scorer_worker_generates_serially_what_a_pool_would(tmp_path):
+    """A daemonic process (one of the scorer's CPU workers) may not start a process pool: it
+    generates serially, the same images."""
+    import multiprocessing
+
+    rng = np.random.default_rng(0)
+    src = np.uint8(rng.integers(0, 256, size=(24, 1, 16, 16)))
+    conds = [Condition("imagecorruptions", "impulse_noise", 5, (("preset", "imagenet_c"),))]
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    worker = ctx.Process(
+        target=_generate_in_a_daemonic_process,
+        args=(src, conds, tmp_path / "w", child),
+        daemon=True,
+    )
+    worker.start()
+    assert parent.poll(120), "the worker sent nothing"
+    status, got = parent.recv()
+    worker.join(60)
+    assert status == "ok", got  # was: daemonic processes are not allowed to have children
+    pool = StimulusSet(src, conds, TRANSFORM, seed=3, workers=2, cache_dir=tmp_path / "p")
+    assert np.array_equal(got[0], pool.ensure()[conds[0]])
+
+
+def test_image_transform_benchmarks_run_in_cpu_workers(tmp_path, write_submission):
+    """`bioprior score --workers 2` runs corruption, spectral and ood_stylized in worker
+    processes (they generated their stimuli with a process pool, which a worker may not start)."""
+    from conftest import run_cli
+
+    sub = learner("in-workers", params={"workers": 2}, seeds=[0, 1])
+    sub["benchmarks"] += [
+        {"name": "spectral", "params": {"max_images": 60, "heatmap_images": 4, "workers": 2}},
+        {"name": "ood_stylized", "params": {"max_images": 60, "workers": 2}},
+    ]
+    env = {"BIOPRIOR_HOME": str(tmp_path / "home")}
+    path = write_submission(sub)
+    done = run_cli("score", str(path), "--threads", "2", "--workers", "2", env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "daemonic" not in done.stdout + done.stderr
+    assert len(list((tmp_path / "home" / "stimuli").rglob("*.npy"))) > 0
+
+
 def test_mce_against_a_different_baseline(scored):
     m = scored[0]["metrics"]
     assert m["baseline"]["model"]["params"]["width"] == 0.15
