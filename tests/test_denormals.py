@@ -89,3 +89,15 @@ def test_a_scored_cpu_result_and_its_weights_record_flushed_subnormals(
     assert {r["provenance"]["denormals"] for r in rows} == {"flushed"}
     files = sorted((bioprior_home / "weights").rglob("*.safetensors"))
     assert files and {file_metadata(f).get("denormals") for f in files} == {"flushed"}
+
+
+def test_scoring_in_process_gives_the_caller_back_its_subnormals(bioprior_home):
+    """The Python API and an in-process CLI flush for the run only: afterwards the caller's
+    thread computes with subnormals again (hypothesis, for one, refuses to run without them)."""
+    import bioprior
+    from bioprior.registry.base import denormals
+
+    assert not denormals.main_thread_flushes()
+    (row,) = bioprior.score(tiny_submission("caller"), device="cpu", workers=1)
+    assert row["provenance"]["denormals"] in ("flushed", "partly flushed")
+    assert not denormals.main_thread_flushes()

@@ -15,6 +15,9 @@ result and weights file records (``denormals``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 SMALLEST_NORMAL = 1.1754943508222875e-38  # float32
 FLUSHED, KEPT, PARTLY = "flushed", "kept", "partly flushed"
 
@@ -43,3 +46,15 @@ def main_thread_flushes() -> bool:
     import torch
 
     return bool((torch.tensor([1e-40]) * 1.5 == 0).item())
+
+
+@contextmanager
+def flushed() -> Iterator[None]:
+    """Flush within the block, then give the calling thread back its own setting (a process
+    that runs the scorer in-process, e.g. a test suite, keeps subnormals afterwards)."""
+    before = main_thread_flushes()
+    flush()
+    try:
+        yield
+    finally:
+        flush(before)

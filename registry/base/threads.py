@@ -219,12 +219,10 @@ _TORCH_DEFAULT: int | None = None
 
 
 def apply(choice: ThreadChoice) -> None:
-    """Set torch's intra-op threads (what every result row then records), subnormal floats
-    flushed to zero first so that the threads take it (:mod:`~.denormals`)."""
+    """Set torch's intra-op threads (what every result row then records)."""
     import torch
 
     _torch_default()
-    denormals.flush()
     torch.set_num_threads(choice.threads)
 
 
@@ -266,10 +264,10 @@ def using(choice: ThreadChoice) -> Iterator[None]:
     Python API does not change a user's torch settings)."""
     import torch
 
-    before, flushed = torch.get_num_threads(), denormals.main_thread_flushes()
-    apply(choice)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-        denormals.flush(flushed)
+    before = torch.get_num_threads()
+    with denormals.flushed():  # before the threads are set, so that they take it
+        apply(choice)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)

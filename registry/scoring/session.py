@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from bioprior.registry.base import denormals
 from bioprior.registry.base import threads as thread_choice
 from bioprior.registry.base.paths import using_data_root
 from bioprior.registry.base.progress import Reporter
@@ -108,7 +109,8 @@ class ScoringSession:
             stack.enter_context(self.store)
             if options.restore_threads:
                 stack.enter_context(thread_choice.using(options.threads))
-            else:
+            else:  # subnormals flushed for the run (base/denormals.py), then as they were
+                stack.enter_context(denormals.flushed())
                 thread_choice.apply(options.threads)
             stack.enter_context(using_data_root(options.data_root))
             self._stack = stack.pop_all()
