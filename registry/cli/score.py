@@ -201,21 +201,16 @@ def _print_plan(out, summary, estimates, workers: int = 1) -> None:
     if estimates:
         side = ""
         if workers > 1:
-            wall = planned_wall_time(summary.steps, estimates, workers)
+            seconds = {key: e.seconds for key, e in estimates.items()}
+            wall = planned_wall_time(summary.steps, seconds, workers)
             side = f"; ~{human_seconds(wall)} of wall time with {workers} workers side by side"
         out.print(f"estimate: ~{human_seconds(total_s)}, {human_flops(total_f)} in total{side}")
 
 
-def planned_wall_time(steps, estimates, workers: int) -> float:
-    """The plan's wall time with ``workers`` side by side: the scheduler run on the estimates
-    (seconds or :class:`~bioprior.registry.engine.estimate.Estimate` by step key; a step
-    without one counts 0)."""
-
-    def seconds(step) -> float:
-        found = estimates.get(step.key, 0.0)
-        return float(getattr(found, "seconds", found))
-
-    return wall_time(steps, seconds, workers)
+def planned_wall_time(steps, seconds: dict[str, float], workers: int) -> float:
+    """The plan's wall time with ``workers`` side by side: the scheduler run on the estimated
+    ``seconds`` by step key (a step without one counts 0)."""
+    return wall_time(steps, lambda step: seconds.get(step.key, 0.0), workers)
 
 
 def _print_estimate_vs_actual(out, result: ScoreResult) -> None:

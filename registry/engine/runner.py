@@ -54,7 +54,6 @@ class StepRunner:
             duration_s=time.perf_counter() - t0,
             device=device,
             weights={t.spec.key: t.weights_hash for t in trained},
-            denormals=_denormals(device),
         )
 
     def evaluate(self, job: Job) -> JobOutcome:

@@ -14,6 +14,7 @@ results as it goes and a stopped run leaves every finished training scored.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -225,10 +226,11 @@ class _SimulatedBackend:
     def __init__(self, seconds: Callable[[Any], float], capacity: int):
         self.seconds, self.capacity = seconds, max(1, capacity)
         self.clock = 0.0
+        self.started = itertools.count()
         self.running: list[tuple[float, int, Any]] = []  # (finish time, start order, step)
 
     def start(self, step: Any, limits: Limits) -> None:
-        self.running.append((self.clock + self.seconds(step), len(self.running), step))
+        self.running.append((self.clock + self.seconds(step), next(self.started), step))
 
     def wait(self, timeout: float | None) -> list[tuple[Any, Any]]:
         finish, _, step = min(self.running, key=lambda r: r[:2])

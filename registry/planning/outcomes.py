@@ -68,7 +68,6 @@ class TrainOutcome:
     device: str = ""
     weights: dict[str, str] = field(default_factory=dict)  # training key -> weights hash
     kind: str = "train"
-    denormals: str | None = None  # CPU: subnormal floats "flushed" | "kept" (base/denormals.py)
 
     @property
     def key(self) -> str:
