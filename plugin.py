@@ -15,7 +15,7 @@ see docs/plugin-api.md). Besides these names, the public contract is the hook na
 - constraints: :class:`Constraint`, :class:`ConstraintError`, :class:`InputGeometry`,
   :data:`UNKNOWN_GEOMETRY`;
 - benchmarks: :class:`Benchmark`, :class:`BenchmarkResult`, :class:`BenchmarkContext`,
-  :class:`Needs`, :class:`TrainingSpec`, :func:`seeded`;
+  :class:`Needs`, :class:`TrainingSpec`, :class:`Work`, :func:`seeded`;
 - neural data: :class:`NeuralData`, :class:`NeuralDataRef`, :func:`load_neural_data`,
   :func:`evaluate_readout`, :func:`readouts`, :class:`NeuralReadout`;
 - layers: :func:`hidden_activations`, :class:`HiddenActivation`, :data:`ACTIVATION_TYPES`,
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bioprior.registry.base.paths import data_root, home
     from bioprior.registry.base.torchvision_compat import ensure_torchvision
-    from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult
+    from bioprior.registry.contracts.benchmark import Benchmark, BenchmarkResult, Work
     from bioprior.registry.contracts.constraint import (
         UNKNOWN_GEOMETRY,
         Constraint,
@@ -118,7 +118,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "InputGeometry",
         "UNKNOWN_GEOMETRY",
     ),
-    _R + "contracts.benchmark": ("Benchmark", "BenchmarkResult"),
+    _R + "contracts.benchmark": ("Benchmark", "BenchmarkResult", "Work"),
     _R + "contracts.neural_data": ("NeuralData", "NeuralDataRef", "load_neural_data"),
     _R + "planning.needs": ("Needs",),
     _R + "planning.spec": ("TrainingSpec",),
@@ -179,6 +179,7 @@ __all__ = [
     "TrainingObjective",
     "TrainingSpec",
     "UnknownPluginError",
+    "Work",
     "attach_objective",
     "capture",
     "check_npz",

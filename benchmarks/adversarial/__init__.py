@@ -70,7 +70,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, Work, hookimpl
 
 CITATION = (
     "Evanson et al., flexible layer (FGSM, PGD white/black-box); Li et al. (2019), NeurIPS "
@@ -223,10 +223,56 @@ def surrogate_training(needs, params):
     return needs.trained(model=model, constraints=())
 
 
+def gradient_passes(attack: Any) -> int:
+    """Input gradients an attack takes per image and epsilon, from its parsed parameters: its
+    own ``gradient_passes()`` where it defines one, else its ``steps`` (or ``iterations``) times
+    its ``search_steps`` and ``binary_search_steps``, else 1 (a single-step attack)."""
+    own = getattr(attack, "gradient_passes", None)
+    if callable(own):
+        return int(own())
+    n = getattr(attack, "steps", None) or getattr(attack, "iterations", None) or 1
+    for field in ("search_steps", "binary_search_steps"):
+        n *= getattr(attack, field, None) or 1
+    return int(n)
+
+
 class Adversarial(Benchmark):
     def trainings(self, needs):
         own = [needs.trained()]
         return own + [surrogate_training(needs, self.params)] if self.params.transfer else own
+
+    def work(self, needs) -> Work:
+        """The passes of ``run`` on a deterministic model (a stochastic one adds its EOT
+        samples and noise draws): the clean pass; per curve one gradient per nonzero epsilon
+        and attack step (one per curve for a single-step attack without random start, whose
+        gradient serves every epsilon) and a forward per epsilon; FGSM at the score epsilon;
+        the unbounded attack; the margin gradient; the transfer attack's steps (counted on the
+        scored model: a floor where the surrogate is the larger network) and forwards; the
+        minimization attacks on their images."""
+        p = self.params
+
+        def attack(ref: AttackRef) -> Any:
+            return needs.component("attack", ref.name, dict(ref.params)).params
+
+        forward, gradient = 1.0, 0.0
+        for curve in p.curves.values():
+            a, nonzero = attack(curve.attack), sum(e > 0 for e in curve.epsilons)
+            steps = gradient_passes(a)
+            shared = steps == 1 and not getattr(a, "random_start", False)
+            gradient += (1 if nonzero else 0) if shared else steps * nonzero
+            forward += len(curve.epsilons)
+        if p.score_epsilon > 0:
+            gradient, forward = gradient + 1, forward + 1
+        gradient += gradient_passes(attack(p.unbounded)) + 1  # the unbounded attack, the margin
+        forward += 1  # the unbounded attack's accuracy
+        if p.transfer:
+            eps = p.curves[p.score_curve].epsilons
+            gradient += gradient_passes(attack(p.transfer_attack)) * sum(e > 0 for e in eps)
+            forward += 2 * len(eps) + 1
+        if p.minimal_images:
+            share = min(1.0, p.minimal_images / p.images)
+            gradient += share * sum(gradient_passes(attack(r)) for r in p.minimal_attacks)
+        return Work(forward=forward, gradient=gradient, images=p.images)
 
     def run(self, ctx) -> BenchmarkResult:
         from bioprior.benchmarks.adversarial.run import run_adversarial

@@ -123,6 +123,10 @@ class FMNParams(PluginParams):
         default=10, ge=1, le=40, description="Steps of the initial boundary search."
     )
 
+    def gradient_passes(self) -> int:
+        """The optimization's steps (the initial boundary search is forward passes only)."""
+        return self.steps
+
 
 class BBParams(PluginParams):
     steps: int = Field(
@@ -133,6 +137,10 @@ class BBParams(PluginParams):
     binary_search_steps: int = Field(
         default=10, ge=1, le=40, description="Line-search steps to the boundary at the start."
     )
+
+    def gradient_passes(self) -> int:
+        """The boundary walk's steps (the line search at the start is forward passes only)."""
+        return self.steps
 
 
 AUTOATTACK = (
@@ -202,6 +210,13 @@ class AutoAttackParams(PluginParams):
         description="A model random at inference: attack it with version 'rand' (EOT over 20 "
         "passes, as the reference recommends) or keep this version and warn.",
     )
+
+    def gradient_passes(self) -> int:
+        """A floor: the first attack's iterations and restarts on every image (the later
+        attacks run on the images still robust, unknown before the run; Square takes no
+        gradients)."""
+        restarts = self.apgd_restarts if self.version == "custom" else 1
+        return (self.iterations if self.version == "custom" else 100) * restarts
 
     @model_validator(mode="after")
     def _custom_only(self) -> AutoAttackParams:

@@ -20,6 +20,20 @@ if TYPE_CHECKING:
     from bioprior.registry.planning.spec import TrainingSpec
 
 
+@dataclass(frozen=True)
+class Work:
+    """What one run of a benchmark computes, for the plan's estimate of a run never timed before:
+    passes of one test image through the scored model. ``forward``: inference passes per image
+    (each condition, epsilon or noise draw evaluated); ``gradient``: passes that also take the
+    gradient with respect to the input (an attack step), per image; ``images``: how many test
+    images it uses at most (None: all of them). Work the passes do not count (generating
+    corrupted or rendered stimuli) makes the estimate a floor."""
+
+    forward: float = 0.0
+    gradient: float = 0.0
+    images: int | None = None
+
+
 @dataclass
 class BenchmarkResult:
     metrics: dict[str, Any]
@@ -39,6 +53,12 @@ class Benchmark:
         once (deduped by content key, batched where it can) before the job runs; asking ``ctx``
         for an undeclared one is an error. Default: the submission's own model."""
         return [needs.trained()]
+
+    def work(self, needs: Needs) -> Work | None:
+        """The passes a run makes (:class:`Work`), for the plan's estimate of a run never timed
+        (a run like one in the results database is estimated from its measured time). Default
+        None: the plan counts one forward pass per split and model, a floor."""
+        return None
 
     def run(self, ctx: BenchmarkContext) -> BenchmarkResult:  # pragma: no cover - interface
         raise NotImplementedError

@@ -5,9 +5,10 @@ automatic number of members per batched training (what fits in memory, where bat
 Estimates are per step: a training step costs ``steps_per_epoch x epochs`` calibrated steps of
 its K members together. An evaluation like one already stored (same benchmark and parameters,
 model and dataset) is estimated from those runs' times (:class:`MeasuredTimes`: whether it must
-generate its stimuli or finds them cached is told apart); one never run before is counted as
-one forward pass over the train and test splits of every model it declared, a floor
-(benchmarks that evaluate many conditions take longer).
+generate its stimuli or finds them cached is told apart); one never run before is counted from
+the passes its benchmark declares (``Benchmark.work``: forward and input-gradient passes per
+test image, each timed on the model), else as one forward pass over the train and test splits
+of every model it declared, a floor (benchmarks that evaluate many conditions take longer).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.threads import CoreShare
 from bioprior.registry.engine.streaming import streams
+from bioprior.registry.planning.declare import build_benchmark
+from bioprior.registry.planning.needs import Needs
 from bioprior.registry.planning.spec import TrainingSpec
 from bioprior.registry.planning.steps import EvaluateStep, TrainStep
 from bioprior.registry.toolkit.data import to_float
@@ -224,6 +227,54 @@ def calibrate(step: TrainStep, service: Any, steps: int = CALIBRATION_STEPS) -> 
     return per_step
 
 
+_passes: dict[str, tuple[float, float]] = {}
+
+#: images per timed batch of :func:`calibrate_passes` (the adversarial benchmark's attack batch)
+PASS_BATCH = 256
+
+
+def calibrate_passes(spec: TrainingSpec, service: Any) -> tuple[float, float]:
+    """Seconds per image of a forward pass (under ``inference_mode``) and of a gradient pass
+    (forward and backward to the input, the weights frozen: an attack step) of ``spec``'s model
+    (initialized, not trained) on its first test images, in batches of :data:`PASS_BATCH`
+    (random images of its geometry where it has none): a warm-up batch, then as
+    many as fill :data:`CALIBRATION_SECONDS` (at least two), at the run's thread count under
+    the present load, like :func:`calibrate`."""
+    data = service.data(spec)
+    key = cost_key(spec, data)
+    if key in _passes:
+        return _passes[key]
+    module = service.build(spec, data).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    if len(data.test_x):  # the images it will see: a pooling's ties, a sigmoid's range
+        x = to_float(data.test_x[:PASS_BATCH].to(service.device))
+    else:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand((PASS_BATCH, *data.train_x.shape[1:]), generator=gen).to(service.device)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            module(x)
+
+    def gradient() -> None:
+        xg = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(module(xg).logsumexp(1).sum(), xg)
+
+    def per_image(f: Any) -> float:
+        f()  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while n < 2 or time.perf_counter() - t0 < CALIBRATION_SECONDS / 2:
+            f()
+            n += 1
+        sync(service.device)
+        return (time.perf_counter() - t0) / (n * PASS_BATCH)
+
+    _passes[key] = (per_image(forward), per_image(gradient))
+    return _passes[key]
+
+
 def cost_key(spec: TrainingSpec, data: Any) -> str:
     """What a solo training step costs depends on: the model, the constraints with their
     parameters (sigma 0 skips the noise), the recipe, and the shape of the training images
@@ -292,12 +343,17 @@ class MeasuredTimes:
 
 
 def estimate_steps(
-    steps: list, service: Any, measured: Iterable[Any] = (), share: CoreShare | None = None
+    steps: list,
+    service: Any,
+    measured: Iterable[Any] = (),
+    share: CoreShare | None = None,
+    registry: Any = None,
 ) -> dict[str, Estimate]:
     """An :class:`Estimate` per step key; ``measured``: earlier evaluations' times
     (:meth:`~bioprior.registry.store.results.ResultStore.evaluation_times`); ``share``: the
     cores each step will get (on a CPU), which scales measured CPU seconds and the trainings'
-    calibration (measured in this process alone) to the run's workers side by side."""
+    calibration (measured in this process alone) to the run's workers side by side;
+    ``registry``: the plugins, for a benchmark's own count of its passes (``Benchmark.work``)."""
     out: dict[str, Estimate] = {}
     forward_rate: dict[str, float] = {}
     on_cpu = service.device.type == "cpu"
@@ -305,7 +361,7 @@ def estimate_steps(
     slowdown = share.slowdown if share is not None and on_cpu else 1.0
     for step in steps:
         try:
-            estimate = _estimate(step, service, forward_rate, times, slowdown)
+            estimate = _estimate(step, service, forward_rate, times, slowdown, registry)
         except Exception:  # noqa: BLE001, S112 - a step that cannot be built fails when it runs
             continue
         if estimate is not None:
@@ -319,6 +375,7 @@ def _estimate(
     forward_rate: dict[str, float],
     times: MeasuredTimes,
     slowdown: float = 1.0,
+    registry: Any = None,
 ) -> Estimate | None:
     if isinstance(step, TrainStep):
         first = step.members[0]
@@ -343,8 +400,44 @@ def _estimate(
                 )
             seconds += f * forward_rate[key] / 2  # no backward: about a third to a half
         measured = times.estimate(step, flops)
-        return measured or Estimate(seconds, flops, "not run before: one pass per split and model")
+        if measured is not None:
+            return measured
+        floor = "not run before: one pass per split and model"
+        try:
+            counted = _counted_work(step, service, registry, slowdown)
+        except Exception as exc:  # noqa: BLE001 - a plugin's count must not cost the estimate
+            counted, floor = None, f"{floor} (its benchmark's work() failed: {exc})"
+        return counted or Estimate(seconds, flops, floor)
     return None
+
+
+def declared_work(step: EvaluateStep, registry: Any) -> Any:
+    """The :class:`~bioprior.registry.contracts.benchmark.Work` the step's benchmark declares
+    (``Benchmark.work``), or None."""
+    if registry is None:
+        return None
+    return build_benchmark(step.job).work(Needs(step.job, registry))
+
+
+def _counted_work(
+    step: EvaluateStep, service: Any, registry: Any, slowdown: float
+) -> Estimate | None:
+    """A run never timed, from the passes its benchmark declares (:func:`declared_work`), each
+    timed on the job's model by :func:`calibrate_passes`."""
+    work = declared_work(step, registry)
+    if work is None:
+        return None
+    spec = step.job.training
+    p = profile(spec, service)
+    images = p.test_images if work.images is None else min(work.images, p.test_images)
+    forward_s, gradient_s = calibrate_passes(spec, service)
+    seconds = images * (work.forward * forward_s + work.gradient * gradient_s) * slowdown
+    flops = images * p.forward_flops * (work.forward + 3.0 * work.gradient)
+    note = (
+        f"not run before: {images:,} images x ({work.forward:g} forward + "
+        f"{work.gradient:g} gradient passes), as its benchmark counts them"
+    )
+    return Estimate(seconds, flops, note)
 
 
 def human_flops(flops: float) -> str:

@@ -148,7 +148,7 @@ class Scorer:
         from bioprior.registry.engine.estimate import estimate_steps  # lazy: torch
 
         measured = self.store.evaluation_times()
-        return estimate_steps(summary.steps, self.service(), measured, share)
+        return estimate_steps(summary.steps, self.service(), measured, share, self.registry)
 
     def run(self, summary: PlanSummary, estimates: dict | None = None) -> ScoreReport:
         from bioprior.registry.engine.runner import StepRunner  # lazy: torch

@@ -1,0 +1,156 @@
+"""An evaluation never run before is estimated from the passes its benchmark declares
+(``Benchmark.work``): the adversarial benchmark counts its attack steps, and the plan times one
+forward and one input-gradient pass of the model. Before, such a run counted as one forward pass
+per split: on Fashion-MNIST the Table 2 evaluation planned at about a second took minutes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import tiny_submission
+
+import bioprior
+from bioprior.benchmarks.adversarial import Adversarial, AdversarialParams, gradient_passes
+from bioprior.registry.base import safe_yaml, threads
+from bioprior.registry.base.threads import CoreShare, present_load, usable_cores
+from bioprior.registry.hooks.loading import get_registry
+from bioprior.registry.planning.needs import Needs
+from bioprior.registry.planning.steps import EvaluateStep
+from bioprior.registry.scoring.scorer import Scorer
+from bioprior.registry.store.results import ResultStore
+from bioprior.registry.submissions.loading import validate_submission_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+TABLE2 = ROOT / "submissions" / "evanson-table2-fmnist.yaml"
+
+
+def _table2() -> dict:
+    return safe_yaml.load_file(TABLE2)[0]
+
+
+def _work(params: dict):
+    registry = get_registry()
+    bench = Adversarial(AdversarialParams(**params))
+    return bench.work(Needs(None, registry))
+
+
+def test_table2s_evaluation_counts_its_attack_steps():
+    """evanson Table 2's benchmark, passes per test image written out from the protocol: the
+    clean pass; FGSM's one gradient serving its four nonzero epsilons and a forward at each of
+    its five; PGD's 20 steps at 0.1 and its two forwards; FGSM again at the score epsilon (the
+    single-step check); the unbounded check's 50 PGD steps and its forward; the margin gradient."""
+    params = _table2()["benchmarks"][0]["params"]
+    work = _work(params)
+    assert work.images == 10_000
+    assert work.forward == 1 + 5 + 2 + 1 + 1
+    assert work.gradient == 1 + 20 + 1 + 50 + 1
+
+
+def test_the_default_protocol_counts_transfer_and_minimal_attacks():
+    work = _work({"images": 200})
+    curves = 1 + 5 * 20 + 4 * 20  # FGSM (shared gradient), PGD Linf and L2 at nonzero epsilons
+    single_step, unbounded, margin = 1, 50, 1
+    transfer = 5 * 20  # PGD on the surrogate at the score curve's five nonzero epsilons
+    minimal = 100 / 200 * (20 * 10 + 20 * 10 + 5 * 100 + 100 + 4 * 100)  # on 100 of 200 images
+    assert work.gradient == pytest.approx(
+        curves + single_step + unbounded + margin + transfer + minimal
+    )
+    assert work.forward == 1 + (8 + 6 + 5) + 1 + 1 + (2 * 6 + 1)
+
+
+def test_attack_budgets_from_their_parameters():
+    registry = get_registry()
+
+    def params(name: str, **p):
+        return registry.get("attack", name).params(**p)
+
+    assert gradient_passes(params("fgsm")) == 1
+    assert gradient_passes(params("pgd_linf", steps=7)) == 7
+    assert gradient_passes(params("cw_l2")) == 5 * 100  # binary search x Adam steps
+    assert gradient_passes(params("pgd_linf_search")) == 20 * 10  # bisection x PGD steps
+    assert gradient_passes(params("fmn_linf")) == 100  # its boundary search is forward only
+    assert gradient_passes(params("bb_l2")) == 200
+    # a random start makes FGSM's gradient differ per epsilon
+    score = {"score_curve": "f", "score_epsilon": 0.1}
+    shared = _work(
+        {"curves": {"f": {"attack": {"name": "fgsm"}, "epsilons": [0, 0.1, 0.2]}}, **score}
+    )
+    own = _work(
+        {
+            "curves": {
+                "f": {
+                    "attack": {"name": "fgsm", "params": {"random_start": True}},
+                    "epsilons": [0, 0.1, 0.2],
+                }
+            },
+            **score,
+        }
+    )
+    assert own.gradient - shared.gradient == 1
+
+
+def _plan_estimate(home: Path, sub: dict, share: CoreShare):
+    registry = get_registry()
+    loaded = validate_submission_dict(sub, registry)
+    with ResultStore(home / "results.sqlite") as store:
+        scorer = Scorer(store, registry, device="cpu", max_batch=1)
+        _, summary = scorer.plan([loaded])
+        estimates = scorer.estimate(summary, share)
+    [step] = [s for s in summary.steps if isinstance(s, EvaluateStep)]
+    return estimates[step.key]
+
+
+@pytest.mark.slow
+def test_a_never_run_adversarial_evaluation_is_estimated_within_25_percent(bioprior_home):
+    """The Table 2 network (one epoch on 2,000 real Fashion-MNIST images) and Table 2's attack
+    protocol on 2,000 real test images, one thread: the plan's estimate, made before anything
+    ran, within 25% of the evaluation's time."""
+    if not (DEBIAN / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    table2 = _table2()
+    sub = {
+        "name": "work-estimate",
+        "model": table2["model"],
+        "constraints": table2["constraints"],
+        "training": {
+            "dataset": {
+                "name": "subset",
+                "params": {"source": {"name": "fashion_mnist"}, "examples_per_class": 200},
+            },
+            "epochs": 1,
+            "batch_size": 100,
+            "optimizer": "sgd",
+            "lr": 0.01,
+        },
+        "seeds": [0],
+        "benchmarks": [
+            {"name": "adversarial", "params": {**table2["benchmarks"][0]["params"], "images": 2000}}
+        ],
+    }
+    choice = threads.ThreadChoice(1, "--threads", usable_cores())
+    with threads.using(choice):
+        estimate = _plan_estimate(
+            bioprior_home, sub, CoreShare(1, 1, usable_cores(), present_load())
+        )
+    assert "as its benchmark counts them" in estimate.note
+    [row] = bioprior.score(sub, device="cpu", workers=1, threads=1)
+    assert row["status"] == "ok", row
+    assert estimate.seconds == pytest.approx(row["duration_s"], rel=0.25), (
+        estimate.seconds,
+        row["duration_s"],
+    )
+
+
+def test_a_failing_work_count_falls_back_to_the_floor(bioprior_home, monkeypatch):
+    """A third party's ``work`` that raises costs the plan its count, not the step's estimate."""
+
+    def broken(self, needs):
+        raise RuntimeError("no count today")
+
+    monkeypatch.setattr(Adversarial, "work", broken)
+    sub = tiny_submission("broken-work", benchmarks=[{"name": "adversarial", "params": {}}])
+    estimate = _plan_estimate(bioprior_home, sub, CoreShare(1, 1, 2, 0.0))
+    assert estimate.seconds > 0
+    assert "work() failed: no count today" in estimate.note
