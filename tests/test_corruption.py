@@ -146,6 +146,76 @@ def test_a_scorer_worker_generates_serially_what_a_pool_would(tmp_path):
     assert np.array_equal(got[0], pool.ensure()[conds[0]])
 
 
+def slow_transform(images, condition, seed, start):
+    """The corruption transform, a quarter of a second slower (and noting who ran it)."""
+    import os
+    import time
+    from pathlib import Path
+
+    time.sleep(0.25)
+    log = Path(os.environ["STIMULI_TEST_LOG"])
+    with log.open("a") as fh:
+        fh.write(f"{os.getpid()} {condition.label}\n")
+    return bioprior.benchmarks.corruption.run.transform(images, condition, seed, start)
+
+
+def _ensure_in_a_worker(src, conds, cache_dir, conn) -> None:
+    try:
+        stimuli = StimulusSet(src, conds, f"{__name__}:slow_transform", 3, cache_dir=cache_dir)
+        conn.send(("ok", stimuli.ensure().stats, [stimuli[c].copy() for c in conds]))
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        conn.send(("error", repr(exc), None))
+
+
+def test_two_workers_needing_one_set_split_its_conditions(tmp_path, monkeypatch):
+    """Two of the scorer's CPU workers evaluating two models of one seed at once generate each
+    condition once between them (each about half), and both read all of them: the images a
+    single process generates."""
+    import multiprocessing
+
+    import bioprior.benchmarks.corruption.run  # noqa: F401 - slow_transform calls it
+
+    monkeypatch.setenv("STIMULI_TEST_LOG", str(tmp_path / "log"))
+    rng = np.random.default_rng(0)
+    src = np.uint8(rng.integers(0, 256, size=(12, 1, 16, 16)))
+    conds = [
+        Condition("imagecorruptions", name, level, (("preset", "imagenet_c"),))
+        for name in ("impulse_noise", "contrast", "glass_blur")
+        for level in (1, 3, 5)
+    ]
+    ctx = multiprocessing.get_context("fork")
+    pipes, workers = [], []
+    for _ in range(2):
+        parent, child = ctx.Pipe()
+        worker = ctx.Process(
+            target=_ensure_in_a_worker, args=(src, conds, tmp_path / "cache", child), daemon=True
+        )
+        pipes.append(parent)
+        workers.append(worker)
+    for w in workers:
+        w.start()
+    got = []
+    for parent in pipes:
+        assert parent.poll(120), "a worker sent nothing"
+        got.append(parent.recv())
+    for w in workers:
+        w.join(60)
+    assert [g[0] for g in got] == ["ok", "ok"], got
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert sorted(line.split(" ", 1)[1] for line in lines) == sorted(c.label for c in conds)
+    by_pid = {
+        pid: sum(line.startswith(f"{pid} ") for line in lines)
+        for pid in {line.split()[0] for line in lines}
+    }
+    assert len(by_pid) == 2 and min(by_pid.values()) >= 2, by_pid  # both did a share
+    assert sum(g[1]["generated"] for g in got) == len(conds)
+    alone = StimulusSet(src, conds, TRANSFORM, 3, workers=1, cache_dir=tmp_path / "alone")
+    alone.ensure()
+    for _, _, images in got:
+        for c, a in zip(conds, images, strict=True):
+            assert np.array_equal(a, alone[c]), c.label
+
+
 def test_image_transform_benchmarks_run_in_cpu_workers(tmp_path, write_submission):
     """`bioprior score --workers 2` runs corruption, spectral and ood_stylized in worker
     processes (they generated their stimuli with a process pool, which a worker may not start)."""
