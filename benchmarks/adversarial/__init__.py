@@ -242,37 +242,57 @@ class Adversarial(Benchmark):
         return own + [surrogate_training(needs, self.params)] if self.params.transfer else own
 
     def work(self, needs) -> Work:
-        """The passes of ``run`` on a deterministic model (a stochastic one adds its EOT
-        samples and noise draws): the clean pass; per curve one gradient per nonzero epsilon
-        and attack step (one per curve for a single-step attack without random start, whose
-        gradient serves every epsilon) and a forward per epsilon; FGSM at the score epsilon;
-        the unbounded attack; the margin gradient; the transfer attack's steps (counted on the
-        scored model: a floor where the surrogate is the larger network) and forwards; the
-        minimization attacks on their images."""
+        """The passes of ``run``: on a deterministic model, the deterministic mode
+        (:meth:`_mode_passes`), plus the transfer attack's steps (counted on the scored model: a
+        floor where the surrogate is the larger network) and forwards; a model random at
+        inference (``Work.stochastic``) adds the stochastic mode, its gradients averaged over
+        ``eot_samples`` passes and its accuracies over ``eval_samples`` draws."""
         p = self.params
 
         def attack(ref: AttackRef) -> Any:
             return needs.component("attack", ref.name, dict(ref.params)).params
 
+        forward, gradient = self._mode_passes(attack, eot=1, samples=1)
+        if p.transfer:
+            eps = p.curves[p.score_curve].epsilons
+            gradient += gradient_passes(attack(p.transfer_attack)) * sum(e > 0 for e in eps)
+            forward += len(eps) + 1  # the surrogate's own accuracies
+            forward += len(eps)  # the scored model on the surrogate's adversarials
+        f, g = self._mode_passes(attack, eot=p.eot_samples, samples=p.eval_samples)
+        if p.transfer:
+            f += len(p.curves[p.score_curve].epsilons) * p.eval_samples
+        stochastic = Work(forward=forward + f, gradient=gradient + g, images=p.images)
+        return Work(forward=forward, gradient=gradient, images=p.images, stochastic=stochastic)
+
+    def _mode_passes(self, attack, eot: int, samples: int) -> tuple[float, float]:
+        """(forward, gradient) passes per image of one mode (``run._attack_mode``): the clean
+        accuracy; per curve one gradient per nonzero epsilon and attack step (one per curve for
+        a single-step attack without random start on a deterministic model: its gradient
+        serves every epsilon) and an accuracy per epsilon; FGSM at the score epsilon (and, with
+        EOT, the score attack without it); the unbounded attack; the margin gradient; the
+        minimization attacks on their share of the images. Each gradient is ``eot`` passes,
+        each accuracy ``samples``."""
+        p = self.params
         forward, gradient = 1.0, 0.0
         for curve in p.curves.values():
             a, nonzero = attack(curve.attack), sum(e > 0 for e in curve.epsilons)
             steps = gradient_passes(a)
-            shared = steps == 1 and not getattr(a, "random_start", False)
-            gradient += (1 if nonzero else 0) if shared else steps * nonzero
+            shared = eot == 1 and steps == 1 and not getattr(a, "random_start", False)
+            gradient += (1 if nonzero else 0) if shared else steps * nonzero * eot
             forward += len(curve.epsilons)
         if p.score_epsilon > 0:
-            gradient, forward = gradient + 1, forward + 1
-        gradient += gradient_passes(attack(p.unbounded)) + 1  # the unbounded attack, the margin
+            gradient, forward = gradient + eot, forward + 1
+            if eot > 1:
+                score = attack(p.curves[p.score_curve].attack)
+                gradient, forward = gradient + gradient_passes(score), forward + 1
+        gradient += gradient_passes(attack(p.unbounded)) * eot + 1  # unbounded; the margin
         forward += 1  # the unbounded attack's accuracy
-        if p.transfer:
-            eps = p.curves[p.score_curve].epsilons
-            gradient += gradient_passes(attack(p.transfer_attack)) * sum(e > 0 for e in eps)
-            forward += 2 * len(eps) + 1
         if p.minimal_images:
             share = min(1.0, p.minimal_images / p.images)
-            gradient += share * sum(gradient_passes(attack(r)) for r in p.minimal_attacks)
-        return Work(forward=forward, gradient=gradient, images=p.images)
+            minimal = sum(gradient_passes(attack(r)) for r in p.minimal_attacks)
+            gradient += share * minimal * eot
+            forward += share * (1 + len(p.minimal_attacks))
+        return forward * samples, gradient
 
     def run(self, ctx) -> BenchmarkResult:
         from bioprior.benchmarks.adversarial.run import run_adversarial

@@ -26,12 +26,15 @@ class Work:
     passes of one test image through the scored model. ``forward``: inference passes per image
     (each condition, epsilon or noise draw evaluated); ``gradient``: passes that also take the
     gradient with respect to the input (an attack step), per image; ``images``: how many test
-    images it uses at most (None: all of them). Work the passes do not count (generating
-    corrupted or rendered stimuli) makes the estimate a floor."""
+    images it uses at most (None: all of them); ``stochastic``: the count instead when the model
+    is random at inference (the plan checks: two identical evaluation passes that differ), e.g.
+    an attack averaging its gradient over several passes. Work the passes do not count
+    (generating corrupted or rendered stimuli) makes the estimate a floor."""
 
     forward: float = 0.0
     gradient: float = 0.0
     images: int | None = None
+    stochastic: Work | None = None
 
 
 @dataclass

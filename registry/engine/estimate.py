@@ -227,19 +227,20 @@ def calibrate(step: TrainStep, service: Any, steps: int = CALIBRATION_STEPS) -> 
     return per_step
 
 
-_passes: dict[str, tuple[float, float]] = {}
+_passes: dict[str, tuple[float, float, bool]] = {}
 
 #: images per timed batch of :func:`calibrate_passes` (the adversarial benchmark's attack batch)
 PASS_BATCH = 256
 
 
-def calibrate_passes(spec: TrainingSpec, service: Any) -> tuple[float, float]:
+def calibrate_passes(spec: TrainingSpec, service: Any) -> tuple[float, float, bool]:
     """Seconds per image of a forward pass (under ``inference_mode``) and of a gradient pass
     (forward and backward to the input, the weights frozen: an attack step) of ``spec``'s model
     (initialized, not trained) on its first test images, in batches of :data:`PASS_BATCH`
     (random images of its geometry where it has none): a warm-up batch, then as
     many as fill :data:`CALIBRATION_SECONDS` (at least two), at the run's thread count under
-    the present load, like :func:`calibrate`."""
+    the present load, like :func:`calibrate`; and whether the model is random at inference (two
+    passes over the batch differ)."""
     data = service.data(spec)
     key = cost_key(spec, data)
     if key in _passes:
@@ -271,7 +272,9 @@ def calibrate_passes(spec: TrainingSpec, service: Any) -> tuple[float, float]:
         sync(service.device)
         return (time.perf_counter() - t0) / (n * PASS_BATCH)
 
-    _passes[key] = (per_image(forward), per_image(gradient))
+    with torch.inference_mode():
+        stochastic = not torch.equal(module(x), module(x))
+    _passes[key] = (per_image(forward), per_image(gradient), stochastic)
     return _passes[key]
 
 
@@ -429,13 +432,16 @@ def _counted_work(
         return None
     spec = step.job.training
     p = profile(spec, service)
+    forward_s, gradient_s, stochastic = calibrate_passes(spec, service)
+    if stochastic and work.stochastic is not None:
+        work = work.stochastic
     images = p.test_images if work.images is None else min(work.images, p.test_images)
-    forward_s, gradient_s = calibrate_passes(spec, service)
     seconds = images * (work.forward * forward_s + work.gradient * gradient_s) * slowdown
     flops = images * p.forward_flops * (work.forward + 3.0 * work.gradient)
     note = (
         f"not run before: {images:,} images x ({work.forward:g} forward + "
-        f"{work.gradient:g} gradient passes), as its benchmark counts them"
+        f"{work.gradient:g} gradient passes{', random at inference' if stochastic else ''}), "
+        "as its benchmark counts them"
     )
     return Estimate(seconds, flops, note)
 
