@@ -5,6 +5,7 @@ per split: on Fashion-MNIST the Table 2 evaluation planned at about a second too
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import tiny_submission
 
 import bioprior
 from bioprior.benchmarks.adversarial import Adversarial, AdversarialParams, gradient_passes
+from bioprior.plugin import Work
 from bioprior.registry.base import safe_yaml, threads
 from bioprior.registry.base.threads import CoreShare, present_load, usable_cores
 from bioprior.registry.hooks.loading import get_registry
@@ -170,14 +172,26 @@ def test_a_never_run_adversarial_evaluation_is_estimated_within_25_percent(
     )
 
 
-def test_a_failing_work_count_falls_back_to_the_floor(bioprior_home, monkeypatch):
-    """A third party's ``work`` that raises costs the plan its count, not the step's estimate."""
+def _raises(self, needs):
+    raise RuntimeError("no count today")
 
-    def broken(self, needs):
-        raise RuntimeError("no count today")
 
-    monkeypatch.setattr(Adversarial, "work", broken)
+@pytest.mark.parametrize(
+    ("work", "says"),
+    [
+        (_raises, "work() failed: no count today"),
+        (lambda self, needs: Work(forward=-1.0), "not a Work of passes >= 0"),
+        (lambda self, needs: Work(gradient=float("nan")), "not a Work of passes >= 0"),
+        (lambda self, needs: {"forward": 3}, "not a Work of passes >= 0"),
+        (lambda self, needs: Work(stochastic=Work(gradient=math.inf)), "not a Work of passes"),
+    ],
+    ids=["raises", "negative", "nan", "a dict", "infinite stochastic"],
+)
+def test_a_bad_work_count_falls_back_to_the_floor(bioprior_home, monkeypatch, work, says):
+    """A third party's ``work`` that raises or returns nonsense costs the plan its count, not the
+    step's estimate, and the plan says why."""
+    monkeypatch.setattr(Adversarial, "work", work)
     sub = tiny_submission("broken-work", benchmarks=[{"name": "adversarial", "params": {}}])
     estimate = _plan_estimate(bioprior_home, sub, CoreShare(1, 1, 2, 0.0))
-    assert estimate.seconds > 0
-    assert "work() failed: no count today" in estimate.note
+    assert 0 < estimate.seconds < math.inf
+    assert says in estimate.note

@@ -13,6 +13,7 @@ of every model it declared, a floor (benchmarks that evaluate many conditions ta
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -26,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.threads import CoreShare
+from bioprior.registry.contracts.benchmark import Work
 from bioprior.registry.engine.streaming import streams
 from bioprior.registry.planning.declare import build_benchmark
 from bioprior.registry.planning.needs import Needs
@@ -430,6 +432,12 @@ def _counted_work(
     work = declared_work(step, registry)
     if work is None:
         return None
+    for w in (work, work.stochastic) if isinstance(work, Work) else (work,):
+        if w is None:
+            continue
+        counts = (w.forward, w.gradient) if isinstance(w, Work) else ()
+        if not counts or not all(isinstance(c, (int, float)) and 0 <= c < math.inf for c in counts):
+            raise ValueError(f"not a Work of passes >= 0: {w!r}")
     spec = step.job.training
     p = profile(spec, service)
     forward_s, gradient_s, stochastic = calibrate_passes(spec, service)
