@@ -392,19 +392,8 @@ def _estimate(
         return Estimate(seconds, flops)
     elif isinstance(step, EvaluateStep):
         specs = step.declared
-        flops = seconds = 0.0
-        for spec in specs:
-            p = profile(spec, service)
-            f = p.forward_flops * (p.train_images + p.test_images)
-            flops += f
-            key = spec.batch_group or spec.key
-            if key not in forward_rate:  # trained earlier (cached): its training step, timed
-                step_s = calibrate(TrainStep((spec,)), service) * slowdown
-                forward_rate[key] = step_s / max(
-                    1.0, 3.0 * p.forward_flops * spec.recipe.batch_size
-                )
-            seconds += f * forward_rate[key] / 2  # no backward: about a third to a half
-        measured = times.estimate(step, flops)
+        flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
+        measured = times.estimate(step, flops)  # every step, in order: it notes stimuli made
         if measured is not None:
             return measured
         floor = "not run before: one pass per split and model"
@@ -412,8 +401,40 @@ def _estimate(
             counted = _counted_work(step, service, registry, slowdown)
         except Exception as exc:  # noqa: BLE001 - a plugin's count must not cost the estimate
             counted, floor = None, f"{floor} (its benchmark's work() failed: {exc})"
-        return counted or Estimate(seconds, flops, floor)
+        if counted is not None:
+            return counted
+        return Estimate(_one_pass_seconds(specs, service, forward_rate, slowdown), flops, floor)
     return None
+
+
+def _one_pass_seconds(
+    specs: tuple[TrainingSpec, ...], service: Any, forward_rate: dict[str, float], slowdown: float
+) -> float:
+    """The floor: one forward pass over the train and test splits of every model, at the rate
+    the calibration of its training step measured (timed here for a model trained earlier)."""
+    seconds = 0.0
+    for spec in specs:
+        p = profile(spec, service)
+        key = spec.batch_group or spec.key
+        if key not in forward_rate:  # trained earlier (cached): its training step, timed
+            step_s = calibrate(TrainStep((spec,)), service) * slowdown
+            forward_rate[key] = step_s / max(1.0, 3.0 * p.forward_flops * spec.recipe.batch_size)
+        seconds += _one_pass_flops(p) * forward_rate[key] / 2  # no backward: a third to a half
+    return seconds
+
+
+def _one_pass_flops(p: Profile) -> float:
+    return p.forward_flops * (p.train_images + p.test_images)
+
+
+def _check_work(work: Any) -> None:
+    """A :class:`Work` of finite, non-negative passes (its stochastic count too), else
+    ValueError."""
+    stochastic = getattr(work, "stochastic", None) if isinstance(work, Work) else None
+    for w in (work,) if stochastic is None else (work, stochastic):
+        passes = (w.forward, w.gradient) if isinstance(w, Work) else (None,)
+        if not all(isinstance(c, (int, float)) and 0 <= c < math.inf for c in passes):
+            raise ValueError(f"not a Work of passes >= 0: {w!r}")
 
 
 def declared_work(step: EvaluateStep, registry: Any) -> Any:
@@ -432,12 +453,7 @@ def _counted_work(
     work = declared_work(step, registry)
     if work is None:
         return None
-    for w in (work, work.stochastic) if isinstance(work, Work) else (work,):
-        if w is None:
-            continue
-        counts = (w.forward, w.gradient) if isinstance(w, Work) else ()
-        if not counts or not all(isinstance(c, (int, float)) and 0 <= c < math.inf for c in counts):
-            raise ValueError(f"not a Work of passes >= 0: {w!r}")
+    _check_work(work)
     spec = step.job.training
     p = profile(spec, service)
     forward_s, gradient_s, stochastic = calibrate_passes(spec, service)
