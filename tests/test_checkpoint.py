@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import sqlite3
 import subprocess
@@ -473,3 +474,41 @@ def test_a_killed_score_resumes_mid_training_to_the_same_weights(tmp_path, write
     assert _stored(killed_home) == _stored(whole_home)  # weights, scores and metrics
     assert _resumed(killed_home) and not _resumed(whole_home)
     assert not list(killed_home.rglob("*.ckpt.safetensors")), "checkpoint left behind"
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "two-workers"])
+def test_a_score_stopped_with_sigterm_checkpoints_says_so_and_resumes(
+    tmp_path, write_submission, workers
+):
+    """``kill <scorer>`` (a batch scheduler's stop): the trainings under way (in the scorer, or one
+    in each of two worker processes) write a checkpoint (none is due on the interval), the scorer
+    says where it stopped and exits 143; the same command resumes them and finishes."""
+    sub = tiny_submission("stopped", seeds=list(range(workers)))
+    sub["training"].update(epochs=120, batch_size=64)
+    path = write_submission(sub)
+    home = tmp_path / "home"
+    env = {**os.environ, "BIOPRIOR_HOME": str(home), ckpt.INTERVAL_ENV: "3600"}
+    cmd = [sys.executable, "-m", "bioprior.registry.cli.app", "score", str(path), "--device"]
+    cmd += ["cpu", "--threads", str(workers), "--workers", str(workers), "--batch", "1"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    lines, training = [], set()
+    for line in proc.stdout:  # stop once each worker's training has said its progress
+        lines.append(line)
+        progress = re.search(r"epoch \d+/120 .*?(: .*)?$", line)
+        training |= {progress.group(1)} if progress else set()
+        if len(training) == workers:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, out
+    assert f"stopped (SIGTERM): 0 of {workers} jobs stored in" in out, out
+    assert "run the same command again to resume" in out
+    assert len(list((home / "weights").glob("*.ckpt.safetensors"))) == workers, out
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert (again.stdout + again.stderr).count("resuming") == workers, again.stdout
+    assert _resumed(home), "no stored training says it was resumed"
+    assert not list(home.rglob("*.ckpt.safetensors")), "checkpoint left behind"

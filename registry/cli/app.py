@@ -12,6 +12,7 @@ import warnings
 
 import typer
 
+from bioprior.registry.base.stops import Stopped
 from bioprior.registry.cli import data, plugins, report, results, score
 from bioprior.registry.cli.plain_help import PlainHelpTyper
 from bioprior.registry.hooks.loading import SKIP_VARIABLE, set_registry
@@ -69,6 +70,8 @@ def main() -> None:
     warnings.filterwarnings("default", message=PLUGIN_DEPRECATIONS, category=DeprecationWarning)
     try:
         app()
+    except Stopped as exc:  # SIGTERM (base/stops.py) outside a command that says where it was
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

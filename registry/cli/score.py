@@ -11,6 +11,7 @@ import typer
 
 from bioprior.registry.base.devices import DeviceError
 from bioprior.registry.base.progress import for_output
+from bioprior.registry.base.stops import Stopped
 from bioprior.registry.base.threads import ThreadsError
 from bioprior.registry.cli.common import console, fail, short
 from bioprior.registry.cli.results import print_results
@@ -150,7 +151,10 @@ def score(
     session = ScoringSession(options, reporter, get_registry())
     try:
         with session:
-            result = session.score(files)
+            try:
+                result = session.score(files)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (base/stops.py)
+                _stopped(session, options, exc)
     except InvalidSubmission as exc:
         fail(list(map(str, exc.errors)))
     except OptionError as exc:  # e.g. an unreachable --ray-address, an unwritable home
@@ -173,6 +177,22 @@ def score(
         if result.report.failed:
             typer.echo(f"{len(result.report.failed)} job(s) failed", err=True)
             raise typer.Exit(1)
+
+
+def _stopped(session: ScoringSession, options: ScoreOptions, exc: KeyboardInterrupt) -> None:
+    """Where a stopped run was (one line on stderr), then the exit of the signal that stopped
+    it (130 for Ctrl-C, 143 for SIGTERM)."""
+    why = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
+    stored, total = session.stored_of_plan()
+    if not total:
+        typer.echo(f"stopped ({why}) before any step ran; nothing was written", err=True)
+    else:
+        typer.echo(
+            f"stopped ({why}): {stored} of {total} jobs stored in {options.db}; trainings "
+            "under way saved a checkpoint; run the same command again to resume",
+            err=True,
+        )
+    raise typer.Exit(exc.exit_code if isinstance(exc, Stopped) else 130)
 
 
 def _print_plan(out, summary, estimates, workers: int = 1) -> None:

@@ -7,8 +7,9 @@ trainer's generator, the global torch RNG that stochastic layers draw from, the 
 GPU, the objectives' generators and their own state). The trainers (:func:`.trainer.train_model`,
 :func:`.batched.train_batched`) write one every ``BIOPRIOR_CHECKPOINT_INTERVAL`` seconds (default
 300; ``0`` or ``off``: no checkpoints at all) and when the process is asked to stop (SIGINT, SIGTERM: the step
-that is running ends, the checkpoint is written, then the process stops as it would have; a second
-signal stops it at once), and resume from it, so a resumed training ends with the weights of an
+that is running ends, the checkpoint is written, then the process stops as it would have, or, in a scorer
+that turns SIGTERM into :class:`..base.stops.Stopped`, raises that; a second signal stops it at
+once), and resume from it, so a resumed training ends with the weights of an
 uninterrupted one (bit for bit on a CPU with the same thread count).
 
 The file is safetensors (tensors only, RNG states as uint8; never unpickled) with the rest as JSON
@@ -39,7 +40,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from bioprior.registry.base import atomic
+from bioprior.registry.base import atomic, stops
 
 INTERVAL_ENV = "BIOPRIOR_CHECKPOINT_INTERVAL"
 DEFAULT_INTERVAL_S = 300.0
@@ -319,10 +320,14 @@ class Checkpointer:
             yield
             return
         previous: dict[int, Any] = {}
-        wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-        for signum, default in wanted.items():
-            if signal.getsignal(signum) is default:
-                previous[signum] = default
+        wanted = {
+            signal.SIGINT: (signal.default_int_handler,),
+            signal.SIGTERM: (signal.SIG_DFL, stops.raise_stopped),
+        }
+        for signum, defaults in wanted.items():
+            handler = signal.getsignal(signum)
+            if any(handler is default for default in defaults):
+                previous[signum] = handler
                 signal.signal(signum, self._on_signal)
         self._previous = previous
         try:
@@ -345,6 +350,8 @@ class Checkpointer:
         signum = signum or self._stop
         self._restore()
         if signum == signal.SIGTERM:
+            if signal.getsignal(signal.SIGTERM) is stops.raise_stopped:  # a scorer's own stop
+                raise stops.Stopped(signum)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
         raise KeyboardInterrupt

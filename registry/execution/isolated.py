@@ -158,6 +158,7 @@ def _child(
     try:
         _die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked child: not the driver's stop
         _apply_memory_limit(limits.memory_bytes, device)
         denormals.flush()  # before the first parallel operation: every thread takes it
         if threads is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from bioprior.registry.base import denormals
+from bioprior.registry.base import denormals, stops
 from bioprior.registry.base import threads as thread_choice
 from bioprior.registry.base.paths import using_data_root
 from bioprior.registry.base.progress import Reporter
@@ -100,6 +100,7 @@ class ScoringSession:
         self.options, self.reporter = options, reporter
         self.registry = registry or get_registry()
         self.loaded: list[LoadedSubmission] = []
+        self.planned: Planned | None = None  # the last plan made
         self._stack = ExitStack()
 
     def __enter__(self) -> Self:
@@ -113,6 +114,7 @@ class ScoringSession:
                 stack.enter_context(denormals.flushed())
                 thread_choice.apply(options.threads)
             stack.enter_context(using_data_root(options.data_root))
+            stack.enter_context(stops.stoppable())  # SIGTERM: steps checkpoint, then it stops
             self._stack = stack.pop_all()
         self.scorer = Scorer(
             self.store,
@@ -125,6 +127,14 @@ class ScoringSession:
 
     def __exit__(self, *exc_info: object) -> None:
         self._stack.close()
+
+    def stored_of_plan(self) -> tuple[int, int]:
+        """(jobs of the last plan stored as finished, jobs in it): where a stopped run was."""
+        if self.planned is None:
+            return 0, 0
+        done = self.store.done()
+        jobs = self.planned.jobs
+        return sum((job.submission, job.key) in done for job in jobs), len(jobs)
 
     def path_of(self, submission: str) -> Path | None:
         """The file a loaded submission came from (for messages about it)."""
@@ -167,7 +177,7 @@ class ScoringSession:
             scorer if in_process else None,
         )
         self.reporter.message(f"plan: {summary.describe()}; {sharing.described}")
-        planned = Planned(jobs, summary, sharing, in_process=in_process)
+        planned = self.planned = Planned(jobs, summary, sharing, in_process=in_process)
         if options.estimate and summary.todo and in_process:
             each = thread_choice.ThreadChoice(
                 sharing.per_worker, "--workers", options.threads.cores
