@@ -180,11 +180,47 @@ def same_numbers_twice(s: Subject) -> None:
             )
 
 
+def declares_its_work(s: Subject) -> None:
+    """``work(needs)`` is None or a ``Work`` of finite, non-negative passes (the plan's estimate
+    of a run never timed); one that says it generates stimuli previews them (the plan times
+    ``preview`` on a few test images)."""
+    from bioprior.registry.planning.declare import build_benchmark  # lazy: core internals
+    from bioprior.registry.planning.jobs import plan  # lazy: core internals (pydantic)
+    from bioprior.registry.planning.needs import Needs  # lazy: core internals (pydantic)
+    from bioprior.registry.submissions.loading import (  # lazy: core internals (pydantic)
+        validate_submission_dict,
+    )
+
+    job = plan([validate_submission_dict(submission_for(s), s.registry)])[0]
+    benchmark = build_benchmark(job)
+    work = benchmark.work(Needs(job, s.registry))
+    if work is None:
+        return
+    counts = [work] + ([work.stochastic] if isinstance(work, plugin.Work) else [])
+    for w in filter(None, counts):
+        passes = (w.forward, w.gradient) if isinstance(w, plugin.Work) else (None,)
+        if not all(isinstance(c, (int, float)) and 0 <= c < math.inf for c in passes):
+            raise CheckFailed(f"work() returned {w!r}: return a Work of passes >= 0, or None")
+    if work.stimuli:
+        import torch  # lazy: torch
+
+        try:
+            shown = benchmark.preview(torch.rand(2, 1, 8, 8, generator=torch.Generator()), 0)
+        except NotImplementedError:
+            raise CheckFailed(
+                "work() says the run generates stimuli (Work.stimuli) but the benchmark has no "
+                "preview(images, seed) of them: the plan times the preview"
+            ) from None
+        if not shown:
+            raise CheckFailed("preview() returned no stimuli")
+
+
 CHECKS = [
     ("runs_end_to_end", runs_end_to_end),
     ("metrics_jsonable", metrics_jsonable),
     ("score_in_range", score_in_range),
     ("same_numbers_twice", same_numbers_twice),
+    ("declares_its_work", declares_its_work),
 ]
 
 

@@ -121,6 +121,29 @@ def bad_data(params):
     return ImageData("bad", x, y.int(), x, y, num_classes=2)
 
 
+class StimuliWithoutPreview:
+    """A benchmark whose work() says its run generates stimuli, with no preview of them."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def trainings(self, needs):
+        return []
+
+    def work(self, needs):
+        from bioprior.plugin import Work
+
+        return Work(forward=3, stimuli=True)
+
+    def preview(self, images, seed):
+        raise NotImplementedError
+
+    def run(self, ctx):
+        from bioprior.plugin import BenchmarkResult
+
+        return BenchmarkResult({"conditions": 3}, 0.5)
+
+
 def _broken_registry() -> Registry:
     from bioprior.registry.contracts.constraint import Constraint
 
@@ -141,14 +164,20 @@ def _broken_registry() -> Registry:
             extra={"expected_failed_checks": {"dtypes": "int32 labels, declared by the entry"}},
         )
 
+    def register_benchmarks(register):
+        register(name="bad_bench", factory=StimuliWithoutPreview, params=NoiseParams, citation="c")
+
     module = types.ModuleType("broken_plugin")
-    for fn in (register_models, register_constraints, register_datasets):
+    for fn in (register_models, register_constraints, register_datasets, register_benchmarks):
         setattr(module, fn.__name__, hookimpl(fn))
     reg = Registry(strict=False, prefer={})
     reg.add_plugin(module, provider="bioprior-broken", provider_version="0.1")
-    for entry in get_registry().list("model", "small_alexnet") + get_registry().list(
-        "constraint", "internal_noise"
-    ):  # hosts the constraint checks use
+    builtin = get_registry()
+    for entry in (
+        builtin.list("model", "small_alexnet")
+        + builtin.list("constraint", "internal_noise")
+        + builtin.list("dataset", "digits")
+    ):  # hosts the constraint checks use, the benchmark checks' model and data
         reg._entries[(entry.kind, entry.name)] = entry
     return reg
 
@@ -172,6 +201,8 @@ def test_the_kit_reports_what_to_fix(one_thread):
     failed("dataset:bad_data", "value_range", "[0, 1]")
     assert found[("model:bad_net", "seeded_weights")].status == "ok"
     failed("model:bad_net", "imports_without_torch", "broken_plugin fails to import")
+    failed("benchmark:bad_bench", "declares_its_work", "Work.stimuli", "no preview")
+    assert found[("benchmark:bad_bench", "runs_end_to_end")].status == "ok"
 
 
 def test_expected_failures_and_ids():

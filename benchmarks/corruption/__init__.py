@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, Work, hookimpl
 
 from .imagecorruptions_compat import CORRUPTIONS
 
@@ -150,6 +150,17 @@ class Corruption(Benchmark):
 
         own = [needs.trained()]
         return own + [baseline_model(self.params, needs)] if self.params.baseline else own
+
+    def work(self, needs) -> Work:
+        """Per test image: the clean pass and one per condition (with the resampling round trip
+        of images under 32 px), for its model and the baseline's (counted on the scored model),
+        and the float clean accuracy's pass; the stimuli generated first (``preview`` makes
+        them). Precomputed sets are counted as generated: a ceiling there."""
+        from .run import conditions
+
+        per_model = len(conditions(self.params)) + 2
+        models = 2 if self.params.baseline is not None else 1
+        return Work(forward=per_model * models + 1, images=self.params.max_images, stimuli=True)
 
     def run(self, ctx) -> BenchmarkResult:
         from . import run

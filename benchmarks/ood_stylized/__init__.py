@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_serializer
 
-from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, hookimpl
+from bioprior.plugin import Benchmark, BenchmarkResult, PluginParams, Work, hookimpl
 
 from . import humans
 
@@ -140,6 +140,14 @@ class OODParams(PluginParams):
 
 
 class OODStylized(Benchmark):
+    def work(self, needs) -> Work:
+        """Per test image: the clean pass and one per style; the renderings generated first
+        (``preview`` makes them). External sets are not counted (their size is known only
+        when the job runs): a floor where there are any."""
+        return Work(
+            forward=1 + len(self.params.styles), images=self.params.max_images, stimuli=True
+        )
+
     def run(self, ctx) -> BenchmarkResult:
         from . import renderings
 

@@ -249,6 +249,12 @@ class CoreShare:
         return self.threads * self._share(self.workers * self.threads)
 
     @property
+    def pool_speedup(self) -> float:
+        """How much sooner a pool of one process per core (stimulus generation) ends its work
+        than one process in the driver beside the same load."""
+        return self.cores * self._share(self.cores) / self._share(1)
+
+    @property
     def slowdown(self) -> float:
         """A step's wall time with every worker running over its time alone in the driver."""
         return self._share(self.threads) / self._share(self.workers * self.threads)

@@ -28,13 +28,17 @@ class Work:
     gradient with respect to the input (an attack step), per image; ``images``: how many test
     images it uses at most (None: all of them); ``stochastic``: the count instead when the model
     is random at inference (the plan checks: two identical evaluation passes that differ), e.g.
-    an attack averaging its gradient over several passes. Work the passes do not count
-    (generating corrupted or rendered stimuli) makes the estimate a floor."""
+    an attack averaging its gradient over several passes. ``stimuli``: the run first generates
+    stimulus sets, what its ``preview`` makes for a few images (corrupted or rendered copies of
+    the test images), cached by test images and seed, so that only the plan's first run of a
+    seed generates them: the plan times ``preview`` on a few test images and scales it to
+    ``images``. Other work the passes do not count makes the estimate a floor."""
 
     forward: float = 0.0
     gradient: float = 0.0
     images: int | None = None
     stochastic: Work | None = None
+    stimuli: bool = False
 
 
 @dataclass

@@ -7,8 +7,10 @@ its K members together. An evaluation like one already stored (same benchmark an
 model and dataset) is estimated from those runs' times (:class:`MeasuredTimes`: whether it must
 generate its stimuli or finds them cached is told apart); one never run before is counted from
 the passes its benchmark declares (``Benchmark.work``: forward and input-gradient passes per
-test image, each timed on the model), else as one forward pass over the train and test splits
-of every model it declared, a floor (benchmarks that evaluate many conditions take longer).
+test image, each timed on the model; the first of its seed adds the generation of its stimuli
+where it declares them, its ``preview`` timed on a few images: :class:`StimulusGeneration`),
+else as one forward pass over the train and test splits of every model it declared, a floor
+(benchmarks that evaluate many conditions take longer).
 """
 
 from __future__ import annotations
@@ -329,6 +331,11 @@ class MeasuredTimes:
             return run.seconds
         return cpu / self.share.per_step
 
+    def fresh(self, step: EvaluateStep) -> bool:
+        """Whether ``step`` is the first to need its stimuli (no earlier run, no earlier step of
+        the plan had them): asked before :meth:`estimate`, which notes them."""
+        return (step.job.stimuli_signature, step.job.seed) not in self.stimuli
+
     def estimate(self, step: EvaluateStep, flops: float) -> Estimate | None:
         stimuli = (step.job.stimuli_signature, step.job.seed)
         fresh = stimuli not in self.stimuli
@@ -364,9 +371,10 @@ def estimate_steps(
     on_cpu = service.device.type == "cpu"
     times = MeasuredTimes(measured, share, on_cpu)
     slowdown = share.slowdown if share is not None and on_cpu else 1.0
+    generation = StimulusGeneration(share if on_cpu else None, slowdown)
     for step in steps:
         try:
-            estimate = _estimate(step, service, forward_rate, times, slowdown, registry)
+            estimate = _estimate(step, service, forward_rate, times, slowdown, registry, generation)
         except Exception:  # noqa: BLE001, S112 - a step that cannot be built fails when it runs
             continue
         if estimate is not None:
@@ -381,6 +389,7 @@ def _estimate(
     times: MeasuredTimes,
     slowdown: float = 1.0,
     registry: Any = None,
+    generation: StimulusGeneration | None = None,
 ) -> Estimate | None:
     if isinstance(step, TrainStep):
         first = step.members[0]
@@ -393,12 +402,16 @@ def _estimate(
     elif isinstance(step, EvaluateStep):
         specs = step.declared
         flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
+        fresh = times.fresh(step)
         measured = times.estimate(step, flops)  # every step, in order: it notes stimuli made
         if measured is not None:
             return measured
         floor = "not run before: one pass per split and model"
+        generation = generation or StimulusGeneration(None, slowdown)
         try:
-            counted = _counted_work(step, service, registry, slowdown)
+            counted = _counted_work(
+                step, service, registry, slowdown, generation if fresh else None
+            )
         except Exception as exc:  # noqa: BLE001 - a plugin's count must not cost the estimate
             counted, floor = None, f"{floor} (its benchmark's work() failed: {exc})"
         if counted is not None:
@@ -446,10 +459,15 @@ def declared_work(step: EvaluateStep, registry: Any) -> Any:
 
 
 def _counted_work(
-    step: EvaluateStep, service: Any, registry: Any, slowdown: float
+    step: EvaluateStep,
+    service: Any,
+    registry: Any,
+    slowdown: float,
+    generation: StimulusGeneration | None = None,
 ) -> Estimate | None:
     """A run never timed, from the passes its benchmark declares (:func:`declared_work`), each
-    timed on the job's model by :func:`calibrate_passes`."""
+    timed on the job's model by :func:`calibrate_passes`, and, where it generates stimuli and
+    ``generation`` is given (the plan's first step of its stimuli and seed), their generation."""
     work = declared_work(step, registry)
     if work is None:
         return None
@@ -457,6 +475,7 @@ def _counted_work(
     spec = step.job.training
     p = profile(spec, service)
     forward_s, gradient_s, stochastic = calibrate_passes(spec, service)
+    stimuli = bool(work.stimuli)  # the run's, whichever count its mode takes
     if stochastic and work.stochastic is not None:
         work = work.stochastic
     images = p.test_images if work.images is None else min(work.images, p.test_images)
@@ -467,7 +486,68 @@ def _counted_work(
         f"{work.gradient:g} gradient passes{', random at inference' if stochastic else ''}), "
         "as its benchmark counts them"
     )
+    if stimuli:
+        if generation is None:
+            note += "; its stimuli made by an earlier step"
+        else:
+            made = generation.seconds(step, service, images)
+            seconds += made
+            note += f"; its stimuli generated first (~{human_seconds(made)}, {generation.how})"
     return Estimate(seconds, flops, note)
+
+
+#: test images a benchmark's ``preview`` is timed on (after a warm-up on two more)
+PREVIEW_IMAGES = 16
+_preview_seconds: dict[str, float] = {}
+
+
+def preview_seconds(step: EvaluateStep, service: Any) -> float:
+    """Seconds per test image, on one core, to generate the stimuli of ``step``'s benchmark:
+    its ``preview`` (the same transforms as its run, uncached) timed on the model's first
+    :data:`PREVIEW_IMAGES` test images (fitted to its input) after a warm-up on two; once per
+    benchmark, data and image shape."""
+    spec = step.job.training
+    data = service.data(spec)
+    key = content_hash([step.job.stimuli_signature, list(data.test_x.shape[1:])])
+    if key not in _preview_seconds:
+        benchmark = build_benchmark(step.job)
+        x = to_float(data.test_x[: PREVIEW_IMAGES + 2].cpu())
+        benchmark.preview(x[:2], step.job.seed)  # imports, first calls
+        t0 = time.perf_counter()
+        benchmark.preview(x[2:], step.job.seed)
+        _preview_seconds[key] = (time.perf_counter() - t0) / max(1, len(x) - 2)
+    return _preview_seconds[key]
+
+
+@dataclass(frozen=True)
+class StimulusGeneration:
+    """How a run's stimuli are generated (``benchmarks/stimuli.py``): a run alone in its process
+    generates them with a process pool, one process per core, sooner than the one process its
+    preview was timed in by ``share.pool_speedup`` (the cores, fewer under load; every core
+    where there is no share: a GPU run); one of several CPU workers, serially, slowed as a
+    training step is by the workers beside it (``slowdown``)."""
+
+    share: CoreShare | None
+    slowdown: float = 1.0
+
+    @property
+    def pooled(self) -> bool:
+        return self.share is None or self.share.workers == 1
+
+    @property
+    def how(self) -> str:
+        if not self.pooled:
+            return "serially in its worker"
+        return f"a process pool, {self._speedup():.2g}x one process"
+
+    def _speedup(self) -> float:
+        if self.share is not None:
+            return max(1.0, self.share.pool_speedup)
+        return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+    def seconds(self, step: EvaluateStep, service: Any, images: int) -> float:
+        serial = preview_seconds(step, service) * images
+        return serial / self._speedup() if self.pooled else serial * self.slowdown
 
 
 def human_flops(flops: float) -> str:
