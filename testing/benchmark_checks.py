@@ -186,14 +186,13 @@ def declares_its_work(s: Subject) -> None:
     ``preview`` on a few test images)."""
     from bioprior.registry.planning.declare import build_benchmark  # lazy: core internals
     from bioprior.registry.planning.jobs import plan  # lazy: core internals (pydantic)
-    from bioprior.registry.planning.needs import Needs  # lazy: core internals (pydantic)
     from bioprior.registry.submissions.loading import (  # lazy: core internals (pydantic)
         validate_submission_dict,
     )
 
     job = plan([validate_submission_dict(submission_for(s), s.registry)])[0]
     benchmark = build_benchmark(job)
-    work = benchmark.work(Needs(job, s.registry))
+    work = benchmark.work(plugin.Needs(job, s.registry))
     if work is None:
         return
     counts = [work] + ([work.stochastic] if isinstance(work, plugin.Work) else [])
