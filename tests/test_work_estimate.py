@@ -113,32 +113,31 @@ def test_attack_budgets_from_their_parameters():
     assert own.gradient - shared.gradient == 1
 
 
-def _plan_estimate(home: Path, sub: dict, share: CoreShare):
+def _plan_estimates(home: Path, sub: dict, share: CoreShare) -> list:
+    """(seed, estimate) of each evaluation the plan of ``sub`` makes, in the plan's order."""
     registry = get_registry()
     loaded = validate_submission_dict(sub, registry)
     with ResultStore(home / "results.sqlite") as store:
         scorer = Scorer(store, registry, device="cpu", max_batch=1)
         _, summary = scorer.plan([loaded])
         estimates = scorer.estimate(summary, share)
-    [step] = [s for s in summary.steps if isinstance(s, EvaluateStep)]
-    return estimates[step.key]
+    steps = [s for s in summary.steps if isinstance(s, EvaluateStep)]
+    return [(s.job.seed, estimates[s.key]) for s in steps]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("threshold", "images"), [("conv", 2000), ("random", 300)])
-def test_a_never_run_adversarial_evaluation_is_estimated_within_25_percent(
-    bioprior_home, threshold, images
-):
-    """The Table 2 network (one epoch on 2,000 real Fashion-MNIST images; with random
-    thresholds, random at inference: attacked with EOT) and Table 2's attack protocol on real
-    test images, one thread: the plan's estimate, made before anything ran, within 25% of the
-    evaluation's time."""
+def _plan_estimate(home: Path, sub: dict, share: CoreShare):
+    [(_, estimate)] = _plan_estimates(home, sub, share)
+    return estimate
+
+
+def _one_epoch_table2(name: str, threshold: str, benchmark: dict) -> dict:
+    """The Table 2 network, one epoch on 2,000 real Fashion-MNIST images, scored on
+    ``benchmark`` (skips where Debian's dataset-fashion-mnist is missing)."""
     if not (DEBIAN / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    table2 = _table2()
-    sub = {
-        "name": "work-estimate",
-        "model": table2["model"],
+    return {
+        "name": name,
+        "model": _table2()["model"],
         "constraints": [{"name": "flexible_layer", "params": {"threshold": threshold}}],
         "training": {
             "dataset": {
@@ -151,13 +150,21 @@ def test_a_never_run_adversarial_evaluation_is_estimated_within_25_percent(
             "lr": 0.01,
         },
         "seeds": [0],
-        "benchmarks": [
-            {
-                "name": "adversarial",
-                "params": {**table2["benchmarks"][0]["params"], "images": images},
-            }
-        ],
+        "benchmarks": [benchmark],
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("threshold", "images"), [("conv", 2000), ("random", 300)])
+def test_a_never_run_adversarial_evaluation_is_estimated_within_25_percent(
+    bioprior_home, threshold, images
+):
+    """The Table 2 network (one epoch on 2,000 real Fashion-MNIST images; with random
+    thresholds, random at inference: attacked with EOT) and Table 2's attack protocol on real
+    test images, one thread: the plan's estimate, made before anything ran, within 25% of the
+    evaluation's time."""
+    params = {**_table2()["benchmarks"][0]["params"], "images": images}
+    sub = _one_epoch_table2("work-estimate", threshold, {"name": "adversarial", "params": params})
     choice = threads.ThreadChoice(1, "--threads", usable_cores())
     with threads.using(choice):
         estimate = _plan_estimate(
@@ -220,17 +227,6 @@ def test_the_stimulus_families_count_their_conditions():
         assert work.stimuli and work.gradient == 0, name
 
 
-def _corruption_plan(home: Path, sub: dict, share: CoreShare) -> list:
-    registry = get_registry()
-    loaded = validate_submission_dict(sub, registry)
-    with ResultStore(home / "results.sqlite") as store:
-        scorer = Scorer(store, registry, device="cpu", max_batch=1)
-        _, summary = scorer.plan([loaded])
-        estimates = scorer.estimate(summary, share)
-    steps = [s for s in summary.steps if isinstance(s, EvaluateStep)]
-    return [(s.job.seed, estimates[s.key]) for s in steps]
-
-
 SMALL_CORRUPTION = {
     "corruptions": ["gaussian_noise", "glass_blur", "fog"],
     "severities": [1, 5],
@@ -249,7 +245,7 @@ def test_only_the_first_run_of_a_seed_is_planned_to_generate_its_stimuli(bioprio
         sweep={"constraints.0.params.sigma": [0.0, 0.1]},
         benchmarks=[{"name": "corruption", "params": SMALL_CORRUPTION}],
     )
-    plan = _corruption_plan(bioprior_home, sub, CoreShare(1, 2, 2, 0.0))
+    plan = _plan_estimates(bioprior_home, sub, CoreShare(1, 2, 2, 0.0))
     for seed in (0, 1):
         notes = [e.note for s, e in plan if s == seed]
         assert len(notes) == 2
@@ -270,31 +266,12 @@ def test_a_never_run_corruption_evaluation_is_estimated_within_25_percent(biopri
     imagecorruptions at two severities, two noise levels) on 2,000 real test images: the plan's
     estimate of the first run, generation of the corrupted sets included (a process pool in a
     run alone, serially in a worker), within 25% of the evaluation's time."""
-    if not (DEBIAN / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    table2 = _table2()
-    sub = {
-        "name": "stimuli-estimate",
-        "model": table2["model"],
-        "constraints": [{"name": "flexible_layer", "params": {"threshold": "conv"}}],
-        "training": {
-            "dataset": {
-                "name": "subset",
-                "params": {"source": {"name": "fashion_mnist"}, "examples_per_class": 200},
-            },
-            "epochs": 1,
-            "batch_size": 100,
-            "optimizer": "sgd",
-            "lr": 0.01,
-        },
-        "seeds": [0],
-        "benchmarks": [{"name": "corruption", "params": {**SMALL_CORRUPTION, "max_images": 2000}}],
-    }
+    params = {**SMALL_CORRUPTION, "max_images": 2000}
+    sub = _one_epoch_table2("stimuli-estimate", "conv", {"name": "corruption", "params": params})
     cores = usable_cores()
     choice = threads.ThreadChoice(1, "--threads", cores)
     with threads.using(choice):
-        share = CoreShare(1, workers, cores, present_load())
-        [(_, estimate)] = _corruption_plan(bioprior_home, sub, share)
+        estimate = _plan_estimate(bioprior_home, sub, CoreShare(1, workers, cores, present_load()))
     assert "its stimuli generated first" in estimate.note
     [row] = bioprior.score(sub, device="cpu", workers=workers, threads=workers)
     assert row["status"] == "ok", row
