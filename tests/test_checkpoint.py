@@ -22,7 +22,7 @@ import pytest
 import torch
 from conftest import ROOT, tiny_submission
 
-from bioprior.registry.base import atomic
+from bioprior.registry.base import atomic, stops
 from bioprior.registry.engine import checkpoint as ckpt
 from bioprior.registry.engine.batched import train_batched
 from bioprior.registry.engine.checkpoint import Checkpointer
@@ -158,6 +158,33 @@ def test_ctrl_c_checkpoints_at_the_next_step_then_stops(service, tmp_path, one_t
     checkpoint = Checkpointer(path, IDENTITY, None)
     train_model(resumed, x, y, spec.recipe, spec.seed, None, checkpoint)
     assert checkpoint.resumed_at == (2, 0)
+    assert _states_equal(whole, resumed)
+
+
+def test_sigterm_twice_is_one_stop_with_its_checkpoint(service, tmp_path, one_thread):
+    """Inside a scorer (SIGTERM raises ``Stopped``): SIGTERM twice, as a stop sent to a process
+    group reaches a worker (from the sender, then from its scorer), still ends the step, writes
+    the checkpoint and then stops; the rerun resumes to the uninterrupted weights."""
+    spec = _spec()
+    data = service.data(spec)
+    x, y = data.train_x, data.train_y
+    whole = service.build(spec, data)
+    train_model(whole, x, y, spec.recipe, spec.seed)
+
+    def terminate_twice(epoch, stats):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    path = tmp_path / "solo.ckpt.safetensors"
+    stopped = Checkpointer(path, IDENTITY, None)
+    with stops.stoppable(), pytest.raises(stops.Stopped):
+        model = service.build(spec, data)
+        train_model(model, x, y, spec.recipe, spec.seed, terminate_twice, stopped)
+    assert stopped.saves == 1 and path.exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    resumed = service.build(spec, data)
+    train_model(resumed, x, y, spec.recipe, spec.seed, None, Checkpointer(path, IDENTITY, None))
     assert _states_equal(whole, resumed)
 
 
@@ -476,13 +503,19 @@ def test_a_killed_score_resumes_mid_training_to_the_same_weights(tmp_path, write
     assert not list(killed_home.rglob("*.ckpt.safetensors")), "checkpoint left behind"
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "two-workers"])
+@pytest.mark.parametrize(
+    ("workers", "group"),
+    [(1, False), (2, False), (2, True)],
+    ids=["in-process", "two-workers", "two-workers-process-group"],
+)
 def test_a_score_stopped_with_sigterm_checkpoints_says_so_and_resumes(
-    tmp_path, write_submission, workers
+    tmp_path, write_submission, workers, group
 ):
-    """``kill <scorer>`` (a batch scheduler's stop): the trainings under way (in the scorer, or one
-    in each of two worker processes) write a checkpoint (none is due on the interval), the scorer
-    says where it stopped and exits 143; the same command resumes them and finishes."""
+    """``kill <scorer>``, or SIGTERM to its whole process group (a batch scheduler's or a service
+    manager's stop: each worker gets it twice, from the sender and from the scorer): the
+    trainings under way (in the scorer, or one in each of two worker processes) write a
+    checkpoint (none is due on the interval), the scorer says where it stopped and exits 143;
+    the same command resumes them and finishes."""
     sub = tiny_submission("stopped", seeds=list(range(workers)))
     sub["training"].update(epochs=120, batch_size=64)
     path = write_submission(sub)
@@ -491,7 +524,13 @@ def test_a_score_stopped_with_sigterm_checkpoints_says_so_and_resumes(
     cmd = [sys.executable, "-m", "bioprior.registry.cli.app", "score", str(path), "--device"]
     cmd += ["cpu", "--threads", str(workers), "--workers", str(workers), "--batch", "1"]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        cmd,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=group,
     )
     lines, training = [], set()
     for line in proc.stdout:  # stop once each worker's training has said its progress
@@ -499,7 +538,10 @@ def test_a_score_stopped_with_sigterm_checkpoints_says_so_and_resumes(
         progress = re.search(r"epoch \d+/120 .*?(: .*)?$", line)
         training |= {progress.group(1)} if progress else set()
         if len(training) == workers:
-            proc.send_signal(signal.SIGTERM)
+            if group:
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.send_signal(signal.SIGTERM)
             break
     out = "".join(lines) + proc.stdout.read()
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM, out

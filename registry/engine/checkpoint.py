@@ -6,11 +6,11 @@ batched members') weights and buffers, the optimizer's state, the epoch and the 
 trainer's generator, the global torch RNG that stochastic layers draw from, the CUDA RNG on a
 GPU, the objectives' generators and their own state). The trainers (:func:`.trainer.train_model`,
 :func:`.batched.train_batched`) write one every ``BIOPRIOR_CHECKPOINT_INTERVAL`` seconds (default
-300; ``0`` or ``off``: no checkpoints at all) and when the process is asked to stop (SIGINT, SIGTERM: the step
-that is running ends, the checkpoint is written, then the process stops as it would have, or, in a scorer
-that turns SIGTERM into :class:`..base.stops.Stopped`, raises that; a second signal stops it at
-once), and resume from it, so a resumed training ends with the weights of an
-uninterrupted one (bit for bit on a CPU with the same thread count).
+300; ``0`` or ``off``: no checkpoints at all) and when the process is asked to stop (SIGINT,
+SIGTERM: the step that is running ends, the checkpoint is written, then the process stops as it
+would have, or, in a scorer that turns SIGTERM into :class:`..base.stops.Stopped`, raises that;
+a second Ctrl-C stops it at once), and resume from it, so a resumed training ends with the
+weights of an uninterrupted one (bit for bit on a CPU with the same thread count).
 
 The file is safetensors (tensors only, RNG states as uint8; never unpickled) with the rest as JSON
 in its metadata, written atomically (temp file, fsync, rename: :mod:`..base.atomic`), beside the
@@ -313,8 +313,9 @@ class Checkpointer:
     def stops(self) -> Iterator[None]:
         """While training: the first SIGINT (where Python's own handler is in place) or SIGTERM
         (where the default is) asks for a checkpoint at the next step boundary, after which the
-        process stops as it would have (KeyboardInterrupt, or death by SIGTERM); a second one
-        stops it at once. Only in the main thread; elsewhere, and without checkpoints, nothing
+        process stops as it would have (KeyboardInterrupt, or death by SIGTERM); a second Ctrl-C
+        stops it at once (a second SIGTERM does not: a stop sent to a process group reaches a
+        worker twice, from the sender and from its scorer; SIGKILL is what stops at once). Only in the main thread; elsewhere, and without checkpoints, nothing
         changes."""
         if not self.enabled or threading.current_thread() is not threading.main_thread():
             yield
@@ -339,6 +340,8 @@ class Checkpointer:
         if self._stop is None and self.enabled:
             self._stop = signum
             return
+        if signum == signal.SIGTERM and self._stop == signal.SIGTERM:
+            return  # SIGTERM to the process group, then the scorer's own: one stop, checkpointed
         self._stop_now(signum)  # a second signal: now
 
     def _restore(self) -> None:
