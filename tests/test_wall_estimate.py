@@ -76,6 +76,12 @@ def test_the_dry_run_and_the_run_give_the_wall_time_with_their_workers(tmp_path,
 
     done = run_cli("score", str(path), "--threads", "2", "--workers", "2", env=env)
     assert done.returncode == 0, done.stderr
+    said = re.search(
+        r"estimate: ~[\d.]+ \w+ of wall time with 2 workers side by side, to about \w{3} "
+        r"\d\d:\d\d",
+        done.stdout,
+    )  # before anything runs: when the run should end
+    assert said and said.start() < done.stdout.index("training "), done.stdout
     assert re.search(
         r"wall time with 2 workers side by side: ~[\d.]+ \w+ estimated, [\d.]+ \w+ actual",
         done.stdout,

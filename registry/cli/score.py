@@ -15,11 +15,10 @@ from bioprior.registry.base.stops import Stopped
 from bioprior.registry.base.threads import ThreadsError
 from bioprior.registry.cli.common import console, fail, short
 from bioprior.registry.cli.results import print_results
-from bioprior.registry.execution.scheduling import wall_time
 from bioprior.registry.hooks.loading import get_registry
 from bioprior.registry.scoring.options import ExecutionOptions, OptionError, ScoreOptions
 from bioprior.registry.scoring.scorer import PreflightError
-from bioprior.registry.scoring.session import ScoreResult, ScoringSession
+from bioprior.registry.scoring.session import Planned, ScoreResult, ScoringSession
 from bioprior.registry.store.results import StoreError, full_disk_hint
 from bioprior.registry.submissions.loading import InvalidSubmission, load_submission
 
@@ -169,7 +168,7 @@ def score(
         _print_verify(result, session.store.path)
     elif result.report is None:
         planned = result.planned
-        _print_plan(reporter.console, planned.summary, planned.estimates, planned.sharing.workers)
+        _print_plan(reporter.console, planned)
     else:
         _print_estimate_vs_actual(reporter.console, result)
         print_results(console(), result.rows)
@@ -195,12 +194,13 @@ def _stopped(session: ScoringSession, options: ScoreOptions, exc: KeyboardInterr
     raise typer.Exit(exc.exit_code if isinstance(exc, Stopped) else 130)
 
 
-def _print_plan(out, summary, estimates, workers: int = 1) -> None:
+def _print_plan(out, planned: Planned) -> None:
     """The plan's steps (trainings, then evaluations), what is cached, estimates per step."""
     from rich.markup import escape
 
     from bioprior.registry.engine.estimate import human_flops, human_seconds  # lazy: torch
 
+    summary, estimates, workers = planned.summary, planned.estimates, planned.sharing.workers
     for spec in summary.cached:
         out.print(f"  cached   {escape(spec.label)}  \\[{spec.key}]")
     total_s = total_f = 0.0
@@ -221,16 +221,9 @@ def _print_plan(out, summary, estimates, workers: int = 1) -> None:
     if estimates:
         side = ""
         if workers > 1:
-            seconds = {key: e.seconds for key, e in estimates.items()}
-            wall = planned_wall_time(summary.steps, seconds, workers)
+            wall = planned.wall_seconds() or 0.0
             side = f"; ~{human_seconds(wall)} of wall time with {workers} workers side by side"
         out.print(f"estimate: ~{human_seconds(total_s)}, {human_flops(total_f)} in total{side}")
-
-
-def planned_wall_time(steps, seconds: dict[str, float], workers: int) -> float:
-    """The plan's wall time with ``workers`` side by side: the scheduler run on the estimated
-    ``seconds`` by step key (a step without one counts 0)."""
-    return wall_time(steps, lambda step: seconds.get(step.key, 0.0), workers)
 
 
 def _print_estimate_vs_actual(out, result: ScoreResult) -> None:
@@ -257,7 +250,7 @@ def _print_estimate_vs_actual(out, result: ScoreResult) -> None:
     te, ta = sum(e for _, e, _ in lines), sum(a for _, _, a in lines)
     out.print(f"  total: ~{human_seconds(te)} estimated, {human_seconds(ta)} actual")
     if workers > 1:
-        wall = planned_wall_time(report.plan.steps, report.estimates, workers)
+        wall = result.planned.wall_seconds() or 0.0
         out.print(
             f"  wall time with {workers} workers side by side: ~{human_seconds(wall)} estimated, "
             f"{human_seconds(result.wall_s)} actual"

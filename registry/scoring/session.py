@@ -26,6 +26,7 @@ from bioprior.registry.base import denormals, stops
 from bioprior.registry.base import threads as thread_choice
 from bioprior.registry.base.paths import using_data_root
 from bioprior.registry.base.progress import Reporter
+from bioprior.registry.execution.scheduling import wall_time
 from bioprior.registry.hooks.loading import Registry, get_registry
 from bioprior.registry.planning.jobs import Job
 from bioprior.registry.planning.steps import PlanSummary
@@ -50,6 +51,16 @@ class Planned:
     sharing: WorkerPlan
     estimates: dict[str, Any] = field(default_factory=dict)
     in_process: bool = True
+
+    def wall_seconds(self) -> float | None:
+        """The estimated wall time of the steps left, the run's workers side by side (the
+        scheduler on a virtual clock); None without estimates."""
+        if not self.estimates:
+            return None
+        seconds = {key: e.seconds for key, e in self.estimates.items()}
+        return wall_time(
+            self.summary.steps, lambda step: seconds.get(step.key, 0.0), self.sharing.workers
+        )
 
 
 @dataclass
@@ -211,6 +222,7 @@ class ScoringSession:
                         sharing=planned.sharing,
                     )
                     scorer.executor = execution.executor
+            self._say_estimate(planned)
             started = time.perf_counter()
             report = scorer.run(summary, planned.estimates)
             wall_s = time.perf_counter() - started
@@ -220,6 +232,21 @@ class ScoringSession:
         names = {s.submission.name for s in self.loaded}
         rows = [r for r in self.store.rows() if r["submission"] in names]
         return ScoreResult(self.loaded, planned, report, wall_s, rows)
+
+    def _say_estimate(self, planned: Planned) -> None:
+        """Before a run: its estimated wall time and when it would end (a long run's first
+        question; the end of the run compares it with what it took)."""
+        wall = planned.wall_seconds() if planned.summary.todo else None
+        if wall is None:
+            return
+        from bioprior.registry.engine.estimate import human_seconds  # lazy: torch
+
+        ends = time.strftime("%a %H:%M", time.localtime(time.time() + wall))
+        workers = planned.sharing.workers
+        side = f" with {workers} workers side by side" if workers > 1 else ""
+        self.reporter.message(
+            f"estimate: ~{human_seconds(wall)} of wall time{side}, to about {ends}"
+        )
 
     def score(self, submissions: Sequence[str | Path | LoadedSubmission]) -> ScoreResult:
         """The whole sequence: load, then verify (``options.verify``) or plan and, unless
