@@ -29,8 +29,10 @@ def test_piped_score_prints_a_line_per_step_and_epochs(bioprior_home, write_subm
     lines = out.output.splitlines()
     plan = lines[0]
     assert plan.startswith("plan: 2 jobs") and "1 thread (--threads)" in plan
-    # planned work: the trainings run first (each announced), then the jobs in the sweep's order
-    assert lines[1].strip().startswith("train small_alexnet +internal_noise(sigma=0.6")
+    # the run's estimate, then the planned work: the trainings run first (each announced), then
+    # the jobs in the sweep's order
+    assert lines[1].startswith("estimate: ~") and "of wall time, to about" in lines[1]
+    assert lines[2].strip().startswith("train small_alexnet +internal_noise(sigma=0.6")
     first_job = next(line for line in lines if line.startswith("[1/2] start"))
     assert first_job == "[1/2] start tiny[sigma=0.6] seed=0 memorization"
     epochs = [line for line in lines if line.strip().startswith("epoch ")]
