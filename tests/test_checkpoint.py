@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -135,9 +136,21 @@ def test_solo_resume_is_bit_identical(service, tmp_path, one_thread, at):
     _same_history(h_whole, h_resumed)
 
 
-def test_ctrl_c_checkpoints_at_the_next_step_then_stops(service, tmp_path, one_thread):
-    """The first SIGINT during training: the step in progress ends, a checkpoint is written,
-    then KeyboardInterrupt; the rerun resumes to the uninterrupted weights."""
+@pytest.mark.parametrize(
+    ("signals", "in_scorer", "raised"),
+    [
+        ([signal.SIGINT], False, KeyboardInterrupt),
+        ([signal.SIGTERM, signal.SIGTERM], True, stops.Stopped),
+    ],
+    ids=["ctrl-c", "sigterm-twice-in-a-scorer"],
+)
+def test_a_stop_checkpoints_at_the_next_step_then_stops(
+    service, tmp_path, one_thread, signals, in_scorer, raised
+):
+    """The first SIGINT during training, or SIGTERM inside a scorer (which raises ``Stopped``),
+    even twice, as a stop sent to a process group reaches a worker (from the sender, then from
+    its scorer): the step in progress ends, a checkpoint is written, then the stop is raised;
+    the handlers are restored; the rerun resumes to the uninterrupted weights."""
     spec = _spec()
     data = service.data(spec)
     x, y = data.train_x, data.train_y
@@ -146,45 +159,20 @@ def test_ctrl_c_checkpoints_at_the_next_step_then_stops(service, tmp_path, one_t
 
     def interrupt(epoch, stats):
         if epoch == 1:
-            os.kill(os.getpid(), signal.SIGINT)
+            for signum in signals:
+                os.kill(os.getpid(), signum)
 
     path = tmp_path / "solo.ckpt.safetensors"
     stopped = Checkpointer(path, IDENTITY, None)  # no interval: only the stop writes one
-    with pytest.raises(KeyboardInterrupt):
+    with stops.stoppable() if in_scorer else nullcontext(), pytest.raises(raised):
         train_model(service.build(spec, data), x, y, spec.recipe, spec.seed, interrupt, stopped)
     assert stopped.saves == 1 and path.exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     resumed = service.build(spec, data)
     checkpoint = Checkpointer(path, IDENTITY, None)
     train_model(resumed, x, y, spec.recipe, spec.seed, None, checkpoint)
     assert checkpoint.resumed_at == (2, 0)
-    assert _states_equal(whole, resumed)
-
-
-def test_sigterm_twice_is_one_stop_with_its_checkpoint(service, tmp_path, one_thread):
-    """Inside a scorer (SIGTERM raises ``Stopped``): SIGTERM twice, as a stop sent to a process
-    group reaches a worker (from the sender, then from its scorer), still ends the step, writes
-    the checkpoint and then stops; the rerun resumes to the uninterrupted weights."""
-    spec = _spec()
-    data = service.data(spec)
-    x, y = data.train_x, data.train_y
-    whole = service.build(spec, data)
-    train_model(whole, x, y, spec.recipe, spec.seed)
-
-    def terminate_twice(epoch, stats):
-        if epoch == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    path = tmp_path / "solo.ckpt.safetensors"
-    stopped = Checkpointer(path, IDENTITY, None)
-    with stops.stoppable(), pytest.raises(stops.Stopped):
-        model = service.build(spec, data)
-        train_model(model, x, y, spec.recipe, spec.seed, terminate_twice, stopped)
-    assert stopped.saves == 1 and path.exists()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
-    resumed = service.build(spec, data)
-    train_model(resumed, x, y, spec.recipe, spec.seed, None, Checkpointer(path, IDENTITY, None))
     assert _states_equal(whole, resumed)
 
 
