@@ -181,14 +181,25 @@ def score(
 def _stopped(session: ScoringSession, options: ScoreOptions, exc: KeyboardInterrupt) -> None:
     """Where a stopped run was (one line on stderr), then the exit of the signal that stopped
     it (130 for Ctrl-C, 143 for SIGTERM)."""
+    from bioprior.registry.engine.checkpoint import INTERVAL_ENV, interval_from_env  # lazy: torch
+
     why = "SIGTERM" if isinstance(exc, Stopped) else "Ctrl-C"
     stored, total = session.stored_of_plan()
+    try:
+        checkpoints = interval_from_env() is not None
+    except ValueError:  # a bad value: said where the trainings read it
+        checkpoints = False
+    trainings = (
+        "trainings under way saved a checkpoint"
+        if checkpoints
+        else f"no checkpoints ({INTERVAL_ENV}): trainings under way start over"
+    )
     if not total:
         typer.echo(f"stopped ({why}) before any step ran; nothing was written", err=True)
     else:
         typer.echo(
-            f"stopped ({why}): {stored} of {total} jobs stored in {options.db}; trainings "
-            "under way saved a checkpoint; run the same command again to resume",
+            f"stopped ({why}): {stored} of {total} jobs stored in {options.db}; {trainings}; "
+            "run the same command again to resume",
             err=True,
         )
     raise typer.Exit(exc.exit_code if isinstance(exc, Stopped) else 130)
