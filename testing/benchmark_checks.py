@@ -184,6 +184,7 @@ def declares_its_work(s: Subject) -> None:
     """``work(needs)`` is None or a ``Work`` of finite, non-negative passes (the plan's estimate
     of a run never timed); one that says it generates stimuli previews them (the plan times
     ``preview`` on a few test images)."""
+    from bioprior.registry.engine.estimate import check_work  # lazy: core internals (torch)
     from bioprior.registry.planning.declare import build_benchmark  # lazy: core internals
     from bioprior.registry.planning.jobs import plan  # lazy: core internals (pydantic)
     from bioprior.registry.submissions.loading import (  # lazy: core internals (pydantic)
@@ -195,11 +196,10 @@ def declares_its_work(s: Subject) -> None:
     work = benchmark.work(plugin.Needs(job, s.registry))
     if work is None:
         return
-    counts = [work] + ([work.stochastic] if isinstance(work, plugin.Work) else [])
-    for w in filter(None, counts):
-        passes = (w.forward, w.gradient) if isinstance(w, plugin.Work) else (None,)
-        if not all(isinstance(c, (int, float)) and 0 <= c < math.inf for c in passes):
-            raise CheckFailed(f"work() returned {w!r}: return a Work of passes >= 0, or None")
+    try:
+        check_work(work)  # what the plan checks before it counts
+    except ValueError as exc:
+        raise CheckFailed(f"work(): {exc}; return a Work of passes >= 0, or None") from None
     if work.stimuli:
         import torch  # lazy: torch
 

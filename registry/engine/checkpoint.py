@@ -315,8 +315,8 @@ class Checkpointer:
         (where the default is) asks for a checkpoint at the next step boundary, after which the
         process stops as it would have (KeyboardInterrupt, or death by SIGTERM); a second Ctrl-C
         stops it at once (a second SIGTERM does not: a stop sent to a process group reaches a
-        worker twice, from the sender and from its scorer; SIGKILL is what stops at once). Only in the main thread; elsewhere, and without checkpoints, nothing
-        changes."""
+        worker twice, from the sender and from its scorer; SIGKILL is what stops at once). Only
+        in the main thread; elsewhere, and without checkpoints, nothing changes."""
         if not self.enabled or threading.current_thread() is not threading.main_thread():
             yield
             return

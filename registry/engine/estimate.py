@@ -337,9 +337,8 @@ class MeasuredTimes:
         return (step.job.stimuli_signature, step.job.seed) not in self.stimuli
 
     def estimate(self, step: EvaluateStep, flops: float) -> Estimate | None:
-        stimuli = (step.job.stimuli_signature, step.job.seed)
-        fresh = stimuli not in self.stimuli
-        self.stimuli.add(stimuli)  # later steps of the plan find them
+        fresh = self.fresh(step)
+        self.stimuli.add((step.job.stimuli_signature, step.job.seed))  # later steps find them
         runs = self.by_signature.get(step.job.cost_signature, [])
         if not runs:
             return None
@@ -387,9 +386,9 @@ def _estimate(
     service: Any,
     forward_rate: dict[str, float],
     times: MeasuredTimes,
-    slowdown: float = 1.0,
-    registry: Any = None,
-    generation: StimulusGeneration | None = None,
+    slowdown: float,
+    registry: Any,
+    generation: StimulusGeneration,
 ) -> Estimate | None:
     if isinstance(step, TrainStep):
         first = step.members[0]
@@ -407,7 +406,6 @@ def _estimate(
         if measured is not None:
             return measured
         floor = "not run before: one pass per split and model"
-        generation = generation or StimulusGeneration(None, slowdown)
         try:
             counted = _counted_work(
                 step, service, registry, slowdown, generation if fresh else None
@@ -440,7 +438,7 @@ def _one_pass_flops(p: Profile) -> float:
     return p.forward_flops * (p.train_images + p.test_images)
 
 
-def _check_work(work: Any) -> None:
+def check_work(work: Any) -> None:
     """A :class:`Work` of finite, non-negative passes (its stochastic count too), else
     ValueError."""
     stochastic = getattr(work, "stochastic", None) if isinstance(work, Work) else None
@@ -471,7 +469,7 @@ def _counted_work(
     work = declared_work(step, registry)
     if work is None:
         return None
-    _check_work(work)
+    check_work(work)
     spec = step.job.training
     p = profile(spec, service)
     forward_s, gradient_s, stochastic = calibrate_passes(spec, service)
