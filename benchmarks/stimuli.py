@@ -30,7 +30,7 @@ import importlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,8 +218,29 @@ class StimulusSet:
             return None
         return a if a.shape == self.source.shape and a.dtype == np.uint8 else None
 
+    def derived(
+        self, condition: Condition, name: str, compute: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        """``compute(self[condition])``, a per-image array derived from one set alone (one value
+        or row per image), cached beside the set as ``<key>.<name>.npy`` and computed again
+        where that file is missing or unreadable. ``name`` names the computation and its
+        version (``"fwhm-1"``): change it with the computation."""
+        path = self.path(condition).with_suffix(f".{name}.npy")
+        try:
+            a = np.load(path)
+            if len(a) == len(self.source):
+                return a
+        except (OSError, ValueError, TypeError):
+            pass
+        a = np.asarray(compute(np.asarray(self[condition])))
+        self._save_file(path, a)
+        return a
+
     def _save(self, condition: Condition, a: np.ndarray) -> None:
-        path = self.path(condition)
+        self._save_file(self.path(condition), a)
+
+    @staticmethod
+    def _save_file(path: Path, a: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
         try:

@@ -121,11 +121,10 @@ class Spectral(Benchmark):
     def work(self, needs) -> Work:
         """Per test image: the clean pass, one per filter and one per corruption whose bandwidth
         is measured; the filtered sets generated first (``preview`` makes them). Not counted (a
-        floor): the spectral bandwidth of each corrupted set (an FFT per image and set: on the
-        Table 2 network about as long as the passes, so the run takes about twice the count),
-        the Fourier heat map (``heatmap_images`` per frequency, about 5% of the passes at 28 px
-        on 10,000 images) and generating the corrupted sets where ``corruption`` has not cached
-        them for the seed."""
+        floor): the Fourier heat map (``heatmap_images`` per frequency, about 5% of the passes at
+        28 px on 10,000 images), the spectral bandwidth of each corrupted set (an FFT per image,
+        computed by the seed's first run and cached beside the set: about a fifth of that run)
+        and generating the corrupted sets where ``corruption`` has not cached them for the seed."""
         p = self.params
         filters = len(p.centres) + len(p.lowpass_cutoffs) + len(p.highpass_cutoffs)
         corrupted = len(p.bandwidth_corruptions) * len(p.bandwidth_severities)

@@ -62,13 +62,16 @@ def transform(images: np.ndarray, condition: Condition, seed: int, start: int) -
 
 def radial_amplitude(images: np.ndarray) -> np.ndarray:
     """Radially averaged amplitude spectrum (N, R) of the mean-subtracted gray images, in
-    integer radius bins 0..R-1 (cycles per image)."""
+    integer radius bins 0..R-1 (cycles per image). One ``bincount`` over all images (each
+    image's bins offset by R), which adds each bin's values in the same order as one per image."""
     x = images.astype(np.float64).mean(1)
     x = x - x.mean(axis=(-2, -1), keepdims=True)
     amp = np.abs(np.fft.fft2(x, axes=(-2, -1)))
     bins = np.rint(radius(*x.shape[-2:])).astype(int).ravel()
     counts = np.bincount(bins)
-    sums = np.stack([np.bincount(bins, weights=a.ravel(), minlength=len(counts)) for a in amp])
+    n, r = len(amp), len(counts)
+    flat = (bins[None, :] + r * np.arange(n)[:, None]).ravel()
+    sums = np.bincount(flat, weights=amp.reshape(-1), minlength=n * r).reshape(n, r)
     return sums / np.maximum(counts, 1)
 
 
@@ -76,29 +79,47 @@ def fwhm(profile: np.ndarray) -> np.ndarray:
     """Full width at half maximum of each radial profile (N, R), ignoring the DC bin: twice the
     radius at which the amplitude first falls below half its peak (linear interpolation);
     NaN for a flat zero spectrum."""
-    out = np.full(len(profile), np.nan)
-    for i, p in enumerate(profile):
-        p = p[1:]
-        peak = p.max() if len(p) else 0.0
-        if peak <= 0:
-            continue
-        k = int(p.argmax())
-        below = np.nonzero(p[k:] < peak / 2)[0]
-        if len(below) == 0:
-            r = float(len(p))
-        else:
-            j = k + int(below[0])
-            a, b = p[j - 1], p[j]
-            r = (j - 1) + (a - peak / 2) / (a - b) if a != b else float(j)
-        out[i] = 2 * (r + 1)  # bin 0 of p is radius 1
+    p = np.asarray(profile, dtype=np.float64)[:, 1:]
+    out = np.full(len(p), np.nan)
+    if p.shape[1] == 0:
+        return out
+    peak = p.max(1)
+    k = p.argmax(1)
+    half = peak / 2
+    after_peak = np.arange(p.shape[1])[None, :] >= k[:, None]
+    below = after_peak & (p < half[:, None])
+    found = below.any(1)
+    j = below.argmax(1)  # first bin past the peak below half of it (where found)
+    rows = np.arange(len(p))
+    a = p[rows, np.maximum(j - 1, 0)]
+    b = p[rows, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = np.where(a != b, (j - 1) + (a - half) / (a - b), j.astype(np.float64))
+    r = np.where(found, crossing, float(p.shape[1]))
+    valid = peak > 0
+    out[valid] = 2 * (r[valid] + 1)  # bin 0 of p is radius 1
     return out
+
+
+#: name and version of :func:`image_fwhm`'s per-image values cached beside each corrupted set
+FWHM = "fwhm-1"
+
+
+def image_fwhm(images: np.ndarray) -> np.ndarray:
+    """FWHM of each image's radially averaged amplitude spectrum (N,)."""
+    return fwhm(radial_amplitude(images))
+
+
+def mean_ratio(corrupted_fwhm: np.ndarray, clean_fwhm: np.ndarray) -> float | None:
+    """The mean over images of corrupted / clean FWHM, leaving out flat images (NaN)."""
+    ratio = corrupted_fwhm / clean_fwhm
+    ratio = ratio[np.isfinite(ratio)]
+    return float(ratio.mean()) if len(ratio) else None
 
 
 def bandwidth_ratio(corrupted: np.ndarray, clean: np.ndarray) -> float | None:
     """evanson Fig. 5B: FWHM of the corrupted image / FWHM of the clean one, averaged over images."""
-    ratio = fwhm(radial_amplitude(corrupted)) / fwhm(radial_amplitude(clean))
-    ratio = ratio[np.isfinite(ratio)]
-    return float(ratio.mean()) if len(ratio) else None
+    return mean_ratio(image_fwhm(corrupted), image_fwhm(clean))
 
 
 def filter_conditions(p, size: int) -> dict[str, list[Condition]]:
@@ -219,14 +240,15 @@ def run(p, ctx):
         cstim = StimulusSet(
             src, cconds + [ref] * small, ci.TRANSFORM, ctx.seed, ci.VERSION, p.workers
         ).ensure()
-        reference = np.asarray(cstim[ref]) if small else src
         cacc = evaluate(
             trained.module, [(c, cstim[c]) for c in cconds], y, ctx.device, ctx.seed, p.batch_size
         )
+        # the FWHMs depend on the sets alone: computed once per set and seed, cached beside it
+        reference_fwhm = cstim.derived(ref, FWHM, image_fwhm) if small else image_fwhm(src)
         table: dict[str, dict[str, Any]] = {}
         for c in cconds:
             table.setdefault(c.name, {})[str(c.level)] = {
-                "bandwidth_ratio": bandwidth_ratio(np.asarray(cstim[c]), reference),
+                "bandwidth_ratio": mean_ratio(cstim.derived(c, FWHM, image_fwhm), reference_fwhm),
                 "accuracy": cacc[c],
             }
         metrics["bandwidth_reference"] = ref.name if small else "clean"
