@@ -14,7 +14,7 @@ import pytest
 from test_estimate_history import _estimates, _sub
 
 import bioprior
-from bioprior.registry.base.threads import CoreShare, present_load, usable_cores
+from bioprior.registry.base.threads import CoreShare, usable_cores
 from bioprior.registry.hooks.loading import get_registry
 from bioprior.registry.planning.steps import EvaluateStep
 from bioprior.registry.scoring.scorer import Scorer
@@ -86,7 +86,7 @@ def test_the_estimate_holds_on_a_busy_machine(bioprior_home):
     burners = _burn(cores)
     try:
         time.sleep(2.0)  # the load is there when the plan looks
-        share = CoreShare(1, 1, cores, present_load())
+        share = CoreShare.now(1, 1, cores)
         estimate = _estimate_with(bioprior_home, later, share)[(0, 0.25)].seconds
         (row,) = [
             r

@@ -15,7 +15,7 @@ import bioprior
 from bioprior.benchmarks.adversarial import Adversarial, AdversarialParams, gradient_passes
 from bioprior.plugin import Work
 from bioprior.registry.base import safe_yaml, threads
-from bioprior.registry.base.threads import CoreShare, present_load, usable_cores
+from bioprior.registry.base.threads import CoreShare, usable_cores
 from bioprior.registry.hooks.loading import get_registry
 from bioprior.registry.planning.needs import Needs
 from bioprior.registry.planning.steps import EvaluateStep
@@ -167,9 +167,7 @@ def test_a_never_run_adversarial_evaluation_is_estimated_within_25_percent(
     sub = _one_epoch_table2("work-estimate", threshold, {"name": "adversarial", "params": params})
     choice = threads.ThreadChoice(1, "--threads", usable_cores())
     with threads.using(choice):
-        estimate = _plan_estimate(
-            bioprior_home, sub, CoreShare(1, 1, usable_cores(), present_load())
-        )
+        estimate = _plan_estimate(bioprior_home, sub, CoreShare.now(1, 1, usable_cores()))
     assert "as its benchmark counts them" in estimate.note
     [row] = bioprior.score(sub, device="cpu", workers=1, threads=1)
     assert row["status"] == "ok", row
@@ -271,7 +269,7 @@ def test_a_never_run_corruption_evaluation_is_estimated_within_25_percent(biopri
     cores = usable_cores()
     choice = threads.ThreadChoice(1, "--threads", cores)
     with threads.using(choice):
-        estimate = _plan_estimate(bioprior_home, sub, CoreShare(1, workers, cores, present_load()))
+        estimate = _plan_estimate(bioprior_home, sub, CoreShare.now(1, workers, cores))
     assert "its stimuli generated first" in estimate.note
     [row] = bioprior.score(sub, device="cpu", workers=workers, threads=workers)
     assert row["status"] == "ok", row

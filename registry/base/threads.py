@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bioprior.registry.base import denormals
+from bioprior.registry.base import denormals, fair_share
 
 ENV = "BIOPRIOR_THREADS"
 
@@ -230,7 +230,8 @@ def apply(choice: ThreadChoice) -> None:
 class CoreShare:
     """The CPU a step gets while a run's ``workers`` (``threads`` each) run side by side on
     ``cores`` that other processes keep ``load`` busy: every runnable thread gets an equal
-    share of the cores, one core at most. What the plan's estimates scale by: a step's CPU
+    share of the cores, one core at most (or, with ``competition``, a share by weight and
+    session as the kernel gives it). What the plan's estimates scale by: a step's CPU
     seconds measured in an earlier run take ``cpu seconds / per_step`` of wall time now, and a
     training calibrated alone in the driver (``threads`` threads under ``load``) slows by
     ``slowdown`` once the workers run together."""
@@ -239,8 +240,23 @@ class CoreShare:
     workers: int
     cores: int
     load: float | None = None
+    #: the other processes' runnable threads with their weights and groups, where sampled: the
+    #: cores split as the kernel's fair scheduler splits them (``fair_share``), not equally
+    competition: fair_share.Competition | None = None
+
+    @classmethod
+    def now(cls, threads: int, workers: int, cores: int) -> CoreShare:
+        """The share under the machine's present load: its runnable threads weighed by nice
+        and session (:func:`fair_share.sample`), or counted as equals (:func:`present_load`)
+        where ``/proc`` does not say."""
+        competition = fair_share.sample()
+        if competition is None:
+            return cls(threads, workers, cores, present_load())
+        return cls(threads, workers, cores, competition.load, competition)
 
     def _share(self, runnable: float) -> float:
+        if self.competition is not None:
+            return self.competition.share(runnable, self.cores)
         return min(1.0, self.cores / max(runnable + (self.load or 0.0), 1e-9))
 
     @property
@@ -261,7 +277,8 @@ class CoreShare:
 
     def describe(self) -> str:
         load = "unknown" if self.load is None else f"{self.load:.1f}"
-        return f"{self.per_step:.2f} cores a step ({self.cores} cores, load {load})"
+        weighed = ", weighed by nice and session" if self.competition is not None else ""
+        return f"{self.per_step:.2f} cores a step ({self.cores} cores, load {load}{weighed})"
 
 
 @contextmanager

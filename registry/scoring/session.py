@@ -193,11 +193,8 @@ class ScoringSession:
             each = thread_choice.ThreadChoice(
                 sharing.per_worker, "--workers", options.threads.cores
             )
-            share = thread_choice.CoreShare(
-                sharing.per_worker,
-                sharing.workers,
-                options.threads.cores,
-                thread_choice.present_load(),
+            share = thread_choice.CoreShare.now(
+                sharing.per_worker, sharing.workers, options.threads.cores
             )
             with thread_choice.using(each):  # what each worker will have
                 planned.estimates = scorer.estimate(summary, share)
