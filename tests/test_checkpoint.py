@@ -363,7 +363,12 @@ def test_a_damaged_checkpoint_is_ignored_never_unpickled(service, tmp_path, monk
             None,
             KillAt(path, IDENTITY, 0, 64),
         )
+    assert Checkpointer(path, IDENTITY).progress() == (0, 64)  # what a plan's estimate reads
+    assert Checkpointer(path, {**IDENTITY, "seeds": [9]}).progress() is None
     damage(path)
+    # the plan reads the metadata alone: a damaged tensor shows only when the training resumes
+    expected = (0, 64) if damage is _corrupt_flip else None
+    assert Checkpointer(path, IDENTITY).progress() == expected
 
     def no_unpickling(*args, **kwargs):
         raise AssertionError("a checkpoint was unpickled")
@@ -537,8 +542,19 @@ def test_a_score_stopped_with_sigterm_checkpoints_says_so_and_resumes(
     assert "run the same command again to resume" in out
     assert len(list((home / "weights").glob("*.ckpt.safetensors"))) == workers, out
 
+    # the plan counts what is left of each training: from the epoch its checkpoint resumes at
+    plan = subprocess.run(
+        [*cmd, "--dry-run"], cwd=ROOT, env=env, text=True, capture_output=True, check=False
+    )
+    assert plan.returncode == 0, plan.stderr
+    planned = sorted(re.findall(r"resumes from its checkpoint at epoch (\d+) of 120", plan.stdout))
+    assert len(planned) == workers, plan.stdout
+
     again = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True, check=False)
     assert again.returncode == 0, again.stderr
-    assert (again.stdout + again.stderr).count("resuming") == workers, again.stdout
+    said = again.stdout + again.stderr
+    assert said.count("resuming") == workers, again.stdout
+    assert sorted(re.findall(r"from its checkpoint \(epoch (\d+),", said)) == planned, said
+    assert f"({workers} training{'s' * (workers > 1)} resume from checkpoints)" in said, said
     assert _resumed(home), "no stored training says it was resumed"
     assert not list(home.rglob("*.ckpt.safetensors")), "checkpoint left behind"

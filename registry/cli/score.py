@@ -226,6 +226,8 @@ def _print_plan(out, planned: Planned) -> None:
         out.print(
             f"  {step.kind:<8} {escape(step.label)}  \\[{step.key}]{escape(cost + note + after)}"
         )
+        if est is not None and est.note:
+            out.print(f"{'':11}{escape(est.note)}", style="dim")
         if step.kind == "train" and len(step.members) > 1:
             for spec in step.members:
                 out.print(f"             - {escape(spec.label)}  \\[{spec.key}]")

@@ -206,6 +206,25 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def progress(path: str | os.PathLike, identity: dict[str, Any]) -> tuple[int, int] | None:
+    """Where the checkpoint at ``path`` would resume ``identity``'s training: (epoch, examples
+    into it), from its metadata alone (its JSON checked against the hash stored with it, the
+    tensors not read: what a plan's estimate needs, not what a resume trusts); None where there
+    is none, or it is unreadable or another training's."""
+    try:
+        with safe_open(str(path), "pt") as fh:
+            metadata = dict(fh.metadata() or {})
+        text, digest = metadata[STATE_KEY], metadata[atomic.TENSORS_HASH_KEY]
+        if metadata.get(STATE_HASH_KEY) != _sha256(text + digest):
+            return None
+        content = json.loads(text)
+        if content["identity"] != normalized(identity):
+            return None
+        return int(content["state"]["epoch"]), int(content["state"]["position"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return None
+
+
 # -- the trainers' side ------------------------------------------------------------------------
 class Checkpointer:
     """One training's checkpoints: where, of what (``identity``: JSON values), how often.
@@ -243,6 +262,11 @@ class Checkpointer:
         checkpointer = cls(path, identity, interval, notice, label)
         checkpointer.enabled = interval is not None
         return checkpointer
+
+    def progress(self) -> tuple[int, int] | None:
+        """(epoch, examples into it) this training would resume at (:func:`progress`), or None
+        (no usable checkpoint, or checkpoints off)."""
+        return progress(self.path, self.identity) if self.enabled else None
 
     def disable(self, reason: str) -> None:
         """No checkpoints for this training (e.g. an objective whose state cannot be saved)."""
@@ -368,6 +392,7 @@ __all__ = [
     "Unusable",
     "global_rng_state",
     "interval_from_env",
+    "progress",
     "read",
     "set_global_rng_state",
     "write",

@@ -68,6 +68,8 @@ class Estimate:
     seconds: float
     flops: float
     note: str = ""
+    #: a training that resumes from an earlier run's checkpoint: (epoch, examples into it)
+    resumes_at: tuple[int, int] | None = None
 
 
 _profiles: dict[str, Profile] = {}
@@ -393,11 +395,19 @@ def _estimate(
     if isinstance(step, TrainStep):
         first = step.members[0]
         p = profile(first, service)
-        n_steps = -(-p.train_images // first.recipe.batch_size) * first.recipe.epochs
-        seconds = calibrate(step, service) * n_steps * slowdown
+        per_epoch = -(-p.train_images // first.recipe.batch_size)
+        n_steps = per_epoch * first.recipe.epochs
+        per_step = calibrate(step, service) * slowdown
         flops = 3.0 * p.forward_flops * p.train_images * first.recipe.epochs * len(step.members)
-        forward_rate[first.batch_group or first.key] = seconds / max(1.0, flops)
-        return Estimate(seconds, flops)
+        forward_rate[first.batch_group or first.key] = per_step * n_steps / max(1.0, flops)
+        resumes = _resumes_at(step, service)
+        if resumes is None:
+            return Estimate(per_step * n_steps, flops)
+        epoch, position = resumes
+        done = min(n_steps, epoch * per_epoch + -(-position // first.recipe.batch_size))
+        left = (n_steps - done) / n_steps
+        note = f"resumes from its checkpoint at epoch {epoch + 1} of {first.recipe.epochs}"
+        return Estimate(per_step * (n_steps - done), flops * left, note, resumes)
     elif isinstance(step, EvaluateStep):
         specs = step.declared
         flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
@@ -416,6 +426,17 @@ def _estimate(
             return counted
         return Estimate(_one_pass_seconds(specs, service, forward_rate, slowdown), flops, floor)
     return None
+
+
+def _resumes_at(step: TrainStep, service: Any) -> tuple[int, int] | None:
+    """Where the step's training resumes from a checkpoint of an earlier run, if it will."""
+    checkpointer = getattr(service, "checkpointer", None)
+    if checkpointer is None:
+        return None
+    try:
+        return checkpointer(list(step.members)).progress()
+    except ValueError:  # BIOPRIOR_CHECKPOINT_INTERVAL unreadable: the run says so
+        return None
 
 
 def _one_pass_seconds(

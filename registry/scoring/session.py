@@ -241,6 +241,9 @@ class ScoringSession:
         ends = time.strftime("%a %H:%M", time.localtime(time.time() + wall))
         workers = planned.sharing.workers
         side = f" with {workers} workers side by side" if workers > 1 else ""
+        resuming = sum(e.resumes_at is not None for e in planned.estimates.values())
+        if resuming:
+            side += f" ({resuming} training{'s' * (resuming > 1)} resume from checkpoints)"
         self.reporter.message(
             f"estimate: ~{human_seconds(wall)} of wall time{side}, to about {ends}"
         )
