@@ -82,3 +82,28 @@ def test_a_different_benchmark_setting_is_not_timed_by_another(bioprior_home):
     # its training is cached, so nothing in the plan trains it: the floor comes from timing
     # that training's step, not from nothing
     assert estimate.seconds > 0
+
+
+def test_runs_of_the_same_constraints_time_a_job_before_others(bioprior_home):
+    """A job is timed by earlier runs of its own constraints where there are some (a Flexible
+    Layer that blends its max-pooling branch in evaluates about twice as long as one that only
+    convolves, on the same model, data and benchmark), by the others' median where not."""
+    import sqlite3
+
+    sub = tiny_submission("constrained", sweep={"constraints.0.params.sigma": [0.0, 0.5]})
+    rows = bioprior.score(sub, device="cpu", workers=1)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    with sqlite3.connect(bioprior_home / "results.sqlite") as conn:  # one slow, one fast
+        for sigma, seconds in ((0.0, 2.0), (0.5, 40.0)):
+            conn.execute(
+                "UPDATE results SET duration_s = ? "
+                "WHERE json_extract(variant, '$.\"constraints.0.params.sigma\"') = ?",
+                (seconds, sigma),
+            )
+    later = {**sub, "seeds": [1], "sweep": {"constraints.0.params.sigma": [0.0, 0.25, 0.5]}}
+    estimates = _estimates(bioprior_home, later)
+    assert estimates[(1, 0.0)].seconds == pytest.approx(2.0)
+    assert estimates[(1, 0.5)].seconds == pytest.approx(40.0)
+    assert "of these constraints" in estimates[(1, 0.5)].note
+    assert estimates[(1, 0.25)].seconds == pytest.approx(21.0)  # never run: the others' median
+    assert "of other constraints" in estimates[(1, 0.25)].note

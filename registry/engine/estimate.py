@@ -307,8 +307,8 @@ RECENT_RUNS = 3
 class MeasuredTimes:
     """Evaluation seconds measured by earlier runs (the store's finished rows), by cost
     signature (:func:`~bioprior.registry.planning.jobs.cost_signature`): an evaluation like one
-    already run is estimated from the latest of those runs, separately for a job that generates
-    its stimuli (the first of its benchmark, data and seed: e.g. corruption's 19 x 5 corrupted
+    already run is estimated from the latest of those runs (those of its own constraints where
+    there are any), separately for a job that generates its stimuli (the first of its benchmark, data and seed: e.g. corruption's 19 x 5 corrupted
     test sets) and for one that finds them cached (every other model of that seed).
 
     On a CPU, a run that recorded its CPU seconds counts as that much work, done now at the
@@ -345,8 +345,11 @@ class MeasuredTimes:
         if not runs:
             return None
         alike = [m for m in runs if m.generated in (fresh, None)]
-        recent = (alike or runs)[-RECENT_RUNS:]
+        pool = alike or runs
+        same = [m for m in pool if getattr(m, "constraints", "") == step.job.constraints_signature]
+        recent = (same or pool)[-RECENT_RUNS:]
         how = "" if alike else ", none with its stimuli " + ("to generate" if fresh else "cached")
+        how += ", of these constraints" if same else ", of other constraints"
         scaled = self.share is not None and any(
             getattr(m, "cpu_seconds", None) is not None for m in recent
         )

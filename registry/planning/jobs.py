@@ -30,6 +30,13 @@ def cost_signature(identity: dict[str, Any]) -> str:
     )
 
 
+def constraints_signature(identity: dict[str, Any]) -> str:
+    """A job's constraints (names, versions, parameters): among earlier runs of its cost
+    signature, those of the same constraints time it best (a Flexible Layer whose max-pooling
+    branch blends in takes longer than one that only convolves)."""
+    return content_hash({"constraints": identity["training"].get("constraints")})
+
+
 def stimuli_signature(identity: dict[str, Any]) -> str:
     """What a benchmark's cached stimuli depend on besides the seed: the benchmark and the
     dataset (not the model: every model of a seed shares them)."""
@@ -60,6 +67,11 @@ class Job:
     def cost_signature(self) -> str:
         """What its running time depends on (:func:`cost_signature`)."""
         return cost_signature(self.identity())
+
+    @property
+    def constraints_signature(self) -> str:
+        """Its constraints (:func:`constraints_signature`)."""
+        return constraints_signature(self.identity())
 
     @property
     def stimuli_signature(self) -> str:

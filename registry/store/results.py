@@ -24,7 +24,11 @@ from urllib.parse import quote
 from bioprior import __version__
 from bioprior.registry.base.failures import classify_error_text
 from bioprior.registry.base.provenance import capture
-from bioprior.registry.planning.jobs import cost_signature, stimuli_signature
+from bioprior.registry.planning.jobs import (
+    constraints_signature,
+    cost_signature,
+    stimuli_signature,
+)
 from bioprior.registry.planning.outcomes import JobOutcome
 
 SCHEMA = """
@@ -383,6 +387,7 @@ class ResultStore:
             try:
                 identity = json.loads(spec)
                 signature, stimuli = cost_signature(identity), stimuli_signature(identity)
+                constraints = constraints_signature(identity)
             except (TypeError, ValueError, KeyError, AttributeError):
                 continue
             if not isinstance(seconds, int | float) or not seconds >= 0:
@@ -392,7 +397,15 @@ class ResultStore:
             threads = threads if isinstance(threads, int) and threads > 0 else None
             out.append(
                 MeasuredEvaluation(
-                    signature, stimuli, seed, float(seconds), fresh, str(device or ""), cpu, threads
+                    signature,
+                    stimuli,
+                    seed,
+                    float(seconds),
+                    fresh,
+                    str(device or ""),
+                    cpu,
+                    threads,
+                    constraints,
                 )
             )
         return out
@@ -410,6 +423,7 @@ class MeasuredEvaluation:
     device: str = ""
     cpu_seconds: float | None = None  # its process's CPU time (rows since provenance has it)
     threads: int | None = None  # torch's threads where it ran
+    constraints: str = ""  # bioprior.registry.planning.jobs.constraints_signature
 
 
 def _provenance(outcome: Any) -> dict[str, Any]:
