@@ -64,6 +64,14 @@ def test_a_niced_job_takes_little_and_another_session_takes_half():
     assert CoreShare(1, 1, 2, 4.0, session).pool_speedup == pytest.approx(1.0)
 
 
+def test_threads_outside_any_session_compete_one_by_one():
+    # one thread of ours in no autogroup, beside a session of four busy threads: a core each
+    session = Group(W0, (W0,) * 4)
+    assert Competition((((), (session,)),), W0, None).share(1, 2) == pytest.approx(1.0)
+    # two of ours and a third ungrouped thread beside it: 2 cores over 4 equal entities
+    assert Competition((((W0,), (session,)),), W0, None).share(2, 2) == pytest.approx(0.5)
+
+
 def test_samples_are_averaged():
     quiet, busy = ((), ()), ((W0, W0), ())
     competition = Competition((quiet, busy))
@@ -103,6 +111,16 @@ def test_sample_reads_runnable_threads_their_nice_and_sessions(tmp_path):
     assert same == pytest.approx((nice_weight(19),))
     assert other == (Group(pytest.approx(nice_weight(19)), pytest.approx((W0, W0))),)
     assert competition.own_group_weight == W0
+    # this process in no autogroup (a service's): its threads compete one by one, as do the
+    # other ungrouped ones, beside the sessions' groups
+    rooted = {**tasks, "100": ("R", 0, ""), "105": ("R", 0, "")}
+    alone = fair_share.sample(
+        0.0, samples=1, proc=_fake_proc(tmp_path / "c", "1", rooted), own_pid=100
+    )
+    assert alone.own_group_weight is None
+    same, other = alone.samples[0]
+    assert same == pytest.approx((W0,))  # 105; 101 is in a session (autogroup 7) of its own
+    assert sorted(len(g.threads) for g in other) == [1, 2]
     # autogroups off: every thread competes alone, by its nice
     flat = fair_share.sample(
         0.0, samples=1, proc=_fake_proc(tmp_path / "b", "0", tasks), own_pid=100

@@ -53,7 +53,9 @@ class Competition:
 
     samples: tuple[tuple[tuple[float, ...], tuple[Group, ...]], ...]
     own_thread_weight: float = NICE_0_WEIGHT
-    own_group_weight: float = NICE_0_WEIGHT
+    #: None: this process is in no autogroup (a service's, started outside any session): its
+    #: threads, and ``same``, compete one by one beside the other groups
+    own_group_weight: float | None = NICE_0_WEIGHT
 
     @property
     def load(self) -> float:
@@ -75,9 +77,10 @@ class Competition:
     ) -> float:
         ours = max(1, round(runnable))
         mine = (self.own_thread_weight,) * ours + same
-        groups = [(self.own_group_weight, float(len(mine)))]
-        groups += [(g.weight, float(len(g.threads))) for g in other]
-        own_cores = water_fill(float(cores), groups)[0]
+        others = [(g.weight, float(len(g.threads))) for g in other]
+        if self.own_group_weight is None:  # one by one at the top level
+            return water_fill(float(cores), [(w, 1.0) for w in mine] + others)[0]
+        own_cores = water_fill(float(cores), [(self.own_group_weight, len(mine)), *others])[0]
         return water_fill(own_cores, [(w, 1.0) for w in mine])[0]
 
 
@@ -119,7 +122,9 @@ def autogroups_on(proc: Path = PROC) -> bool:
 
 
 def _autogroup(pid: str, proc: Path) -> tuple[str, float] | None:
-    """``(autogroup id, its nice)`` of process ``pid``, or None (a kernel thread, gone)."""
+    """``(autogroup id, its nice)`` of process ``pid``, or None: in no autogroup (the kernel
+    shows nothing for the root one: kernel threads, services started outside a session), or
+    gone."""
     try:
         name, _, nice = (proc / pid / "autogroup").read_text().split()
         return name, float(nice)
@@ -130,16 +135,17 @@ def _autogroup(pid: str, proc: Path) -> tuple[str, float] | None:
 def runnable_threads(own_pid: int, proc: Path = PROC) -> list[tuple[str, float]]:
     """``(pid, nice)`` of every runnable thread of the other processes, now."""
     out = []
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit() or int(entry.name) == own_pid:
-            continue
+    with os.scandir(proc) as entries:
+        pids = [e.name for e in entries if e.name.isdigit() and int(e.name) != own_pid]
+    for pid in pids:
         try:
-            tasks = os.scandir(proc / entry.name / "task")
-            for task in tasks:
-                stat = (proc / entry.name / "task" / task.name / "stat").read_text()
+            with os.scandir(proc / pid / "task") as tasks:
+                tids = [t.name for t in tasks]
+            for tid in tids:
+                stat = (proc / pid / "task" / tid / "stat").read_text()
                 fields = stat[stat.rindex(")") + 2 :].split()
                 if fields[0] == "R":  # fields from the state (3rd) on: nice is the 19th
-                    out.append((entry.name, float(fields[16])))
+                    out.append((pid, float(fields[16])))
         except (OSError, ValueError, IndexError):
             continue
     return out
@@ -157,8 +163,6 @@ def sample(
     except (AttributeError, OSError):
         own_nice = 0.0
     own_group = _autogroup(str(own_pid), proc) if grouped else None
-    if grouped and own_group is None:
-        grouped = False
     taken: list[tuple[tuple[float, ...], tuple[Group, ...]]] = []
     start = time.monotonic()
     for k in range(samples):
@@ -172,10 +176,10 @@ def sample(
         for pid, nice in threads:
             weight = nice_weight(nice)
             group = _autogroup(pid, proc) if grouped else None
-            if not grouped or (group is not None and group[0] == own_group[0]):
-                same.append(weight)
-            elif group is None:  # outside any autogroup (a kernel thread): an entity alone
+            if group is None and own_group is not None:  # an entity alone beside our group
                 groups[f"thread-{pid}-{len(groups)}"] = (weight, [weight])
+            elif group is None or (own_group is not None and group[0] == own_group[0]):
+                same.append(weight)  # our group's, or one by one at the top level as ours
             else:
                 groups.setdefault(group[0], (nice_weight(group[1]), []))[1].append(weight)
         taken.append((tuple(same), tuple(Group(w, tuple(t)) for w, t in groups.values())))
@@ -185,5 +189,5 @@ def sample(
     return Competition(
         tuple(taken),
         own_thread_weight=nice_weight(own_nice),
-        own_group_weight=nice_weight(own_group[1]) if grouped else NICE_0_WEIGHT,
+        own_group_weight=None if own_group is None else nice_weight(own_group[1]),
     )
