@@ -5,9 +5,12 @@ against what a busy process in this machine's scheduler really gets."""
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,18 +132,21 @@ def test_sample_reads_runnable_threads_their_nice_and_sessions(tmp_path):
     assert flat.samples[0][1] == ()
 
 
-def _busy(n: int, *, nice: int = 0, own_session: bool = False) -> subprocess.Popen:
-    """``n`` busy processes started by one shell: in this session, or all in one of their own."""
-    spin = f"{sys.executable} -c 'import os; os.nice({nice})\nwhile True: pass'"
-    script = " & ".join([spin] * n) + " & wait"
-    return subprocess.Popen(["sh", "-c", script], start_new_session=own_session)
+def _busy(n: int, *, nice: int = 0, own_session: bool = False) -> Callable[[], None]:
+    """Start ``n`` busy processes, in this session or all in one of their own (started by one
+    shell, the leader of a new session); returns what stops them."""
+    spin = f"import os; os.nice({nice})\nwhile True: pass"
+    if not own_session:
+        procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
+        return lambda: [(p.kill(), p.wait()) for p in procs]
+    script = " & ".join([f"{shlex.quote(sys.executable)} -c {shlex.quote(spin)}"] * n) + " & wait"
+    shell = subprocess.Popen(["sh", "-c", script], start_new_session=True)
 
+    def stop() -> None:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
 
-def _stop(shell: subprocess.Popen) -> None:
-    for child in Path(f"/proc/{shell.pid}/task/{shell.pid}/children").read_text().split():
-        os.kill(int(child), 9)
-    shell.kill()
-    shell.wait()
+    return stop
 
 
 def _cores_used(seconds: float = 3.0) -> float:
@@ -167,13 +173,13 @@ def test_the_model_predicts_what_the_scheduler_gives(case):
     if os.cpu_count() is None or len(os.sched_getaffinity(0)) != 2:
         pytest.skip("written for two usable cores")
     own_session = case == "own session"
-    busy = _busy(2, nice=0 if own_session else 19, own_session=own_session)
+    stop = _busy(2, nice=0 if own_session else 19, own_session=own_session)
     try:
         time.sleep(1.0)
         share = CoreShare.now(1, 1, 2)
         used = _cores_used()
     finally:
-        _stop(busy)
+        stop()
     assert share.competition is not None and share.load >= 1.5
     assert CoreShare(1, 1, 2, share.load).per_step < 0.8  # the equal count: about 2/3
     assert used == pytest.approx(share.per_step, rel=0.2)
