@@ -14,7 +14,9 @@ from bioprior import create_model
 from bioprior.plugins.flexible_layer.nn import FlexibleLayer
 from bioprior.plugins.hmax.nn import (
     C1,
+    HMAX,
     S1,
+    S2,
     AfferentMax,
     PrototypeDistance,
     c1_pool,
@@ -272,3 +274,42 @@ def test_flexible_weights_round_trip_through_safetensors(tmp_path):
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(fresh(x), model(x))
     assert fresh.s2[0].units[1].conv.owner is fresh.s2[0].prototypes  # still shared
+
+
+def _s2_cropped_from_the_whole_output(self, c1):
+    """The baseline's S2 as first written: all bands in one pass, each band cropped from the
+    whole output (whose backward fills a zero gradient of the whole output per band)."""
+    sizes = [c.shape[-1] for c in c1]
+    big, n = max(sizes), c1[0].shape[0]
+    out = self.prototypes(
+        torch.cat([F.pad(c, (0, big - c.shape[-1], 0, big - c.shape[-1])) for c in c1])
+    )
+    k, p = self.prototypes.kernel_size[0], self.prototypes.padding[0]
+    return [
+        out[b * n : (b + 1) * n, :, : s + 2 * p - k + 1, : s + 2 * p - k + 1]
+        for b, s in enumerate(sizes)
+    ]
+
+
+def test_baseline_s2_split_by_band_trains_to_the_same_weights(monkeypatch, one_thread):
+    """The baseline's S2 splits its one-pass output by band before cropping (a fifth off a
+    training step at 28 px): three SGD steps end at the same weights, bit for bit."""
+
+    def trained() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = HMAX(variant="baseline", num_prototypes=24)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x = torch.rand(12, 1, 28, 28, generator=gen)
+            y = torch.randint(0, 10, (12,), generator=gen)
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        return model.state_dict()
+
+    split = trained()
+    monkeypatch.setattr(S2, "forward", _s2_cropped_from_the_whole_output)
+    whole = trained()
+    assert split.keys() == whole.keys()
+    assert all(torch.equal(split[k], whole[k]) for k in split)

@@ -199,9 +199,11 @@ class S2(nn.Module):
             torch.cat([F.pad(c, (0, big - c.shape[-1], 0, big - c.shape[-1])) for c in c1])
         )
         k, p = self.prototypes.kernel_size[0], self.prototypes.padding[0]
+        # split by band before cropping: the crops' backward then fills one band's zeros each,
+        # not the whole output's (the same gradient, bit for bit)
         return [
-            out[b * n : (b + 1) * n, :, : s + 2 * p - k + 1, : s + 2 * p - k + 1]
-            for b, s in enumerate(sizes)
+            band[:, :, : s + 2 * p - k + 1, : s + 2 * p - k + 1]
+            for band, s in zip(out.split(n), sizes, strict=True)
         ]
 
 
