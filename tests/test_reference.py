@@ -318,7 +318,9 @@ def test_paper_sem_from_sd_and_z_is_welchs_t():
         (3.01, 10, "disagrees"),
         (-7.0, 10, "disagrees"),
         (None, 10, "untested (no uncertainty)"),
-        (0.1, 4, "incomplete (4 of 10 seeds)"),
+        (0.1, 4, "incomplete (4 of 10 seeds): agrees so far"),
+        (-5.0, 9, "incomplete (9 of 10 seeds): disagrees so far"),
+        (None, 4, "incomplete (4 of 10 seeds)"),
         (None, 0, "incomplete (0 of 10 seeds)"),
     ],
 )
@@ -488,11 +490,16 @@ def _expected() -> dict[str, dict]:
     z3 = (m3 - 50) / sem(odd_clean)
     m4 = m3 - m1
     z4 = (m4 + 30) / math.sqrt(sem(odd_clean) ** 2 + sem(plain_clean) ** 2 + 2**2)
+
+    def so_far(z: float) -> str:
+        rule = "agrees" if abs(z) <= 2 else "tension" if abs(z) <= 3 else "disagrees"
+        return f"incomplete (2 of 3 seeds): {rule} so far"
+
     return {
         "clean plain": {"mean": m1, "z": z1, "verdict": "agrees" if abs(z1) <= 2 else "?"},
         "fgsm plain": {"mean": m2, "z": z2},
-        "clean odd": {"mean": m3, "z": z3, "verdict": "incomplete (2 of 3 seeds)"},
-        "difference": {"mean": m4, "z": z4, "verdict": "incomplete (2 of 3 seeds)"},
+        "clean odd": {"mean": m3, "z": z3, "verdict": so_far(z3)},
+        "difference": {"mean": m4, "z": z4, "verdict": so_far(z4)},
     }
 
 
@@ -514,8 +521,8 @@ def test_comparisons_of_made_up_rows(paper_files):
         assert c.delta == pytest.approx(c.mean - c.entry.value)
     assert clean.verdict == want["clean plain"]["verdict"] and clean.done == 3
     assert clean.paper_sem == pytest.approx(2 / math.sqrt(10))
-    assert odd.verdict == "incomplete (2 of 3 seeds)" and "measured SEM only" in odd.note
-    assert diff.verdict == "incomplete (2 of 3 seeds)" and diff.minus == PLAIN
+    assert odd.verdict == want["clean odd"]["verdict"] and "measured SEM only" in odd.note
+    assert diff.verdict == want["difference"]["verdict"] and diff.minus == PLAIN
     assert missing.verdict == "metric not stored" and missing.mean is None
     assert fgsm.measured.values == {
         s: pytest.approx(100 * MEASURED[("plain", s)][1]) for s in range(3)
@@ -552,8 +559,8 @@ def test_results_paper_table_json_and_csv(paper_files):
     out = runner.invoke(app, ["results", "--db", str(db), "--paper", str(sub_file), "-f", "json"])
     data = json.loads(out.stdout)
     assert [d["verdict"] for d in data][2:] == [
-        "incomplete (2 of 3 seeds)",
-        "incomplete (2 of 3 seeds)",
+        want["clean odd"]["verdict"],
+        want["difference"]["verdict"],
         "metric not stored",
     ]
     assert data[0]["z"] == pytest.approx(want["clean plain"]["z"])

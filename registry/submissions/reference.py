@@ -15,7 +15,8 @@ Per entry, over the seeds of the submission (``seeds:``) that have a finished re
 
 The verdict (:func:`verdict`), in this order: ``metric not stored`` (finished results, none of
 which holds the metric); ``incomplete (k of n seeds)`` while fewer than all the submission's
-``n`` seeds have finished (the numbers so far are still shown); ``untested (no uncertainty)``
+``n`` seeds have finished (the numbers so far are still shown, and the rule's verdict on them:
+``incomplete (8 of 10 seeds): disagrees so far``); ``untested (no uncertainty)``
 when there is no z; else ``agrees`` for ``|z| <= 2``, ``tension`` for ``2 < |z| <= 3``,
 ``disagrees`` for ``|z| > 3``.
 
@@ -100,9 +101,12 @@ def verdict(z: float | None, done: int, seeds: int, stored: bool = True) -> str:
     if not stored:
         return "metric not stored"
     if done < seeds:
-        return f"incomplete ({done} of {seeds} seeds)"
-    if z is None:
-        return "untested (no uncertainty)"
+        so_far = f": {_by_z(z)} so far" if z is not None and done > 0 else ""
+        return f"incomplete ({done} of {seeds} seeds){so_far}"
+    return "untested (no uncertainty)" if z is None else _by_z(z)
+
+
+def _by_z(z: float) -> str:
     if abs(z) <= AGREE:
         return "agrees"
     return "tension" if abs(z) <= TENSION else "disagrees"
