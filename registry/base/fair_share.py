@@ -154,8 +154,9 @@ def runnable_threads(own_pid: int, proc: Path = PROC) -> list[tuple[str, float]]
 def sample(
     interval_s: float = 0.5, samples: int = 10, proc: Path = PROC, own_pid: int | None = None
 ) -> Competition | None:
-    """The runnable threads of other processes, ``samples`` times over ``interval_s``, with
-    their weights and groups; None where ``/proc`` cannot be read."""
+    """The runnable threads of other processes, ``samples`` times over ``interval_s`` (fewer
+    where reading them takes longer), with their weights and groups; None where ``/proc``
+    cannot be read."""
     own_pid = os.getpid() if own_pid is None else own_pid
     grouped = autogroups_on(proc)
     try:
@@ -166,6 +167,8 @@ def sample(
     taken: list[tuple[tuple[float, ...], tuple[Group, ...]]] = []
     start = time.monotonic()
     for k in range(samples):
+        if taken and time.monotonic() - start >= interval_s:
+            break  # a machine of many threads: fewer samples, not a longer look
         try:
             running = int((proc / "loadavg").read_text().split()[3].split("/")[0])
             threads = runnable_threads(own_pid, proc) if running > 1 else []
