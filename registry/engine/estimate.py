@@ -408,7 +408,7 @@ def _estimate(
             return Estimate(per_step * n_steps, flops)
         epoch, position = resumes
         done = min(n_steps, epoch * per_epoch + -(-position // first.recipe.batch_size))
-        left = (n_steps - done) / n_steps
+        left = (n_steps - done) / max(1, n_steps)
         note = f"resumes from its checkpoint at epoch {epoch + 1} of {first.recipe.epochs}"
         return Estimate(per_step * (n_steps - done), flops * left, note, resumes)
     elif isinstance(step, EvaluateStep):
