@@ -168,6 +168,26 @@ def write(path: str | os.PathLike, identity: dict[str, Any], state: dict[str, An
     atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def _state(metadata: dict[str, str], identity: dict[str, Any]) -> tuple[Any, str]:
+    """A checkpoint's packed state and its tensors' recorded hash, from its metadata: the JSON
+    checked against the hash stored with it and of ``identity``; else :class:`Unusable`."""
+    text = metadata.get(STATE_KEY)
+    digest = metadata.get(atomic.TENSORS_HASH_KEY)
+    if text is None or digest is None or metadata.get(STATE_HASH_KEY) != _sha256(text + digest):
+        raise Unusable("its content does not match the hash stored in it")
+    try:
+        content = json.loads(text)
+        stored = content["identity"]
+        packed = content["state"]
+    except (ValueError, KeyError, TypeError):
+        raise Unusable("its state is not readable JSON") from None
+    expected = normalized(identity)
+    if stored != expected:
+        what = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        raise Unusable(f"it is of another training (differs in {', '.join(what)})")
+    return packed, digest
+
+
 def read(path: str | os.PathLike, identity: dict[str, Any], device: Any = None) -> Snapshot:
     """The checkpoint at ``path`` if it is whole and of ``identity``; else :class:`Unusable`
     (or FileNotFoundError). Only safetensors and JSON are parsed: nothing is unpickled. Tensors
@@ -180,22 +200,9 @@ def read(path: str | os.PathLike, identity: dict[str, Any], device: Any = None) 
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise Unusable(f"unreadable ({' '.join(str(exc).split())[:200]})") from None
-    text = metadata.get(STATE_KEY)
-    digest = metadata.get(atomic.TENSORS_HASH_KEY)
-    if text is None or digest is None or metadata.get(STATE_HASH_KEY) != _sha256(text + digest):
-        raise Unusable("its content does not match the hash stored in it")
+    packed, digest = _state(metadata, identity)
     if atomic.tensors_hash(tensors) != digest:
         raise Unusable("its tensors do not match the hash stored in it")
-    try:
-        content = json.loads(text)
-        stored = content["identity"]
-        packed = content["state"]
-    except (ValueError, KeyError, TypeError):
-        raise Unusable("its state is not readable JSON") from None
-    expected = normalized(identity)
-    if stored != expected:
-        what = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
-        raise Unusable(f"it is of another training (differs in {', '.join(what)})")
     try:
         return Snapshot(unpack(packed, tensors, device))
     except (KeyError, TypeError, RuntimeError) as exc:
@@ -214,14 +221,9 @@ def progress(path: str | os.PathLike, identity: dict[str, Any]) -> tuple[int, in
     try:
         with safe_open(str(path), "pt") as fh:
             metadata = dict(fh.metadata() or {})
-        text, digest = metadata[STATE_KEY], metadata[atomic.TENSORS_HASH_KEY]
-        if metadata.get(STATE_HASH_KEY) != _sha256(text + digest):
-            return None
-        content = json.loads(text)
-        if content["identity"] != normalized(identity):
-            return None
-        return int(content["state"]["epoch"]), int(content["state"]["position"])
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError):
+        packed, _ = _state(metadata, identity)
+        return int(packed["epoch"]), int(packed["position"])
+    except (Unusable, SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError):
         return None
 
 
