@@ -308,8 +308,9 @@ class MeasuredTimes:
     """Evaluation seconds measured by earlier runs (the store's finished rows), by cost
     signature (:func:`~bioprior.registry.planning.jobs.cost_signature`): an evaluation like one
     already run is estimated from the latest of those runs (those of its own constraints where
-    there are any), separately for a job that generates its stimuli (the first of its benchmark, data and seed: e.g. corruption's 19 x 5 corrupted
-    test sets) and for one that finds them cached (every other model of that seed).
+    there are any), separately for a job that generates its stimuli (the first of its
+    benchmark, data and seed: e.g. corruption's 19 x 5 corrupted test sets) and for one that
+    finds them cached (every other model of that seed).
 
     On a CPU, a run that recorded its CPU seconds counts as that much work, done now at the
     cores a step will get (``share``: the run's workers side by side and the load of the
