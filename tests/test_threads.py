@@ -27,7 +27,7 @@ def test_choice_order_and_errors(monkeypatch):
         3, "BIOPRIOR_THREADS", threads.usable_cores()
     )
     assert threads.choose("auto", {"OMP_NUM_THREADS": "2"}).source == "OMP_NUM_THREADS"
-    monkeypatch.setattr(threads, "load_average", lambda: 100.0)
+    monkeypatch.setattr(threads, "contended_cores", lambda cores: 100.0)
     auto = threads.choose(None, {})
     assert auto.threads == 1 and auto.source == "auto"
     assert "auto" in auto.describe() and "load 100.0" in auto.describe()
@@ -36,6 +36,56 @@ def test_choice_order_and_errors(monkeypatch):
             threads.choose(bad, {})
     with pytest.raises(threads.ThreadsError, match="BIOPRIOR_THREADS"):
         threads.choose(None, {"BIOPRIOR_THREADS": "many"})
+
+
+def test_auto_weighs_the_load_as_the_scheduler_does(monkeypatch):
+    """Beside a niced background job the run takes the cores (the old count of busy cores gave
+    it one of two); beside another session's busy threads it takes what that session leaves."""
+    from bioprior.registry.base import fair_share
+    from bioprior.registry.base.fair_share import Competition, Group, nice_weight
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_torch_default", lambda: 2)
+    monkeypatch.setattr(threads, "load_average", lambda: 2.0)  # both cores busy, by count
+
+    def beside(*groups: Group) -> None:
+        monkeypatch.setattr(fair_share, "sample", lambda: Competition((((), groups),)))
+
+    beside(Group(nice_weight(19), (nice_weight(19),) * 2))  # `setsid nice -n 19` workers
+    niced = threads.choose(None, {})
+    assert niced.threads == 2 and niced.load < 0.1
+    beside(Group(nice_weight(0), (nice_weight(0),) * 2))  # another session, two busy threads
+    assert threads.choose(None, {}).threads == 1
+    beside(Group(nice_weight(0), (nice_weight(0),)))  # one busy thread: it keeps one core
+    assert threads.choose(None, {}).threads == 1
+    beside()  # a quiet machine
+    assert threads.choose(None, {}).threads == 2
+    monkeypatch.setattr(fair_share, "sample", lambda: None)  # no /proc: the busy cores
+    assert threads.choose(None, {}) == threads.ThreadChoice(1, "auto", 2, 2.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc")
+def test_auto_takes_the_cores_a_niced_job_leaves(monkeypatch):
+    """Two nice-19 busy processes on two cores: the run gets two threads, and two threads of
+    it do get about two cores."""
+    from test_fair_share import _busy
+
+    if len(os.sched_getaffinity(0)) != 2:
+        pytest.skip("written for two usable cores")
+    monkeypatch.setattr(threads, "_torch_default", lambda: 2)
+    if threads.contended_cores(2) > 0.2:
+        pytest.skip("the machine is busy: the test needs it quiet but for its own processes")
+    stop = _busy(2, nice=19)
+    try:
+        import time
+
+        time.sleep(1.0)
+        assert threads.busy_cores_now() > 1.5  # busy cores, as the old rule counted: one thread
+        choice = threads.choose(None, {})
+    finally:
+        stop()
+    assert choice.threads == 2, choice.describe()
 
 
 def test_cgroup_quota_caps_the_cores(tmp_path):

@@ -7,9 +7,12 @@ default here (``auto``) is
     threads = max(1, min(torch's default, usable cores, round(usable cores - load)))
 
 with the usable cores from ``os.sched_getaffinity`` (and a cgroup CPU quota, as in a container)
-and the load the smaller of ``os.getloadavg``'s 1-minute average and the cores that other
-processes use right now (``/proc/stat`` over 0.2 s): the average alone still counts a job that
-ended a minute ago. ``--threads N`` on ``bioprior score``, then
+and the load the cores that other processes would keep from a run of one thread per core, as
+Linux's fair scheduler shares them (:func:`contended_cores`: their runnable threads weighed by
+nice and session, :mod:`.fair_share`), so a niced background job leaves the cores to the run;
+where ``/proc`` does not say, the smaller of ``os.getloadavg``'s 1-minute average and the cores
+that other processes use right now (``/proc/stat`` over 0.2 s): the average alone still counts a
+job that ended a minute ago. ``--threads N`` on ``bioprior score``, then
 ``$BIOPRIOR_THREADS``, then ``$OMP_NUM_THREADS`` override it (``auto`` or ``0`` mean the default).
 
 Training numbers on CPU depend on the thread count: oneDNN splits a convolution's weight and
@@ -201,8 +204,20 @@ def choose(
         n = parse(value, source)
         if n is not None:
             return ThreadChoice(n, source, cores)
-    load = load_average()
+    load = contended_cores(cores)
     return ThreadChoice(auto_threads(cores, load, _torch_default()), "auto", cores, load)
+
+
+def contended_cores(cores: int) -> float | None:
+    """The cores other processes would keep from this run if it ran ``cores`` threads: their
+    runnable threads weighed by nice and session as the fair scheduler weighs them
+    (:func:`fair_share.sample`), so two nice-19 training workers on two cores keep about 0.03
+    of a core and another session's two busy threads one core; :func:`load_average` where
+    ``/proc`` does not say."""
+    competition = fair_share.sample()
+    if competition is None:
+        return load_average()
+    return max(0.0, cores - cores * competition.share(cores, cores))
 
 
 def _torch_default() -> int | None:
