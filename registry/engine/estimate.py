@@ -20,7 +20,7 @@ import os
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -70,6 +70,11 @@ class Estimate:
     note: str = ""
     #: a training that resumes from an earlier run's checkpoint: (epoch, examples into it)
     resumes_at: tuple[int, int] | None = None
+    #: an evaluation timed by runs that found their stimuli cached, for a step that generates
+    #: its own: their generation is not in ``seconds`` (:meth:`MeasuredTimes.estimate`)
+    without_generation: bool = False
+    #: seconds of ``seconds`` that generate stimuli (the first evaluation of their seed)
+    generation: float = 0.0
 
 
 _profiles: dict[str, Profile] = {}
@@ -328,9 +333,13 @@ class MeasuredTimes:
             self.stimuli.add((m.stimuli, m.seed))
 
     def seconds(self, run: Any) -> float:
-        """What ``run`` would take now."""
+        """What ``run`` would take now: its CPU seconds at the cores a step gets now, or its
+        wall time (a GPU run, an older row, a run that generated its stimuli: a process pool's
+        CPU seconds are not its own)."""
         cpu = getattr(run, "cpu_seconds", None)
         if self.share is None or cpu is None or not str(run.device).startswith("cpu"):
+            return run.seconds
+        if getattr(run, "generated", None):
             return run.seconds
         return cpu / self.share.per_step
 
@@ -340,23 +349,33 @@ class MeasuredTimes:
         return (step.job.stimuli_signature, step.job.seed) not in self.stimuli
 
     def estimate(self, step: EvaluateStep, flops: float) -> Estimate | None:
+        """The step's time from earlier runs, or None where there are none. A step that must
+        generate its stimuli is timed by runs that found theirs cached, where there are any,
+        and its estimate says so (``Estimate.without_generation``): the caller adds the generation, counted for how this run will generate (:class:`StimulusGeneration`).
+        A run that generated is a poor measure of another that will: its pool's processes
+        are not in its CPU seconds, and a pool, a serial worker and two workers splitting the
+        sets take very different times for the same sets."""
         fresh = self.fresh(step)
         self.stimuli.add((step.job.stimuli_signature, step.job.seed))  # later steps find them
         runs = self.by_signature.get(step.job.cost_signature, [])
         if not runs:
             return None
-        alike = [m for m in runs if m.generated in (fresh, None)]
+        cached = [m for m in runs if m.generated is False]
+        without_generation = fresh and bool(cached)
+        alike = cached if without_generation else [m for m in runs if m.generated in (fresh, None)]
         pool = alike or runs
         same = [m for m in pool if getattr(m, "constraints", "") == step.job.constraints_signature]
         recent = (same or pool)[-RECENT_RUNS:]
         how = "" if alike else ", none with its stimuli " + ("to generate" if fresh else "cached")
         how += ", of these constraints" if same else ", of other constraints"
         scaled = self.share is not None and any(
-            getattr(m, "cpu_seconds", None) is not None for m in recent
+            getattr(m, "cpu_seconds", None) is not None and not m.generated for m in recent
         )
         at = f" at {self.share.describe()}" if scaled and self.share else ""
-        note = f"as measured: median of the last {len(recent)} run(s){how}{at}"
-        return Estimate(statistics.median(self.seconds(m) for m in recent), flops, note)
+        what = "its evaluation as measured" if without_generation else "as measured"
+        note = f"{what}: median of the last {len(recent)} run(s){how}{at}"
+        seconds = statistics.median(self.seconds(m) for m in recent)
+        return Estimate(seconds, flops, note, without_generation=without_generation)
 
 
 def estimate_steps(
@@ -384,7 +403,44 @@ def estimate_steps(
             continue
         if estimate is not None:
             out[step.key] = estimate
+    if not generation.pooled:
+        share_generation(steps, out, generation.share.workers)
     return out
+
+
+def share_generation(steps: list, estimates: dict[str, Estimate], workers: int) -> None:
+    """Split each seed's stimulus generation between the CPU workers that do it: evaluations of
+    one seed and dataset that become ready together (the same trainings to wait for) start side
+    by side, and each worker generates the sets no other holds (a lock per set, then it reads
+    the others': ``benchmarks/stimuli.py``), so the first ``workers`` of them carry a share of
+    the generation each, not the first one all of it. Evanson Table 2's 12 evaluations of a
+    seed on two workers: the first two took 9.0 and 8.4 min, where one was planned at 15.7."""
+    cohorts: dict[tuple[Any, ...], list[str]] = {}
+    for step in steps:
+        if isinstance(step, EvaluateStep) and step.key in estimates:
+            dataset = content_hash(step.job.identity()["training"].get("dataset"))
+            cohort = (step.job.seed, dataset, tuple(sorted(step.depends_on)))
+            cohorts.setdefault(cohort, []).append(step.key)
+    for keys in cohorts.values():
+        made = sum(estimates[k].generation for k in keys)
+        if made <= 0 or len(keys) < 2:
+            continue
+        n = min(workers, len(keys))
+        for i, key in enumerate(keys):
+            e = estimates[key]
+            part = made / n if i < n else 0.0
+            if part == e.generation:
+                continue
+            note = e.note
+            if part:
+                note += (
+                    f"; its seed's stimuli split between {n} workers: ~{human_seconds(part)} here"
+                )
+            else:
+                note += "; its seed's stimuli made by the workers before it"
+            estimates[key] = replace(
+                e, seconds=e.seconds - e.generation + part, note=note, generation=part
+            )
 
 
 def _estimate(
@@ -417,6 +473,8 @@ def _estimate(
         flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
         fresh = times.fresh(step)
         measured = times.estimate(step, flops)  # every step, in order: it notes stimuli made
+        if measured is not None and measured.without_generation:
+            return _with_generation(measured, step, service, registry, generation)
         if measured is not None:
             return measured
         floor = "not run before: one pass per split and model"
@@ -481,6 +539,32 @@ def declared_work(step: EvaluateStep, registry: Any) -> Any:
     return build_benchmark(step.job).work(Needs(step.job, registry))
 
 
+def _with_generation(
+    measured: Estimate,
+    step: EvaluateStep,
+    service: Any,
+    registry: Any,
+    generation: StimulusGeneration,
+) -> Estimate:
+    """``measured`` (the evaluation as timed by runs that found their stimuli cached) plus the
+    generation of the step's stimuli, counted as for a step never run (its ``preview`` timed
+    on a few images, for how this run generates them); ``measured`` alone where the benchmark
+    declares no work to count by."""
+    try:
+        work = declared_work(step, registry)
+        if work is None or not work.stimuli:
+            return measured
+        p = profile(step.job.training, service)
+        images = p.test_images if work.images is None else min(work.images, p.test_images)
+        made = generation.seconds(step, service, images)
+    except Exception:  # noqa: BLE001 - a plugin's count must not cost the estimate
+        return measured
+    note = (
+        f"{measured.note}; its stimuli generated first (~{human_seconds(made)}, {generation.how})"
+    )
+    return Estimate(measured.seconds + made, measured.flops, note, generation=made)
+
+
 def _counted_work(
     step: EvaluateStep,
     service: Any,
@@ -509,6 +593,7 @@ def _counted_work(
         f"{work.gradient:g} gradient passes{', random at inference' if stochastic else ''}), "
         "as its benchmark counts them"
     )
+    made = 0.0
     if stimuli:
         if generation is None:
             note += "; its stimuli made by an earlier step"
@@ -516,7 +601,7 @@ def _counted_work(
             made = generation.seconds(step, service, images)
             seconds += made
             note += f"; its stimuli generated first (~{human_seconds(made)}, {generation.how})"
-    return Estimate(seconds, flops, note)
+    return Estimate(seconds, flops, note, generation=made)
 
 
 #: test images a benchmark's ``preview`` is timed on (after a warm-up on two more)
