@@ -7,6 +7,7 @@ The top level re-exports the user-facing API lazily, so ``import bioprior`` stay
     bioprior.list_plugins("model")
     model = bioprior.create_model("small_alexnet", width=0.25)
     bioprior.score("submissions/quickstart.yaml")
+    trained = bioprior.load_trained("submissions/quickstart.yaml", variant={"sigma": 0.6})
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _API = {
     "create_model": "bioprior.registry.api",
     "list_plugins": "bioprior.registry.api",
     "list_models": "bioprior.registry.api",
+    "load_trained": "bioprior.registry.api",
     "get_registry": "bioprior.registry.hooks.loading",
     "hookimpl": "bioprior.registry.hooks.specs",
     "PluginEntry": "bioprior.registry.hooks.entries",
@@ -33,6 +35,7 @@ __all__ = [
     "hookimpl",
     "list_models",
     "list_plugins",
+    "load_trained",
     "score",
 ]
 

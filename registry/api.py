@@ -1,4 +1,5 @@
-"""The Python API: ``bioprior.score``, ``create_model``, ``list_plugins``, ``list_models``."""
+"""The Python API: ``bioprior.score``, ``load_trained``, ``create_model``, ``list_plugins``,
+``list_models``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from bioprior.registry.base import threads as thread_choice
 from bioprior.registry.base.hashing import content_hash
-from bioprior.registry.base.paths import default_db
+from bioprior.registry.base.paths import default_db, home, using_data_root
 from bioprior.registry.base.progress import EventReporter, ProgressEvent, Reporter
 from bioprior.registry.hooks.entries import ImageModelParams, PluginEntry
 from bioprior.registry.hooks.loading import Registry, get_registry
 from bioprior.registry.scoring.options import ExecutionError, ScoreOptions
 from bioprior.registry.scoring.session import score_submissions
+from bioprior.registry.scoring.trained import load_trained as load
 from bioprior.registry.submissions.loading import (
     LoadedSubmission,
     load_submission,
@@ -178,6 +180,34 @@ def score(
     return result.rows
 
 
+def load_trained(
+    submission: str | Path | dict[str, Any],
+    *,
+    seed: int = 0,
+    variant: dict[str, Any] | None = None,
+    db: str | Path | None = None,
+    device: str = "cpu",
+    data_root: str | Path | None = None,
+) -> nn.Module:
+    """The trained model of one variant and seed of a scored submission (RobustBench's
+    ``load_model``, for bioprior's own trainings): its weights from ``$BIOPRIOR_HOME/weights``,
+    trusted only where they match their own hash and the hashes the results database (``db``)
+    recorded for them. In evaluation mode, taking images in [0, 1] as the benchmarks give them.
+
+    ``variant``: sweep values it must have, each by its path or the path's last part, e.g.
+    ``load_trained("submissions/evanson-table2-fmnist.yaml", seed=1, variant={"threshold":
+    "learned", "reverse": True})``. Nothing is trained: a training no run has finished raises
+    :class:`~bioprior.registry.scoring.trained.NotTrained` (a ``LookupError``), an unknown
+    seed or a variant that matches none or several a ``LookupError``, weights that may not be
+    trusted a ``ValueError``; each message names the submission or file and the field."""
+    registry, loaded = _load(submission, None, None, None, (0,), None)
+    db_path = Path(db) if db is not None else default_db()
+    with using_data_root(data_root):
+        return load(
+            loaded, registry, seed=seed, variant=variant, home=home(), db=db_path, device=device
+        )
+
+
 def _load(
     submission: str | Path | dict[str, Any] | nn.Module,
     benchmarks: Sequence[str | dict[str, Any]] | None,
@@ -215,5 +245,6 @@ __all__ = [
     "dataset_geometry",
     "list_models",
     "list_plugins",
+    "load_trained",
     "score",
 ]

@@ -152,6 +152,12 @@ class TrainingService:
     def trained(self, spec: TrainingSpec) -> TrainedModel:
         """The trained model of ``spec``: from memory, from the weights cache, or (when no step
         trained it, e.g. a direct call) trained now."""
+        found = self.cached(spec)
+        return found if found is not None else self.train([spec])[0]
+
+    def cached(self, spec: TrainingSpec) -> TrainedModel | None:
+        """The trained model of ``spec`` from memory or the weights cache; None (nothing
+        trained) where neither has it or its file cannot be read."""
         key = spec.key
         if key in self._models:
             self._models.move_to_end(key)
@@ -160,7 +166,7 @@ class TrainingService:
         module = self.build(spec, data)
         history = self._load(self.weights_path(spec), module)
         if history is None:
-            return self.train([spec])[0]
+            return None
         return self._remember(TrainedModel(spec, module, data, history, weights_hash(module), True))
 
     def train(self, specs: list[TrainingSpec]) -> list[TrainedModel]:
