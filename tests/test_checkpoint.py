@@ -145,12 +145,15 @@ def test_solo_resume_is_bit_identical(service, tmp_path, one_thread, at):
     ids=["ctrl-c", "sigterm-twice-in-a-scorer"],
 )
 def test_a_stop_checkpoints_at_the_next_step_then_stops(
-    service, tmp_path, one_thread, signals, in_scorer, raised
+    service, tmp_path, one_thread, signals, in_scorer, raised, request
 ):
     """The first SIGINT during training, or SIGTERM inside a scorer (which raises ``Stopped``),
     even twice, as a stop sent to a process group reaches a worker (from the sender, then from
     its scorer): the step in progress ends, a checkpoint is written, then the stop is raised;
     the handlers are restored; the rerun resumes to the uninterrupted weights."""
+    # as in a terminal: a job started in the background by a shell inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     spec = _spec()
     data = service.data(spec)
     x, y = data.train_x, data.train_y

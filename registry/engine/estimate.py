@@ -5,7 +5,9 @@ automatic number of members per batched training (what fits in memory, where bat
 Estimates are per step: a training step costs ``steps_per_epoch x epochs`` calibrated steps of
 its K members together. An evaluation like one already stored (same benchmark and parameters,
 model and dataset) is estimated from those runs' times (:class:`MeasuredTimes`: whether it must
-generate its stimuli or finds them cached is told apart); one never run before is counted from
+generate its stimuli or finds them cached is told apart, and one that generates is timed by the
+runs that found theirs cached plus its generation counted; CPU workers side by side split a
+seed's generation: :func:`share_generation`); one never run before is counted from
 the passes its benchmark declares (``Benchmark.work``: forward and input-gradient passes per
 test image, each timed on the model; the first of its seed adds the generation of its stimuli
 where it declares them, its ``preview`` timed on a few images: :class:`StimulusGeneration`),
@@ -351,10 +353,11 @@ class MeasuredTimes:
     def estimate(self, step: EvaluateStep, flops: float) -> Estimate | None:
         """The step's time from earlier runs, or None where there are none. A step that must
         generate its stimuli is timed by runs that found theirs cached, where there are any,
-        and its estimate says so (``Estimate.without_generation``): the caller adds the generation, counted for how this run will generate (:class:`StimulusGeneration`).
-        A run that generated is a poor measure of another that will: its pool's processes
-        are not in its CPU seconds, and a pool, a serial worker and two workers splitting the
-        sets take very different times for the same sets."""
+        and its estimate says so (``Estimate.without_generation``): the caller adds the
+        generation, counted for how this run will generate (:class:`StimulusGeneration`). A run
+        that generated is a poor measure of another that will: its pool's processes are not in
+        its CPU seconds, and a pool, a serial worker and two workers splitting the sets take
+        very different times for the same sets."""
         fresh = self.fresh(step)
         self.stimuli.add((step.job.stimuli_signature, step.job.seed))  # later steps find them
         runs = self.by_signature.get(step.job.cost_signature, [])
