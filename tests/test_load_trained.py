@@ -45,7 +45,7 @@ def test_bad_requests_say_what_there_is(scored):
         bioprior.load_trained(_sub(), seed=3, variant={"sigma": 0.0})
     with pytest.raises(LookupError, match="variant: 2 variants match .*sigma=0.0; sigma=0.5"):
         bioprior.load_trained(_sub())
-    with pytest.raises(LookupError, match="no sweep parameter 'lr'"):
+    with pytest.raises(LookupError, match=r"variant: 'lr' is not a swept path \(swept: sigma\)"):
         bioprior.load_trained(_sub(), variant={"lr": 0.1})
     with pytest.raises(LookupError, match="no variant matches"):
         bioprior.load_trained(_sub(), variant={"sigma": 0.25})

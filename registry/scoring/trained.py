@@ -18,6 +18,7 @@ from bioprior.registry.planning.spec import TrainingSpec
 from bioprior.registry.store.results import ResultStore
 from bioprior.registry.store.weights import cached_problem, weights_file
 from bioprior.registry.submissions.loading import LoadedSubmission
+from bioprior.registry.submissions.schema import point_label, select_variants
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,43 +28,33 @@ class NotTrained(LookupError):
     """The variant and seed asked for exist, but no run has finished their training."""
 
 
-def _label(variant: dict[str, Any]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in variant.items()) or "(no sweep)"
-
-
-def _matches(variant: dict[str, Any], wanted: dict[str, Any], name: str) -> bool:
-    """Whether ``variant`` (sweep path -> value) has every ``wanted`` value; a wanted key is a
-    sweep path or its last part (``threshold`` for ``constraints.0.params.threshold``)."""
-    for key, value in wanted.items():
-        paths = [p for p in variant if p == key or p.rsplit(".", 1)[-1] == key]
-        if not paths:
-            raise LookupError(
-                f"{name}: variant: no sweep parameter {key!r} (it sweeps "
-                f"{', '.join(variant) or 'nothing'})"
-            )
-        if len(paths) > 1:
-            raise LookupError(f"{name}: variant: {key!r} names {', '.join(paths)}: give the path")
-        if variant[paths[0]] != value:
-            return False
-    return True
+def _ident(point: dict[str, Any]) -> str:
+    return repr(sorted(point.items()))
 
 
 def training_of(
     loaded: LoadedSubmission, seed: int, variant: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], TrainingSpec]:
     """The variant and training spec of ``loaded`` at ``seed`` whose sweep values include
-    ``variant``; one, or a :class:`LookupError` naming what there is."""
+    ``variant`` (each key a swept path or its last part, as ``reference:`` entries select:
+    :func:`~bioprior.registry.submissions.schema.select_variants`); one, or a
+    :class:`LookupError` naming what there is."""
     name = loaded.submission.name
-    jobs = [j for j in plan([loaded]) if j.seed == seed]
-    if not jobs:
-        seeds = sorted({j.seed for j in plan([loaded])})
+    jobs = plan([loaded])
+    at_seed = [j for j in jobs if j.seed == seed]
+    if not at_seed:
+        seeds = sorted({j.seed for j in jobs})
         raise LookupError(f"{name}: seed: {seed} is not one of its seeds {seeds}")
+    points, problem = select_variants(loaded.submission, variant or {}, limit=len(at_seed))
+    if problem:
+        raise LookupError(f"{name}: variant: {problem}")
+    wanted = {_ident(p) for p in points}
     found: dict[str, tuple[dict[str, Any], TrainingSpec]] = {}
-    for job in jobs:
-        if _matches(job.variant, variant or {}, name):
+    for job in at_seed:
+        if _ident(job.variant) in wanted:
             found.setdefault(job.training.key, (job.variant, job.training))
     if len(found) != 1:
-        variants = "; ".join(sorted({_label(j.variant) for j in jobs}))
+        variants = "; ".join(sorted({point_label(j.variant) for j in at_seed}))
         what = "no variant matches" if not found else f"{len(found)} variants match"
         raise LookupError(f"{name}: variant: {what} {variant or {}}; its variants: {variants}")
     return next(iter(found.values()))
@@ -90,7 +81,7 @@ def load_trained(
     path = weights_file(home / "weights", spec.key)
     if not path.exists():
         raise NotTrained(
-            f"{name} seed {seed} [{_label(chosen)}]: not trained in {home} (no {path.name}): "
+            f"{name} seed {seed} [{point_label(chosen)}]: not trained in {home} (no {path.name}): "
             f"`bioprior score` the submission first"
         )
     recorded: set[str] = set()
