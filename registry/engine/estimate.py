@@ -339,9 +339,8 @@ class MeasuredTimes:
         wall time (a GPU run, an older row, a run that generated its stimuli: a process pool's
         CPU seconds are not its own)."""
         cpu = getattr(run, "cpu_seconds", None)
-        if self.share is None or cpu is None or not str(run.device).startswith("cpu"):
-            return run.seconds
-        if getattr(run, "generated", None):
+        on_cpu = str(run.device).startswith("cpu")
+        if self.share is None or cpu is None or not on_cpu or getattr(run, "generated", None):
             return run.seconds
         return cpu / self.share.per_step
 
@@ -542,6 +541,11 @@ def declared_work(step: EvaluateStep, registry: Any) -> Any:
     return build_benchmark(step.job).work(Needs(step.job, registry))
 
 
+def _images_used(work: Work, p: Profile) -> int:
+    """The test images a benchmark's declared work covers (``Work.images``: at most that many)."""
+    return p.test_images if work.images is None else min(work.images, p.test_images)
+
+
 def _with_generation(
     measured: Estimate,
     step: EvaluateStep,
@@ -558,13 +562,10 @@ def _with_generation(
         if work is None or not work.stimuli:
             return measured
         p = profile(step.job.training, service)
-        images = p.test_images if work.images is None else min(work.images, p.test_images)
-        made = generation.seconds(step, service, images)
+        made = generation.seconds(step, service, _images_used(work, p))
     except Exception:  # noqa: BLE001 - a plugin's count must not cost the estimate
         return measured
-    note = (
-        f"{measured.note}; its stimuli generated first (~{human_seconds(made)}, {generation.how})"
-    )
+    note = measured.note + generation.describe(made)
     return Estimate(measured.seconds + made, measured.flops, note, generation=made)
 
 
@@ -588,7 +589,7 @@ def _counted_work(
     stimuli = bool(work.stimuli)  # the run's, whichever count its mode takes
     if stochastic and work.stochastic is not None:
         work = work.stochastic
-    images = p.test_images if work.images is None else min(work.images, p.test_images)
+    images = _images_used(work, p)
     seconds = images * (work.forward * forward_s + work.gradient * gradient_s) * slowdown
     flops = images * p.forward_flops * (work.forward + 3.0 * work.gradient)
     note = (
@@ -603,7 +604,7 @@ def _counted_work(
         else:
             made = generation.seconds(step, service, images)
             seconds += made
-            note += f"; its stimuli generated first (~{human_seconds(made)}, {generation.how})"
+            note += generation.describe(made)
     return Estimate(seconds, flops, note, generation=made)
 
 
@@ -655,6 +656,10 @@ class StimulusGeneration:
         if self.share is not None:
             return max(1.0, self.share.pool_speedup)
         return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+    def describe(self, made: float) -> str:
+        """The note an estimate that includes ``made`` seconds of generation adds."""
+        return f"; its stimuli generated first (~{human_seconds(made)}, {self.how})"
 
     def seconds(self, step: EvaluateStep, service: Any, images: int) -> float:
         serial = preview_seconds(step, service) * images
