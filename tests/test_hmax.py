@@ -20,6 +20,7 @@ from bioprior.plugins.hmax.nn import (
     AfferentMax,
     PrototypeDistance,
     c1_pool,
+    correlate,
     gabor_filter,
     hmax_sizes,
 )
@@ -313,3 +314,93 @@ def test_baseline_s2_split_by_band_trains_to_the_same_weights(monkeypatch, one_t
     whole = trained()
     assert split.keys() == whole.keys()
     assert all(torch.equal(split[k], whole[k]) for k in split)
+
+
+@pytest.mark.parametrize(
+    ("map_hw", "patch_hw"),
+    [((8, 8), (16, 16)), ((3, 3), (16, 16)), ((5, 4), (12, 8)), ((3, 3), (7, 7)), ((8, 8), (4, 4))],
+)
+def test_correlate_is_conv2d_with_zero_padding(map_hw, patch_hw):
+    """S2's correlation (the map as the kernel where it is at most half the patch) gives
+    ``F.conv2d``'s values and gradients, written out here as the sum over the padded windows."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 4, *map_hw, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.rand(5, 4, *patch_hw, dtype=torch.float64, generator=gen, requires_grad=True)
+    padding = (patch_hw[0] // 2, patch_hw[1] // 2)
+    ours = correlate(x, w, padding)
+    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    windows = padded.unfold(2, patch_hw[0], 1).unfold(3, patch_hw[1], 1)  # (n, c, i, j, u, v)
+    reference = torch.einsum("ncijuv,pcuv->npij", windows, w)
+    assert ours.shape == reference.shape == F.conv2d(x, w, padding=padding).shape
+    torch.testing.assert_close(ours, reference)
+    probe = torch.rand(reference.shape, dtype=torch.float64, generator=gen)
+    grads = torch.autograd.grad((ours * probe).sum(), (x, w))
+    expected = torch.autograd.grad((reference * probe).sum(), (x, w))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def _three_steps(variant: str, **geometry) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = HMAX(variant=variant, **geometry)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    size = geometry.get("input_size", 28)
+    for _ in range(3):
+        x = torch.rand(12, 1, size, size, generator=gen)
+        y = torch.randint(0, 10, (12,), generator=gen)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.state_dict()
+
+
+def _direct_s2(monkeypatch) -> None:
+    """S2 as it ran before ``correlate``: ``F.conv2d`` on every band, the baseline's bands in one
+    zero-padded pass."""
+    from bioprior.plugins.hmax import nn as hmax_nn
+
+    monkeypatch.setattr(hmax_nn, "correlate", lambda x, w, p: F.conv2d(x, w, None, 1, p))
+    monkeypatch.setattr(S2, "forward", _s2_one_pass)
+
+
+def _s2_one_pass(self, c1):
+    if self.units is not None:
+        return [unit(c) for unit, c in zip(self.units, c1)]
+    sizes = [c.shape[-1] for c in c1]
+    big, n = max(sizes), c1[0].shape[0]
+    out = self.prototypes(
+        torch.cat([F.pad(c, (0, big - c.shape[-1], 0, big - c.shape[-1])) for c in c1])
+    )
+    k, p = self.prototypes.kernel_size[0], self.prototypes.padding[0]
+    return [
+        band[:, :, : s + 2 * p - k + 1, : s + 2 * p - k + 1]
+        for band, s in zip(out.split(n), sizes, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("variant", ["baseline", "flexible"])
+def test_digits_geometry_trains_to_the_same_weights_as_before(monkeypatch, variant):
+    """Where no C1 map is smaller than twice a patch (evanson-hmax-quick: maps of 5-8 units,
+    patches of 2 and 4) S2 computes as it did before, so stored digits results stay what a rerun
+    gives: three SGD steps end at the same weights, bit for bit."""
+    quick = {"input_size": 16, "bands": 4, "patch_sizes": (2, 4), "num_prototypes": 25}
+    now = _three_steps(variant, **quick)
+    _direct_s2(monkeypatch)
+    before = _three_steps(variant, **quick)
+    assert all(torch.equal(now[k], before[k]) for k in now)
+
+
+@pytest.mark.parametrize("variant", ["baseline", "convolutional", "flexible"])
+def test_paper_geometry_trains_as_the_direct_convolution(monkeypatch, variant):
+    """At 28 px (Fig. 4A: C1 maps of 3-8 units, patches of 4-16) S2 slides the maps over the
+    prototypes and runs the baseline band by band: three SGD steps end where ``F.conv2d`` in one
+    padded pass ends, up to float rounding."""
+    geometry = {"num_prototypes": 16}
+    now = _three_steps(variant, **geometry)
+    _direct_s2(monkeypatch)
+    before = _three_steps(variant, **geometry)
+    for name, value in now.items():
+        torch.testing.assert_close(value, before[name], rtol=1e-4, atol=1e-5, msg=name)
+    if variant != "flexible":  # (its C2 comes from the 8-unit band at first, mostly direct)
+        assert not all(torch.equal(now[k], before[k]) for k in now)  # it took the other path

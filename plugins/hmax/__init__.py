@@ -56,7 +56,10 @@ Deviations and choices where the paper is silent:
   channel and pads by replicating the border (pytorch_hmax: zero padding on [0, 1] images, which
   would draw an edge around standardized images); the local energy normalization makes S1
   invariant to the contrast scale.
-* S2 distances run in float32 even under bf16 autocast (a difference of large numbers).
+* S2 distances run in float32 even under bf16 autocast (a difference of large numbers). At the
+  paper's geometry (C1 maps of 3-8 units, patches of 4-16) S2 runs band by band and slides the
+  small maps over the prototypes (``nn.correlate``): the same sums as ``F.conv2d`` with zero
+  padding, in another order (docs/performance.md, "HMAX (Fig. 4A) on a CPU").
 """
 
 from __future__ import annotations

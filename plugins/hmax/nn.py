@@ -104,6 +104,22 @@ def c1_conv(size: int, channels: int) -> nn.Conv2d:
 
 
 # -- S2 ---------------------------------------------------------------------------------------
+def correlate(x: torch.Tensor, w: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+    """``F.conv2d(x, w, padding=padding)`` (stride 1), with the map as the kernel where it is at
+    most half the patch in both directions (C1 maps of 3-8 units against 12-16 unit prototypes at
+    28 px): then the padded windows are mostly zeros, and sliding each image over each zero-padded
+    (or cropped) prototype takes (map / patch)^2 of the multiply-adds. The same sums in another
+    order, so equal up to float rounding; other geometries take ``F.conv2d`` itself."""
+    (s_h, s_w), (k_h, k_w) = x.shape[-2:], w.shape[-2:]
+    if 2 * s_h > k_h or 2 * s_w > k_w:
+        return F.conv2d(x, w, None, 1, padding)
+    # output (i, j) is sum over the map's (a, b) of x[a, b] w[a - i + p, b - j + p]: pad (or crop,
+    # where negative) the prototypes to the rows a - i + p can reach, correlate, flip
+    t_h, t_w = s_h + padding[0] - k_h, s_w + padding[1] - k_w
+    swapped = F.conv2d(F.pad(w, (t_w, t_w, t_h, t_h)), x)  # (prototypes, images, h', w')
+    return swapped.flip(2, 3).transpose(0, 1)
+
+
 class PrototypeDistance(nn.Conv2d):
     """S2 units: response to the distance between each C1 patch and each learned prototype.
 
@@ -131,7 +147,7 @@ class PrototypeDistance(nn.Conv2d):
     def squared_distance(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             x, w = x.float(), self.weight.float()
-            xw = F.conv2d(x, w, None, self.stride, self.padding)
+            xw = correlate(x, w, self.padding)
             x2 = F.conv2d(x.square().sum(1, keepdim=True), self.window, None, 1, self.padding)
             w2 = w.square().sum((1, 2, 3)).view(1, -1, 1, 1)
             return (x2 - 2 * xw + w2).clamp_min(0.0)
@@ -181,7 +197,8 @@ class PrototypeView(nn.Conv2d):
 
 class S2(nn.Module):
     """One prototype size: the same prototypes on every C1 band; ``units[b]`` is band b's layer
-    (the distance itself, or a Flexible Layer wrapping it)."""
+    (the distance itself, or a Flexible Layer wrapping it). Without units (the baseline) the
+    bands run in one zero-padded pass where none is smaller than the patch, else band by band."""
 
     def __init__(self, prototypes: PrototypeDistance, units: list[nn.Module] | None = None):
         super().__init__()
@@ -191,9 +208,12 @@ class S2(nn.Module):
     def forward(self, c1: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.units is not None:
             return [unit(c) for unit, c in zip(self.units, c1)]
+        sizes = [c.shape[-1] for c in c1]
+        k = self.prototypes.kernel_size[0]
+        if k > min(sizes):  # padding small maps to the largest would undo `correlate`'s saving
+            return [self.prototypes(c) for c in c1]
         # one pass over all bands: zero-pad the maps to a common size (the convolution's own
         # padding is zeros too, so each band's output region is unchanged), then crop
-        sizes = [c.shape[-1] for c in c1]
         big, n = max(sizes), c1[0].shape[0]
         out = self.prototypes(
             torch.cat([F.pad(c, (0, big - c.shape[-1], 0, big - c.shape[-1])) for c in c1])

@@ -10,6 +10,10 @@
 * "fmnist-epoch-learned": the same epoch with the Flexible Layer's learned thresholds (Table 2's
   "standard" rows), the engine against itself with the max-pooling branch through
   ``max_pool2d`` (what the layer ran before its shifted-slice pooling).
+* "fmnist-hmax": ten training steps (1,000 images) of the Fig. 4A baseline HMAX at 28 px, the
+  engine (S2 band by band, small C1 maps slid over the prototypes: ``hmax.nn.correlate``)
+  against the same steps through ``F.conv2d`` with the bands zero-padded into one pass (what S2
+  ran before).
 * "fmnist-batched-K": K = 10 seeds of the Table 2 network as one batched model against the same
   ten trained one after another, on the first 12,000 training images (the per-step arithmetic of
   the full set; a tenth of its epochs' time)."""
@@ -19,7 +23,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from perfkit import DEVICE, interleave, sync, train_flops
+from perfkit import DEVICE, interleave, step_flops, sync, train_flops
 from torch import nn
 
 from bioprior.registry.engine.batched import train_batched
@@ -162,6 +166,56 @@ def test_max_pool2d_fmnist_epoch_learned(benchmark, record, fmnist):
     record(
         "fmnist-epoch-learned", "reference", len(fmnist.train_x), train_flops(model, fmnist.train_x)
     )
+
+
+def _hmax_steps(data, s2: str):
+    """Ten steps of the baseline HMAX (Fig. 4A) as the scorer trains it; ``s2="one pass"``: S2
+    through ``F.conv2d`` on the bands zero-padded to the largest."""
+    from bioprior import create_model
+    from bioprior.plugins.hmax import nn as hmax
+
+    torch.manual_seed(0)
+    mean, std = data.channel_stats()
+    model = Normalized(create_model("hmax", variant="baseline"), mean, std).to(DEVICE)
+    x, y = _subset(data, 1_000)
+    correlate, forward = hmax.correlate, hmax.S2.forward
+
+    def one_pass(self, c1):
+        big, n = max(c.shape[-1] for c in c1), c1[0].shape[0]
+        out = self.prototypes(torch.cat([F.pad(c, (0, big - c.shape[-1]) * 2) for c in c1]))
+        k, p = self.prototypes.kernel_size[0], self.prototypes.padding[0]
+        return [
+            band[:, :, : c.shape[-1] + 2 * p - k + 1, : c.shape[-1] + 2 * p - k + 1]
+            for band, c in zip(out.split(n), c1, strict=True)
+        ]
+
+    def steps():
+        if s2 == "one pass":
+            hmax.correlate = lambda x, w, p: F.conv2d(x, w, None, 1, p)
+            hmax.S2.forward = one_pass
+        try:
+            history = train_model(model, x, y, RECIPE, seed=0)
+        finally:
+            hmax.correlate, hmax.S2.forward = correlate, forward
+        sync()
+        return history
+
+    return model, x, y, steps
+
+
+@pytest.mark.benchmark(group="fmnist-hmax")
+def test_engine_fmnist_hmax(benchmark, record, fmnist):
+    model, x, y, steps = _hmax_steps(fmnist, "engine")
+    history = interleave(benchmark, steps, _hmax_steps(fmnist, "one pass")[3], rounds=2)
+    record("fmnist-hmax", "engine", len(x), step_flops(model, x, y))
+    assert 0 < history["loss"][0] < 2.31
+
+
+@pytest.mark.benchmark(group="fmnist-hmax")
+def test_one_pass_fmnist_hmax(benchmark, record, fmnist):
+    model, x, y, steps = _hmax_steps(fmnist, "one pass")
+    benchmark.pedantic(steps, rounds=2, iterations=1, warmup_rounds=1)
+    record("fmnist-hmax", "reference", len(x), step_flops(model, x, y))  # the engine's count
 
 
 def _subset(data, n: int = 12_000):
