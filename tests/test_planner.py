@@ -96,6 +96,27 @@ def test_declared_trainings_are_deduped_and_evaluations_depend_on_them():
         assert all(order.index(d) < order.index(ev.key) for d in ev.depends_on)
 
 
+def test_evaluations_run_seed_by_seed():
+    """A sweep's evaluations run a seed at a time (every variant and benchmark of seed 0, then
+    of seed 1), plan order within a seed: a stop leaves whole seeds, and the evaluations of a
+    seed, which share its generated stimuli, start side by side."""
+    sub = tiny_submission(
+        sweep={"constraints.0.params.sigma": [0.0, 0.6]},
+        seeds=[3, 1],
+        benchmarks=[
+            {"name": "memorization"},
+            {"name": "memorization", "params": {"random": "random_labels"}},
+        ],
+    )
+    jobs, summary = _summary(sub)
+    evaluations = [s for s in summary.steps if isinstance(s, EvaluateStep)]
+    assert [e.job.seed for e in evaluations] == [1, 1, 1, 1, 3, 3, 3, 3]
+    planned = [j.key for j in jobs]
+    for seed in (1, 3):
+        keys = [e.job.key for e in evaluations if e.job.seed == seed]
+        assert keys == [k for k in planned if k in keys]  # the plan's order within the seed
+
+
 def test_sweep_batches_into_groups_of_the_limit():
     sub = tiny_submission(sweep={"constraints.0.params.sigma": [0.0, 0.3, 0.6]}, seeds=[0, 1])
     _, summary = _summary(sub, batch=5)  # 3 sigmas x 2 seeds x (natural, random) = 12

@@ -147,8 +147,9 @@ def summarize(
     """The steps for the jobs not done: every declared training not cached, deduped by key and
     grouped (``TrainingSpec.batch_group``) into batches of at most ``batch_limit(first member,
     group size)``, in seed order (every variant's first seed first, so that a sweep stopped
-    early has every variant on its first seeds), then the evaluations, each depending on the steps that train what it
-    declared. ``declared``: the caller's cache of declared trainings (filled here; pass the
+    early has every variant on its first seeds), then the evaluations in seed order too (a stop
+    leaves whole seeds, and a seed's evaluations, which share its generated stimuli, run side by
+    side), each depending on the steps that train what it declared. ``declared``: the caller's cache of declared trainings (filled here; pass the
     same dict to plan the same jobs again without declaring them twice)."""
     cache: Declared = {} if declared is None else declared
     todo = [j for j in jobs if (j.submission, j.key) not in done]
@@ -183,7 +184,7 @@ def summarize(
             steps.append(train_step(tuple(members[i : i + k])))
     steps.sort(key=lambda s: min(m.seed for m in s.members))  # stable: plan order within a seed
     step_of = {m.key: s.key for s in steps if isinstance(s, TrainStep) for m in s.members}
-    for job in todo:
+    for job in sorted(todo, key=lambda j: j.seed):  # stable: plan order within a seed
         specs = trainings[job.key]
         deps = dict.fromkeys(step_of[s.key] for s in specs if s.key in step_of)
         steps.append(EvaluateStep(job, tuple(deps), trainings=specs))
