@@ -62,9 +62,11 @@ def _component(kind: str, name: str, params: dict):
     return c
 
 
-def _spec(seed=0, lr=0.05, sigma=0.3, **recipe):
-    model = _component("model", "small_alexnet", {"width": 0.1, "input_size": 8})
-    noise = _component("constraint", "internal_noise", {"sigma": sigma})
+def _spec(
+    seed=0, lr=0.05, sigma=0.3, model=("small_alexnet", {"width": 0.1, "input_size": 8}), **recipe
+):
+    model = _component("model", *model)
+    noise = _component("constraint", "internal_noise", {"sigma": sigma}) if sigma else None
     digits = _component("dataset", "digits", {})
     subset = _component("dataset", "subset", {"examples_per_class": 20})
     data = type(subset)(subset.entry, subset.params, digits)  # 200 images: a second a training
@@ -77,7 +79,8 @@ def _spec(seed=0, lr=0.05, sigma=0.3, **recipe):
         "schedule": {"name": "step", "step_size": 2, "gamma": 0.5},
         "augment": ["hflip", "crop"],
     }
-    return TrainingSpec(model, (noise,), TrainingRecipe(**{**fields, **recipe}), data, seed)
+    constraints = (noise,) if noise else ()
+    return TrainingSpec(model, constraints, TrainingRecipe(**{**fields, **recipe}), data, seed)
 
 
 @pytest.fixture
@@ -134,6 +137,42 @@ def test_solo_resume_is_bit_identical(service, tmp_path, one_thread, at):
     assert any("resuming" in n for n in notices), notices
     assert _states_equal(whole, resumed)
     _same_history(h_whole, h_resumed)
+
+
+#: Fig. 4A's flexible HMAX, small: learned thresholds (no weight decay), prototypes shared by
+#: the bands' Flexible Layers, S2 band by band with maps slid over 12-unit prototypes
+HMAX = (
+    "hmax",
+    {
+        "variant": "flexible",
+        "input_size": 16,
+        "bands": 4,
+        "patch_sizes": [2, 12],
+        "num_prototypes": 6,
+    },
+)
+
+
+def test_flexible_hmax_resumes_bit_identical(service, tmp_path, one_thread):
+    spec = _spec(model=HMAX, sigma=0.0, epochs=2, augment=[], weight_decay=0.006)
+    data = service.data(spec)
+    x, y = data.train_x, data.train_y
+    whole = service.build(spec, data)
+    h_whole = train_model(whole, x, y, spec.recipe, spec.seed)
+    path = tmp_path / "hmax.ckpt.safetensors"
+    with pytest.raises(Killed):
+        killed = service.build(spec, data)
+        train_model(killed, x, y, spec.recipe, spec.seed, None, KillAt(path, IDENTITY, 1, 96))
+    resumed = service.build(spec, data)
+    h_resumed = train_model(
+        resumed, x, y, spec.recipe, spec.seed, None, Checkpointer(path, IDENTITY, None)
+    )
+    assert _states_equal(whole, resumed)
+    _same_history(h_whole, h_resumed)
+    start = service.build(spec, data).state_dict()
+    trained = whole.state_dict()
+    moved = [k for k in start if "threshold" in k and not torch.equal(start[k], trained[k])]
+    assert moved  # thresholds trained (and resumed with their optimizer state)
 
 
 @pytest.mark.parametrize(
