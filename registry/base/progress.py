@@ -44,15 +44,15 @@ class ForwardingReporter(Reporter):
 
     def __init__(self, send: Callable[[Any], None]) -> None:
         self.send = send
-        self.training, self.epochs = "", 0
+        self.training, self.lines = "", EpochLines(0)
 
     def training_started(self, label: str, epochs: int) -> None:
-        self.training, self.epochs = label, epochs
+        self.training, self.lines = label, EpochLines(epochs)
 
     def epoch_done(self, epoch: int, stats: dict[str, float]) -> None:
-        done = epoch + 1
-        if self.epochs and (done % epoch_interval(self.epochs) == 0 or done == self.epochs):
-            self.message(f"  epoch {done}/{self.epochs} {_epoch_stats(stats)}: {self.training}")
+        line = self.lines.line(epoch, stats)
+        if line:
+            self.message(f"  {line}: {self.training}")
 
     def message(self, text: str) -> None:
         self.send(("message", text))
@@ -104,6 +104,48 @@ def epoch_interval(epochs: int, lines: int = 10) -> int:
     return max(1, epochs // lines)
 
 
+#: a training that printed nothing for this long reports its next epoch whatever its number
+QUIET_S = 600.0
+
+
+class EpochLines:
+    """Which epochs of one training get a line, and its pace: about every tenth epoch (or
+    ``every``), the last, and any that ends ``QUIET_S`` or more after the previous line (a
+    150-epoch training of 8-minute epochs, Fig. 4A's HMAX on a CPU, would else be silent for
+    two hours). From its second epoch here on, a line adds the time an epoch takes and what is
+    left (a resumed training's first epoch here may be partial, so it is not counted)."""
+
+    def __init__(self, epochs: int, every: int | None = None, clock=time.monotonic) -> None:
+        self.epochs, self.every, self.clock = epochs, every or epoch_interval(epochs), clock
+        self.last_line = clock()
+        self.first: tuple[int, float] | None = None  # (epochs done, time) at the first epoch
+
+    def line(self, epoch: int, stats: dict[str, float]) -> str | None:
+        now, done = self.clock(), epoch + 1
+        if self.first is None:
+            self.first = (done, now)
+        due = done % self.every == 0 or done == self.epochs or now - self.last_line >= QUIET_S
+        if not (self.epochs and due):
+            return None
+        self.last_line = now
+        text = f"epoch {done}/{self.epochs} {_epoch_stats(stats)}"
+        first_done, first_t = self.first
+        if done > first_done and done < self.epochs:
+            pace = (now - first_t) / (done - first_done)
+            left = human_seconds(pace * (self.epochs - done))
+            text += f" ({human_seconds(pace)} an epoch, ~{left} left)"
+        return text
+
+
+def human_seconds(seconds: float) -> str:
+    """``2.3 h``, ``7.6 min``, ``41.0 s``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
 class PlainReporter(Reporter):
     """One line per event, flushed at once (for pipes, CI logs and ``| tee``)."""
 
@@ -115,6 +157,7 @@ class PlainReporter(Reporter):
         self.total = 0
         self.index = 0
         self.epochs = 0
+        self.lines = EpochLines(0)
         self._job_t0 = self._train_t0 = 0.0
         self._training = ""
         self._job = ""  # the job announced by job_started (steps run elsewhere announce none)
@@ -145,13 +188,13 @@ class PlainReporter(Reporter):
     def training_started(self, label: str, epochs: int) -> None:
         self.epochs, self._training = epochs, label
         self._train_t0 = time.perf_counter()
+        self.lines = EpochLines(epochs, self.every)
         self._say(f"  train {label}: {epochs} epochs")
 
     def epoch_done(self, epoch: int, stats: dict[str, float]) -> None:
-        every = self.every or epoch_interval(self.epochs)
-        done = epoch + 1
-        if done % every == 0 or done == self.epochs:
-            self._say(f"  epoch {done}/{self.epochs} {_epoch_stats(stats)}")
+        line = self.lines.line(epoch, stats)
+        if line:
+            self._say(f"  {line}")
 
     def training_finished(self) -> None:
         seconds = time.perf_counter() - self._train_t0

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from bioprior.registry.base.devices import DeviceError
-from bioprior.registry.base.progress import for_output
+from bioprior.registry.base.progress import for_output, human_seconds
 from bioprior.registry.base.stops import Stopped
 from bioprior.registry.base.threads import ThreadsError
 from bioprior.registry.cli.common import console, fail, short
@@ -209,7 +209,7 @@ def _print_plan(out, planned: Planned) -> None:
     """The plan's steps (trainings, then evaluations), what is cached, estimates per step."""
     from rich.markup import escape
 
-    from bioprior.registry.engine.estimate import human_flops, human_seconds  # lazy: torch
+    from bioprior.registry.engine.estimate import human_flops  # lazy: torch
 
     summary, estimates, workers = planned.summary, planned.estimates, planned.sharing.workers
     for spec in summary.cached:
@@ -241,8 +241,6 @@ def _print_plan(out, planned: Planned) -> None:
 
 def _print_estimate_vs_actual(out, result: ScoreResult) -> None:
     from rich.markup import escape
-
-    from bioprior.registry.engine.estimate import human_seconds  # lazy: torch
 
     report, workers = result.report, result.planned.sharing.workers
     if not report.estimates:

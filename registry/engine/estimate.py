@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bioprior.registry.base.hashing import content_hash
+from bioprior.registry.base.progress import human_seconds
 from bioprior.registry.base.threads import CoreShare
 from bioprior.registry.contracts.benchmark import Work
 from bioprior.registry.engine.streaming import streams
@@ -671,11 +672,3 @@ def human_flops(flops: float) -> str:
         if flops >= scale:
             return f"{flops / scale:.1f} {unit}FLOP"
     return f"{flops:.0f} FLOP"
-
-
-def human_seconds(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"

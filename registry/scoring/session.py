@@ -25,7 +25,7 @@ from typing import Any, Self
 from bioprior.registry.base import denormals, stops
 from bioprior.registry.base import threads as thread_choice
 from bioprior.registry.base.paths import using_data_root
-from bioprior.registry.base.progress import Reporter
+from bioprior.registry.base.progress import Reporter, human_seconds
 from bioprior.registry.execution.scheduling import wall_time
 from bioprior.registry.hooks.loading import Registry, get_registry
 from bioprior.registry.planning.jobs import Job
@@ -236,8 +236,6 @@ class ScoringSession:
         wall = planned.wall_seconds() if planned.summary.todo else None
         if wall is None:
             return
-        from bioprior.registry.engine.estimate import human_seconds  # lazy: torch
-
         ends = time.strftime("%a %H:%M", time.localtime(time.time() + wall))
         workers = planned.sharing.workers
         side = f" with {workers} workers side by side" if workers > 1 else ""
