@@ -149,8 +149,9 @@ def summarize(
     group size)``, in seed order (every variant's first seed first, so that a sweep stopped
     early has every variant on its first seeds), then the evaluations in seed order too (a stop
     leaves whole seeds, and a seed's evaluations, which share its generated stimuli, run side by
-    side), each depending on the steps that train what it declared. ``declared``: the caller's cache of declared trainings (filled here; pass the
-    same dict to plan the same jobs again without declaring them twice)."""
+    side), each depending on the steps that train what it declared. ``declared``: the caller's
+    cache of declared trainings (filled here; pass the same dict to plan the same jobs again
+    without declaring them twice)."""
     cache: Declared = {} if declared is None else declared
     todo = [j for j in jobs if (j.submission, j.key) not in done]
     trainings = {j.key: declared_trainings(j, registry, cache) for j in todo}
