@@ -139,6 +139,75 @@ def test_solo_resume_is_bit_identical(service, tmp_path, one_thread, at):
     _same_history(h_whole, h_resumed)
 
 
+def test_a_resume_under_other_software_says_so_and_records_it(
+    service, tmp_path, one_thread, monkeypatch
+):
+    """A training checkpointed under one bioprior commit and thread count and resumed under
+    others (a sweep that spans an upgrade): the notice says what changed, and the history kept
+    with its weights records what wrote the part before the resume."""
+    spec = _spec(epochs=2)
+    data = service.data(spec)
+    x, y = data.train_x, data.train_y
+    path = tmp_path / "solo.ckpt.safetensors"
+    here = ckpt.software("cpu")
+    before = {**here, "git_commit": "0" * 40, "torch_num_threads": 7}
+    monkeypatch.setattr(ckpt, "software", lambda device: before)
+    with pytest.raises(Killed):
+        train_model(
+            service.build(spec, data),
+            x,
+            y,
+            spec.recipe,
+            spec.seed,
+            None,
+            KillAt(path, IDENTITY, 1, 0),
+        )
+    monkeypatch.setattr(ckpt, "software", lambda device: here)
+    notices: list[str] = []
+    history = train_model(
+        service.build(spec, data),
+        x,
+        y,
+        spec.recipe,
+        spec.seed,
+        None,
+        Checkpointer(path, IDENTITY, None, notices.append),
+    )
+    warning = next(n for n in notices if n.startswith("warning"))
+    assert f"git_commit {'0' * 40}, torch_num_threads 7" in warning
+    assert f"torch_num_threads {here['torch_num_threads']}" in warning
+    assert history["resumed"] == [[1, 0]] and history["resumed_software"] == [before]
+
+
+def test_a_resume_under_the_same_software_is_quiet(service, tmp_path, one_thread):
+    spec = _spec(epochs=2)
+    data = service.data(spec)
+    path = tmp_path / "solo.ckpt.safetensors"
+    with pytest.raises(Killed):
+        train_model(
+            service.build(spec, data),
+            data.train_x,
+            data.train_y,
+            spec.recipe,
+            spec.seed,
+            None,
+            KillAt(path, IDENTITY, 1, 0),
+        )
+    notices: list[str] = []
+    history = train_model(
+        service.build(spec, data),
+        data.train_x,
+        data.train_y,
+        spec.recipe,
+        spec.seed,
+        None,
+        Checkpointer(path, IDENTITY, None, notices.append),
+    )
+    assert not any(n.startswith("warning") for n in notices), notices
+    assert history["resumed_software"] == [ckpt.software("cpu")]
+    assert history["resumed_software"][0]["torch"] == torch.__version__
+
+
 #: Fig. 4A's flexible HMAX, small: learned thresholds (no weight decay), prototypes shared by
 #: the bands' Flexible Layers, S2 band by band with maps slid over 12-unit prototypes
 HMAX = (

@@ -267,6 +267,7 @@ def train_batched(
         histories = saved["histories"]
         for h in histories:
             h.setdefault("resumed", []).append([saved["epoch"], saved["position"]])
+            h.setdefault("resumed_software", []).append(checkpoint.resumed_software)
 
     def state(epoch, position, perms, loss_sum, correct, seconds) -> dict:
         return {

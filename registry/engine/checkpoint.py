@@ -18,7 +18,9 @@ weights cache as ``<key>.ckpt.safetensors`` (:func:`..store.weights.checkpoint_f
 training's under its first member's key, with every member's key recorded). It is trusted only
 when its content matches the hash stored in it and its identity (format, training keys, recipes,
 seeds, device type) is the training's; otherwise it is ignored with a notice and the training
-starts over. The service removes it once the final weights are stored.
+starts over. It records the software that wrote it (:func:`software`); a resume under other
+software is said in a warning and recorded in the history (``resumed_software``). The service
+removes it once the final weights are stored.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from bioprior.registry.base import atomic, stops
+from bioprior.registry.base import atomic, denormals, provenance, stops
 
 INTERVAL_ENV = "BIOPRIOR_CHECKPOINT_INTERVAL"
 DEFAULT_INTERVAL_S = 300.0
@@ -209,6 +211,21 @@ def read(path: str | os.PathLike, identity: dict[str, Any], device: Any = None) 
         raise Unusable(f"its state does not unpack ({exc})") from None
 
 
+#: what a training's numbers can depend on besides its key (``provenance.capture``'s fields)
+NUMERICS = ("bioprior", "git_commit", "git_dirty", "torch", "numpy", "torch_num_threads", "cpu")
+NUMERICS += ("cpu_capability", "cuda", "cudnn", "gpu")
+
+
+def software(device: str) -> dict[str, Any]:
+    """The software and hardware this process trains with, as far as they can change numbers
+    (recorded with each checkpoint: a training resumed elsewhere says what wrote its first part)."""
+    captured = provenance.capture(device)
+    out = {k: captured[k] for k in NUMERICS if captured.get(k) is not None}
+    if not device.startswith("cuda"):
+        out["denormals"] = denormals.state()
+    return out
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -252,6 +269,8 @@ class Checkpointer:
         self.enabled = True
         self.saves = 0
         self.resumed_at: tuple[int, int] | None = None
+        #: the software that wrote the checkpoint resumed from (:func:`software`; {} if unsaid)
+        self.resumed_software: dict[str, Any] = {}
         self._last = time.monotonic()
         self._stop: int | None = None
         self._previous: dict[int, Any] = {}
@@ -264,6 +283,9 @@ class Checkpointer:
         checkpointer = cls(path, identity, interval, notice, label)
         checkpointer.enabled = interval is not None
         return checkpointer
+
+    def _software(self) -> dict[str, Any]:
+        return software(str(self.identity.get("device", "")))
 
     def progress(self) -> tuple[int, int] | None:
         """(epoch, examples into it) this training would resume at (:func:`progress`), or None
@@ -303,6 +325,19 @@ class Checkpointer:
             f"resuming {self.label} from its checkpoint (epoch {int(state['epoch']) + 1}, "
             f"{int(state['position'])} examples into it)"
         )
+        written = state.pop("software", None)
+        self.resumed_software = dict(written) if isinstance(written, dict) else {}
+        now = self._software()
+        changed = sorted(
+            k for k in set(now) | set(written or {}) if now.get(k) != (written or {}).get(k)
+        )
+        if written is not None and changed:
+            then = ", ".join(f"{k} {written.get(k)}" for k in changed)
+            here = ", ".join(f"{k} {now.get(k)}" for k in changed)
+            self.notice(
+                f"warning: {self.label}'s checkpoint was written with {then}; it resumes with "
+                f"{here}: its weights come from both (recorded in its history)"
+            )
         self._last = time.monotonic()
         return state
 
@@ -319,7 +354,7 @@ class Checkpointer:
         """Write ``state`` (a failure is a notice, and no more checkpoints); then, if a stop was
         asked for, stop as the signal would have."""
         try:
-            write(self.path, self.identity, state)
+            write(self.path, self.identity, {**state, "software": self._software()})
             self.saves += 1
         except Exception as exc:  # noqa: BLE001 - a checkpoint that fails must not stop training
             self.disable(f"writing {self.path} failed ({type(exc).__name__}: {exc})")

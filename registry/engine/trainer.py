@@ -303,6 +303,7 @@ def train_model(
             objective.load_training_state(state)
         history = saved["history"]
         history.setdefault("resumed", []).append([saved["epoch"], saved["position"]])
+        history.setdefault("resumed_software", []).append(checkpoint.resumed_software)
 
     def state(epoch, position, perm, loss_sum, correct, seconds) -> dict[str, Any]:
         return {
