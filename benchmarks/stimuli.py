@@ -251,6 +251,13 @@ class StimulusSet:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def cached_share(self) -> float:
+        """The share of the conditions the cache holds already (1.0 where there are none): what
+        a run stopped while it generated them left, for the plan's estimate."""
+        if not self.conditions:
+            return 1.0
+        return sum(self._load(c) is not None for c in self.conditions) / len(self.conditions)
+
     def ensure(self) -> StimulusSet:
         """Generate and cache every condition not cached yet. Processes that need the same set
         at once (two of the scorer's workers evaluating two models of one seed) share the work:

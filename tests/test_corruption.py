@@ -232,6 +232,27 @@ def test_image_transform_benchmarks_run_in_cpu_workers(tmp_path, write_submissio
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "daemonic" not in done.stdout + done.stderr
     assert len(list((tmp_path / "home" / "stimuli").rglob("*.npy"))) > 0
+    # what the plan counts as cached is what the runs generated: every family, every seed
+    import torch
+
+    from bioprior.registry.engine.service import TrainingService
+    from bioprior.registry.hooks.loading import get_registry
+    from bioprior.registry.planning.declare import build_benchmark
+    from bioprior.registry.planning.jobs import plan
+    from bioprior.registry.submissions.loading import validate_submission_dict
+
+    jobs = plan([validate_submission_dict(sub, get_registry())])
+    service = TrainingService(tmp_path / "home", torch.device("cpu"))
+    shares = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for home in ("elsewhere", "home"):
+            mp.setenv("BIOPRIOR_HOME", str(tmp_path / home))
+            for job in jobs:
+                data = service.data(job.training)
+                share = build_benchmark(job).stimuli_cached(data, job.seed)
+                shares[home, job.benchmark.entry.name, job.seed] = share
+    assert {k[1] for k in shares} == {"corruption", "spectral", "ood_stylized"}
+    assert all(v == (1.0 if k[0] == "home" else 0.0) for k, v in shares.items()), shares
 
 
 def test_mce_against_a_different_baseline(scored):

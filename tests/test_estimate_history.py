@@ -125,6 +125,41 @@ def test_a_run_that_generated_does_not_time_the_next_generation(bioprior_home):
     assert alone.seconds == pytest.approx(600.0) and not alone.without_generation
 
 
+def test_stimuli_left_by_a_stopped_run_are_not_counted_again(bioprior_home):
+    """A run stopped while it generated a seed's corrupted sets left some in the cache: the plan
+    counts the generation of the rest only, and none where all are there."""
+    from dataclasses import replace
+
+    from bioprior.benchmarks.corruption.run import stimulus_set
+    from bioprior.registry.planning.declare import build_benchmark
+
+    registry = get_registry()
+    loaded = validate_submission_dict(_sub([3], [0.0]), registry)
+    with ResultStore(bioprior_home / "results.sqlite") as store:
+        scorer = Scorer(store, registry, device="cpu", max_batch=1)
+        _, summary = scorer.plan([loaded])
+        step = next(s for s in summary.steps if isinstance(s, EvaluateStep))
+
+        def estimate():
+            return scorer.estimate(summary)[step.key]
+
+        none = estimate()
+        assert none.generation > 0 and "its stimuli generated first" in none.note
+        sets = stimulus_set(
+            build_benchmark(step.job).params, scorer.service().data(step.job.training), 3
+        )
+        half = len(sets.conditions) // 2
+        replace(sets, conditions=sets.conditions[:half]).ensure()  # what the stopped run made
+        some = estimate()
+        share = half / len(sets.conditions)
+        assert some.generation == pytest.approx(none.generation * (1 - share))
+        assert f"{share:.0%} of them cached" in some.note
+        sets.ensure()
+        assert estimate().generation == 0.0
+        assert "its stimuli cached by an earlier run" in estimate().note
+        assert none.seconds - none.generation == pytest.approx(estimate().seconds)
+
+
 def test_a_different_benchmark_setting_is_not_timed_by_another(bioprior_home):
     bioprior.score(_sub([0], [0.0]), device="cpu")
     other = _sub([0], [0.0])

@@ -162,6 +162,11 @@ class Corruption(Benchmark):
         models = 2 if self.params.baseline is not None else 1
         return Work(forward=per_model * models + 1, images=self.params.max_images, stimuli=True)
 
+    def stimuli_cached(self, data, seed: int) -> float:
+        from .run import stimulus_set
+
+        return stimulus_set(self.params, data, seed).cached_share()
+
     def run(self, ctx) -> BenchmarkResult:
         from . import run
 

@@ -174,21 +174,28 @@ def load_precomputed(folder: Path, name: str, severity: int, channels: int, size
     return to_uint8(x), y
 
 
+def stimulus_set(p, data, seed: int, conds: list[Condition] | None = None) -> StimulusSet:
+    """The corrupted copies of ``data``'s test images that a run with ``seed`` evaluates (the
+    conditions not precomputed), before generation: ``ensure()`` makes what the cache lacks."""
+    conds = conditions(p, data.size) if conds is None else conds
+    idx = subset_indices(len(data.test_x), p.max_images, seed)
+    generated = [c for c in conds if not (p.precomputed and c.family == "imagecorruptions")]
+    return StimulusSet(to_uint8(data.test_x[idx]), generated, TRANSFORM, seed, VERSION, p.workers)
+
+
 def score_model(trained, conds: list[Condition], p, ctx) -> dict[str, Any]:
     """Accuracy of one trained model on clean and on every condition, and which images it got
     right (``correct``, packed as the ``correct`` metric stores it)."""
     data = trained.data
     idx = subset_indices(len(data.test_x), p.max_images, ctx.seed)
-    x = data.test_x[idx]
     y = data.test_y[idx]
-    src = to_uint8(x)
+    stim = stimulus_set(p, data, ctx.seed, conds)
     clean = Condition("clean", "clean", 0)
     hits: dict[Condition, np.ndarray] = {}
     acc: dict[Condition, float] = evaluate(
-        trained.module, [(clean, src)], y, ctx.device, ctx.seed, p.batch_size, hits
+        trained.module, [(clean, stim.source)], y, ctx.device, ctx.seed, p.batch_size, hits
     )
-    generated = [c for c in conds if not (p.precomputed and c.family == "imagecorruptions")]
-    stim = StimulusSet(src, generated, TRANSFORM, ctx.seed, VERSION, p.workers).ensure()
+    stim.ensure()
     acc.update(evaluate(trained.module, stim.items(), y, ctx.device, ctx.seed, p.batch_size, hits))
     if p.precomputed:
         folder = Path(p.precomputed).expanduser()

@@ -148,6 +148,11 @@ class OODStylized(Benchmark):
             forward=1 + len(self.params.styles), images=self.params.max_images, stimuli=True
         )
 
+    def stimuli_cached(self, data, seed: int) -> float:
+        from .renderings import rendered_set
+
+        return rendered_set(self.params, data, seed).cached_share()
+
     def run(self, ctx) -> BenchmarkResult:
         from . import renderings
 

@@ -275,6 +275,16 @@ def human_trials(ext) -> list[humans.Trial] | None:
         raise ValueError(f"external set {ext.name!r}: human_trials: {exc}") from None
 
 
+def rendered_set(p, data, seed: int) -> StimulusSet:
+    """The renderings of ``data``'s test images that a run with ``seed`` evaluates, before
+    generation (``ensure()`` makes what the cache lacks)."""
+    from bioprior.benchmarks.stimuli import subset_indices
+
+    idx = subset_indices(len(data.test_x), p.max_images, seed)
+    src = to_uint8(data.test_x[idx])
+    return StimulusSet(src, conditions(p), TRANSFORM, seed, VERSION, p.workers, split_images=False)
+
+
 def run(p, ctx):
     from bioprior.benchmarks.stimuli import subset_indices
     from bioprior.plugin import BenchmarkResult, pack_correct
@@ -282,13 +292,14 @@ def run(p, ctx):
     trained = ctx.trained()
     data = trained.data
     idx = subset_indices(len(data.test_x), p.max_images, ctx.seed)
-    src = to_uint8(data.test_x[idx])
     y = data.test_y[idx]
+    stim = rendered_set(p, data, ctx.seed)
     clean = Condition("clean", "clean", 0)
     hits: dict[Condition, np.ndarray] = {}
-    clean_acc = evaluate(trained.module, [(clean, src)], y, ctx.device, ctx.seed, 1024, hits)[clean]
-    conds = conditions(p)
-    stim = StimulusSet(src, conds, TRANSFORM, ctx.seed, VERSION, p.workers, split_images=False)
+    clean_acc = evaluate(
+        trained.module, [(clean, stim.source)], y, ctx.device, ctx.seed, 1024, hits
+    )[clean]
+    conds = stim.conditions
     acc = evaluate(
         trained.module, stim.ensure().items(), y, ctx.device, ctx.seed, p.batch_size, hits
     )

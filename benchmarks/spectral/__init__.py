@@ -130,6 +130,11 @@ class Spectral(Benchmark):
         corrupted = len(p.bandwidth_corruptions) * len(p.bandwidth_severities)
         return Work(forward=1 + filters + corrupted, images=p.max_images, stimuli=True)
 
+    def stimuli_cached(self, data, seed: int) -> float:
+        from .fourier import filtered_set
+
+        return filtered_set(self.params, data, seed).cached_share()
+
     def run(self, ctx) -> BenchmarkResult:
         from . import fourier
 

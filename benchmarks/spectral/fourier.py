@@ -187,6 +187,14 @@ def fourier_heatmap(trained, x, y, p, ctx) -> dict[str, Any]:
     }
 
 
+def filtered_set(p, data, seed: int) -> StimulusSet:
+    """The filtered copies of ``data``'s test images that a run with ``seed`` evaluates, before
+    generation (``ensure()`` makes what the cache lacks)."""
+    idx = subset_indices(len(data.test_x), p.max_images, seed)
+    conds = [c for g in filter_conditions(p, int(data.size)).values() for c in g]
+    return StimulusSet(to_uint8(data.test_x[idx]), conds, TRANSFORM, seed, VERSION, p.workers)
+
+
 def run(p, ctx):
     from bioprior.benchmarks.corruption import run as ci
     from bioprior.plugin import BenchmarkResult
@@ -195,14 +203,14 @@ def run(p, ctx):
     data = trained.data
     idx = subset_indices(len(data.test_x), p.max_images, ctx.seed)
     x, y = data.test_x[idx], data.test_y[idx]
-    src = to_uint8(x)
+    stim = filtered_set(p, data, ctx.seed)
+    src = stim.source
     size = int(data.size)
     clean = Condition("clean", "clean", 0)
     hits: dict[Condition, np.ndarray] = {}
     clean_acc = evaluate(trained.module, [(clean, src)], y, ctx.device, ctx.seed, 1024, hits)[clean]
     groups = filter_conditions(p, size)
-    conds = [c for g in groups.values() for c in g]
-    stim = StimulusSet(src, conds, TRANSFORM, ctx.seed, VERSION, p.workers).ensure()
+    stim.ensure()
     acc = evaluate(trained.module, stim.items(), y, ctx.device, ctx.seed, p.batch_size, hits)
     r_max = max_radius(size, size)
     metrics: dict[str, Any] = {

@@ -67,6 +67,13 @@ class Benchmark:
         None: the plan counts one forward pass per split and model, a floor."""
         return None
 
+    def stimuli_cached(self, data: Any, seed: int) -> float | None:
+        """For a benchmark whose ``Work`` generates stimuli: the share of what a run on
+        ``data``'s test images with ``seed`` generates that the stimulus cache holds already (a
+        run stopped while it generated them), so the plan counts only the rest. Default None:
+        not known, counted as none cached."""
+        return None
+
     def run(self, ctx: BenchmarkContext) -> BenchmarkResult:  # pragma: no cover - interface
         raise NotImplementedError
 

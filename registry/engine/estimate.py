@@ -563,10 +563,10 @@ def _with_generation(
         if work is None or not work.stimuli:
             return measured
         p = profile(step.job.training, service)
-        made = generation.seconds(step, service, _images_used(work, p))
+        made, cached = generation.seconds(step, service, _images_used(work, p))
     except Exception:  # noqa: BLE001 - a plugin's count must not cost the estimate
         return measured
-    note = measured.note + generation.describe(made)
+    note = measured.note + generation.describe(made, cached)
     return Estimate(measured.seconds + made, measured.flops, note, generation=made)
 
 
@@ -603,9 +603,9 @@ def _counted_work(
         if generation is None:
             note += "; its stimuli made by an earlier step"
         else:
-            made = generation.seconds(step, service, images)
+            made, cached = generation.seconds(step, service, images)
             seconds += made
-            note += generation.describe(made)
+            note += generation.describe(made, cached)
     return Estimate(seconds, flops, note, generation=made)
 
 
@@ -658,13 +658,31 @@ class StimulusGeneration:
             return max(1.0, self.share.pool_speedup)
         return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
-    def describe(self, made: float) -> str:
-        """The note an estimate that includes ``made`` seconds of generation adds."""
-        return f"; its stimuli generated first (~{human_seconds(made)}, {self.how})"
+    def describe(self, made: float, cached: float = 0.0) -> str:
+        """The note an estimate that includes ``made`` seconds of generation adds (``cached``:
+        the share an earlier run left in the cache)."""
+        if cached >= 1.0:
+            return "; its stimuli cached by an earlier run"
+        left = f", {cached:.0%} of them cached" if cached > 0 else ""
+        return f"; its stimuli generated first (~{human_seconds(made)}, {self.how}{left})"
 
-    def seconds(self, step: EvaluateStep, service: Any, images: int) -> float:
-        serial = preview_seconds(step, service) * images
-        return serial / self._speedup() if self.pooled else serial * self.slowdown
+    def seconds(self, step: EvaluateStep, service: Any, images: int) -> tuple[float, float]:
+        """(seconds to generate what the cache lacks of ``step``'s stimuli, the share cached)."""
+        cached = stimuli_cached(step, service)
+        serial = preview_seconds(step, service) * images * (1.0 - cached)
+        return (serial / self._speedup() if self.pooled else serial * self.slowdown), cached
+
+
+def stimuli_cached(step: EvaluateStep, service: Any) -> float:
+    """The share of ``step``'s stimuli in the cache already (a run stopped while it generated
+    them), as its benchmark says (``Benchmark.stimuli_cached``); 0 where it does not say."""
+    try:
+        share = build_benchmark(step.job).stimuli_cached(
+            service.data(step.job.training), step.job.seed
+        )
+    except Exception:  # noqa: BLE001 - a plugin's answer must not cost the estimate
+        return 0.0
+    return min(1.0, max(0.0, float(share))) if share is not None else 0.0
 
 
 def human_flops(flops: float) -> str:
