@@ -102,37 +102,36 @@ def _same_history(a: dict, b: dict) -> None:
 IDENTITY = {"keys": ["k"], "recipes": [], "seeds": [0], "device": "cpu"}
 
 
+def _killed_then_resumed(service, spec, path, at, between=lambda: None):
+    """Train ``spec`` until a checkpoint at ``at`` (epoch, position) and 'die'; run
+    ``between``; train a fresh model from the checkpoint: (that model, its history, the
+    notices)."""
+    data = service.data(spec)
+    x, y = data.train_x, data.train_y
+    with pytest.raises(Killed):
+        killed = service.build(spec, data)
+        train_model(killed, x, y, spec.recipe, spec.seed, None, KillAt(path, IDENTITY, *at))
+    assert path.exists()
+    between()
+    notices: list[str] = []
+    resumed = service.build(spec, data)
+    checkpointer = Checkpointer(path, IDENTITY, None, notices.append)
+    history = train_model(resumed, x, y, spec.recipe, spec.seed, None, checkpointer)
+    return resumed, history, notices
+
+
 @pytest.mark.parametrize("at", [(2, 0), (1, 96)], ids=["epoch-boundary", "mid-epoch"])
 def test_solo_resume_is_bit_identical(service, tmp_path, one_thread, at):
     spec = _spec()
     data = service.data(spec)
-    x, y = data.train_x, data.train_y
     whole = service.build(spec, data)
-    h_whole = train_model(whole, x, y, spec.recipe, spec.seed)
-
-    path = tmp_path / "solo.ckpt.safetensors"
-    with pytest.raises(Killed):
-        train_model(
-            service.build(spec, data),
-            x,
-            y,
-            spec.recipe,
-            spec.seed,
-            None,
-            KillAt(path, IDENTITY, *at),
-        )
-    assert path.exists()
-    torch.manual_seed(1234)  # whatever ran between the two processes
-    resumed = service.build(spec, data)
-    notices: list[str] = []
-    h_resumed = train_model(
-        resumed,
-        x,
-        y,
-        spec.recipe,
-        spec.seed,
-        None,
-        Checkpointer(path, IDENTITY, None, notices.append),
+    h_whole = train_model(whole, data.train_x, data.train_y, spec.recipe, spec.seed)
+    resumed, h_resumed, notices = _killed_then_resumed(
+        service,
+        spec,
+        tmp_path / "solo.ckpt.safetensors",
+        at,
+        lambda: torch.manual_seed(1234),  # whatever ran between the two processes
     )
     assert any("resuming" in n for n in notices), notices
     assert _states_equal(whole, resumed)
@@ -145,33 +144,15 @@ def test_a_resume_under_other_software_says_so_and_records_it(
     """A training checkpointed under one bioprior commit and thread count and resumed under
     others (a sweep that spans an upgrade): the notice says what changed, and the history kept
     with its weights records what wrote the part before the resume."""
-    spec = _spec(epochs=2)
-    data = service.data(spec)
-    x, y = data.train_x, data.train_y
-    path = tmp_path / "solo.ckpt.safetensors"
     here = ckpt.software("cpu")
     before = {**here, "git_commit": "0" * 40, "torch_num_threads": 7}
     monkeypatch.setattr(ckpt, "software", lambda device: before)
-    with pytest.raises(Killed):
-        train_model(
-            service.build(spec, data),
-            x,
-            y,
-            spec.recipe,
-            spec.seed,
-            None,
-            KillAt(path, IDENTITY, 1, 0),
-        )
-    monkeypatch.setattr(ckpt, "software", lambda device: here)
-    notices: list[str] = []
-    history = train_model(
-        service.build(spec, data),
-        x,
-        y,
-        spec.recipe,
-        spec.seed,
-        None,
-        Checkpointer(path, IDENTITY, None, notices.append),
+    _, history, notices = _killed_then_resumed(
+        service,
+        _spec(epochs=2),
+        tmp_path / "solo.ckpt.safetensors",
+        (1, 0),
+        lambda: monkeypatch.setattr(ckpt, "software", lambda device: here),
     )
     warning = next(n for n in notices if n.startswith("warning"))
     assert f"git_commit {'0' * 40}, torch_num_threads 7" in warning
@@ -180,29 +161,8 @@ def test_a_resume_under_other_software_says_so_and_records_it(
 
 
 def test_a_resume_under_the_same_software_is_quiet(service, tmp_path, one_thread):
-    spec = _spec(epochs=2)
-    data = service.data(spec)
     path = tmp_path / "solo.ckpt.safetensors"
-    with pytest.raises(Killed):
-        train_model(
-            service.build(spec, data),
-            data.train_x,
-            data.train_y,
-            spec.recipe,
-            spec.seed,
-            None,
-            KillAt(path, IDENTITY, 1, 0),
-        )
-    notices: list[str] = []
-    history = train_model(
-        service.build(spec, data),
-        data.train_x,
-        data.train_y,
-        spec.recipe,
-        spec.seed,
-        None,
-        Checkpointer(path, IDENTITY, None, notices.append),
-    )
+    _, history, notices = _killed_then_resumed(service, _spec(epochs=2), path, (1, 0))
     assert not any(n.startswith("warning") for n in notices), notices
     assert history["resumed_software"] == [ckpt.software("cpu")]
     assert history["resumed_software"][0]["torch"] == torch.__version__
@@ -225,17 +185,10 @@ HMAX = (
 def test_flexible_hmax_resumes_bit_identical(service, tmp_path, one_thread):
     spec = _spec(model=HMAX, sigma=0.0, epochs=2, augment=[], weight_decay=0.006)
     data = service.data(spec)
-    x, y = data.train_x, data.train_y
     whole = service.build(spec, data)
-    h_whole = train_model(whole, x, y, spec.recipe, spec.seed)
+    h_whole = train_model(whole, data.train_x, data.train_y, spec.recipe, spec.seed)
     path = tmp_path / "hmax.ckpt.safetensors"
-    with pytest.raises(Killed):
-        killed = service.build(spec, data)
-        train_model(killed, x, y, spec.recipe, spec.seed, None, KillAt(path, IDENTITY, 1, 96))
-    resumed = service.build(spec, data)
-    h_resumed = train_model(
-        resumed, x, y, spec.recipe, spec.seed, None, Checkpointer(path, IDENTITY, None)
-    )
+    resumed, h_resumed, _ = _killed_then_resumed(service, spec, path, (1, 96))
     assert _states_equal(whole, resumed)
     _same_history(h_whole, h_resumed)
     start = service.build(spec, data).state_dict()

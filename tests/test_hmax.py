@@ -361,22 +361,13 @@ def _direct_s2(monkeypatch) -> None:
     from bioprior.plugins.hmax import nn as hmax_nn
 
     monkeypatch.setattr(hmax_nn, "correlate", lambda x, w, p: F.conv2d(x, w, None, 1, p))
-    monkeypatch.setattr(S2, "forward", _s2_one_pass)
-
-
-def _s2_one_pass(self, c1):
-    if self.units is not None:
-        return [unit(c) for unit, c in zip(self.units, c1)]
-    sizes = [c.shape[-1] for c in c1]
-    big, n = max(sizes), c1[0].shape[0]
-    out = self.prototypes(
-        torch.cat([F.pad(c, (0, big - c.shape[-1], 0, big - c.shape[-1])) for c in c1])
+    monkeypatch.setattr(
+        S2,
+        "forward",
+        lambda self, c1: (
+            [u(c) for u, c in zip(self.units, c1)] if self.units else self.one_pass(c1)
+        ),
     )
-    k, p = self.prototypes.kernel_size[0], self.prototypes.padding[0]
-    return [
-        band[:, :, : s + 2 * p - k + 1, : s + 2 * p - k + 1]
-        for band, s in zip(out.split(n), sizes, strict=True)
-    ]
 
 
 @pytest.mark.parametrize("variant", ["baseline", "flexible"])

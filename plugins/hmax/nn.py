@@ -208,12 +208,15 @@ class S2(nn.Module):
     def forward(self, c1: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.units is not None:
             return [unit(c) for unit, c in zip(self.units, c1)]
-        sizes = [c.shape[-1] for c in c1]
-        k = self.prototypes.kernel_size[0]
-        if k > min(sizes):  # padding small maps to the largest would undo `correlate`'s saving
+        if self.prototypes.kernel_size[0] > min(c.shape[-1] for c in c1):
+            # padding small maps to the largest would undo `correlate`'s saving
             return [self.prototypes(c) for c in c1]
-        # one pass over all bands: zero-pad the maps to a common size (the convolution's own
-        # padding is zeros too, so each band's output region is unchanged), then crop
+        return self.one_pass(c1)
+
+    def one_pass(self, c1: list[torch.Tensor]) -> list[torch.Tensor]:
+        """All bands in one pass: zero-pad the maps to a common size (the convolution's own
+        padding is zeros too, so each band's output region is unchanged), then crop."""
+        sizes = [c.shape[-1] for c in c1]
         big, n = max(sizes), c1[0].shape[0]
         out = self.prototypes(
             torch.cat([F.pad(c, (0, big - c.shape[-1], 0, big - c.shape[-1])) for c in c1])
