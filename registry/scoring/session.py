@@ -24,6 +24,7 @@ from typing import Any, Self
 
 from bioprior.registry.base import denormals, stops
 from bioprior.registry.base import threads as thread_choice
+from bioprior.registry.base.allocator import release_freed_memory
 from bioprior.registry.base.paths import using_data_root
 from bioprior.registry.base.progress import Reporter, human_seconds
 from bioprior.registry.execution.scheduling import wall_time
@@ -198,6 +199,7 @@ class ScoringSession:
             )
             with thread_choice.using(each):  # what each worker will have
                 planned.estimates = scorer.estimate(summary, share)
+            release_freed_memory()  # the calibration's, before workers are forked from us
         return planned
 
     def run(self, planned: Planned) -> ScoreResult:
