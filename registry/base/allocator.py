@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from typing import Any
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 MMAP_BYTES = 32 << 20  # glibc's largest mmap threshold on 64-bit
@@ -39,16 +40,24 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+def _glibc(name: str, argtypes: list) -> Any:
+    """glibc's function ``name`` (returning int), or None where the C library is not glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = argtypes, ctypes.c_int
+    return function
+
+
 def _apply() -> bool:
     if os.environ.get("BIOPRIOR_MALLOC") == "system" or any(v in os.environ for v in USER_SETTINGS):
         return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(
         mallopt(option, value) == 1
         for option, value in (
@@ -62,11 +71,5 @@ def _apply() -> bool:
 def release_freed_memory() -> bool:
     """Give the memory glibc keeps freed back to the system (``malloc_trim(0)``); whether
     anything was released (False where the C library is not glibc)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim(0) == 1
+    trim = _glibc("malloc_trim", [ctypes.c_size_t])
+    return trim is not None and trim(0) == 1
