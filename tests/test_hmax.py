@@ -340,19 +340,34 @@ def test_correlate_is_conv2d_with_zero_padding(map_hw, patch_hw):
         torch.testing.assert_close(got, want)
 
 
-def _three_steps(variant: str, **geometry) -> dict[str, torch.Tensor]:
+def _three_steps(variant: str, device: str = "cpu", **geometry) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = HMAX(variant=variant, **geometry)
+    model = HMAX(variant=variant, **geometry).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     gen = torch.Generator().manual_seed(1)
     size = geometry.get("input_size", 28)
     for _ in range(3):
-        x = torch.rand(12, 1, size, size, generator=gen)
-        y = torch.randint(0, 10, (12,), generator=gen)
+        x = torch.rand(12, 1, size, size, generator=gen).to(device)
+        y = torch.randint(0, 10, (12,), generator=gen).to(device)
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    return model.state_dict()
+    return {k: v.cpu() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["baseline", "flexible"])
+def test_paper_geometry_trains_on_the_gpu_as_on_the_cpu(monkeypatch, variant):
+    """Fig. 4A's S2 at 28 px (band by band, maps slid over the prototypes) on a GPU: three SGD
+    steps end where the CPU's end, in fp32 (TF32 off for the comparison)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cpu = _three_steps(variant, num_prototypes=16)
+    gpu = _three_steps(variant, "cuda", num_prototypes=16)
+    for name, value in cpu.items():
+        torch.testing.assert_close(gpu[name], value, rtol=1e-3, atol=1e-4, msg=name)
 
 
 def _direct_s2(monkeypatch) -> None:
