@@ -326,17 +326,15 @@ class Checkpointer:
             f"{int(state['position'])} examples into it)"
         )
         written = state.pop("software", None)
-        self.resumed_software = dict(written) if isinstance(written, dict) else {}
+        then = self.resumed_software = dict(written) if isinstance(written, dict) else {}
         now = self._software()
-        changed = sorted(
-            k for k in set(now) | set(written or {}) if now.get(k) != (written or {}).get(k)
-        )
-        if written is not None and changed:
-            then = ", ".join(f"{k} {written.get(k)}" for k in changed)
-            here = ", ".join(f"{k} {now.get(k)}" for k in changed)
+        changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+        if then and changed:
+            before = ", ".join(f"{k} {then.get(k)}" for k in changed)
+            after = ", ".join(f"{k} {now.get(k)}" for k in changed)
             self.notice(
-                f"warning: {self.label}'s checkpoint was written with {then}; it resumes with "
-                f"{here}: its weights come from both (recorded in its history)"
+                f"warning: {self.label}'s checkpoint was written with {before}; it resumes with "
+                f"{after}: its weights come from both (recorded in its history)"
             )
         self._last = time.monotonic()
         return state
