@@ -6,7 +6,7 @@ Pure bookkeeping (no torch): what to run, what is already done or cached, in whi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -126,6 +126,18 @@ class PlanSummary:
     @property
     def epochs(self) -> int:
         return sum(len(s.members) * s.epochs for s in self.train_steps)
+
+    def longest_first(self, seconds: Mapping[str, float]) -> list[Step]:
+        """The steps with each seed's trainings in order of their estimated ``seconds`` (by
+        step key; what is left of a resumed one), longest first; seeds stay in order, and the
+        evaluations follow as planned. With several workers, a long training started last keeps
+        one worker busy while the others have nothing left to do (longest processing time
+        first, Graham 1969); a training without an estimate keeps its place after those with
+        one."""
+        trains = [s for s in self.steps if isinstance(s, TrainStep)]
+        rest = [s for s in self.steps if not isinstance(s, TrainStep)]
+        trains.sort(key=lambda s: (min(m.seed for m in s.members), -seconds.get(s.key, 0.0)))
+        return [*trains, *rest]
 
     def describe(self) -> str:
         batched = sum(1 for s in self.train_steps if len(s.members) > 1)

@@ -41,6 +41,9 @@ from bioprior.registry.store.results import ResultStore, StoreError, full_disk_h
 from bioprior.registry.submissions.files import writable_problem
 from bioprior.registry.submissions.loading import LoadedSubmission, load_submission
 
+#: the share of the estimated wall time that starting the longest trainings first must save
+LONGEST_FIRST_GAIN = 0.05
+
 
 @dataclass
 class Planned:
@@ -58,10 +61,28 @@ class Planned:
         scheduler on a virtual clock); None without estimates."""
         if not self.estimates:
             return None
+        return self._wall(self.summary.steps)
+
+    def _wall(self, steps: Sequence[Any]) -> float:
         seconds = {key: e.seconds for key, e in self.estimates.items()}
-        return wall_time(
-            self.summary.steps, lambda step: seconds.get(step.key, 0.0), self.sharing.workers
-        )
+        return wall_time(steps, lambda step: seconds.get(step.key, 0.0), self.sharing.workers)
+
+    def start_longest_first(self, gain: float = LONGEST_FIRST_GAIN) -> tuple[float, float] | None:
+        """Reorder each seed's trainings longest first where that saves at least ``gain`` of
+        the estimated wall time with the run's workers (Fig. 4A's three HMAX trainings of 19,
+        23 and 32 h on two workers: the longest planned last ran alone for its last day);
+        (wall time before, after) when it does, None when the plan's order stays (one worker,
+        no estimates, trainings of about one length: their order is then the plan's, not the
+        calibration's noise)."""
+        if self.sharing.workers < 2 or not self.estimates:
+            return None
+        seconds = {key: e.seconds for key, e in self.estimates.items()}
+        reordered = self.summary.longest_first(seconds)
+        before, after = self._wall(self.summary.steps), self._wall(reordered)
+        if not after < before * (1.0 - gain):
+            return None
+        self.summary.steps = reordered
+        return before, after
 
 
 @dataclass
@@ -200,6 +221,12 @@ class ScoringSession:
             with thread_choice.using(each):  # what each worker will have
                 planned.estimates = scorer.estimate(summary, share)
             release_freed_memory()  # the calibration's, before workers are forked from us
+            walls = planned.start_longest_first()
+            if walls is not None:
+                self.reporter.message(
+                    "order: the longest trainings of each seed start first, ~"
+                    f"{human_seconds(walls[1])} of wall time instead of ~{human_seconds(walls[0])}"
+                )
         return planned
 
     def run(self, planned: Planned) -> ScoreResult:
