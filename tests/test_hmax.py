@@ -412,3 +412,37 @@ def test_paper_geometry_trains_as_the_direct_convolution(monkeypatch, variant):
         torch.testing.assert_close(value, before[name], rtol=1e-4, atol=1e-5, msg=name)
     if variant != "flexible":  # (its C2 comes from the 8-unit band at first, mostly direct)
         assert not all(torch.equal(now[k], before[k]) for k in now)  # it took the other path
+
+
+def _s2_tail_as_written(monkeypatch) -> None:
+    """S2's distance and Gaussian as pytorch_hmax writes them: ``x2 - 2 * xw + w2`` and
+    ``exp(-d2 / (2 sigma^2 n))``, each operation its own pass."""
+
+    def squared_distance(self, x):
+        xw = correlate(x, self.weight, self.padding)
+        x2 = F.conv2d(x.square().sum(1, keepdim=True), self.window, None, 1, self.padding)
+        w2 = self.weight.square().sum((1, 2, 3)).view(1, -1, 1, 1)
+        return (x2 - 2 * xw + w2).clamp_min(0.0)
+
+    def forward(self, x):
+        d2 = self.squared_distance(x)
+        return torch.exp(-d2 / (2 * self.sigma**2 * self.weight[0].numel()))
+
+    monkeypatch.setattr(PrototypeDistance, "squared_distance", squared_distance)
+    monkeypatch.setattr(PrototypeDistance, "forward", forward)
+
+
+@pytest.mark.parametrize("variant", ["baseline", "convolutional", "flexible"])
+@pytest.mark.parametrize("size", [28, 16])
+def test_s2_tail_with_fewer_passes_trains_to_the_same_weights(monkeypatch, variant, size):
+    """S2's element-wise tail folds the doubling into the subtraction and the negation into the
+    divisor (two passes fewer over the maps, forward and backward): exact in floats, so three
+    SGD steps end at the same weights as the formula written out, bit for bit, at Fig. 4A's
+    geometry and the digits one (a Fig. 4A run resumes across the change)."""
+    geometry = {"num_prototypes": 16}
+    if size == 16:
+        geometry = {"input_size": 16, "bands": 4, "patch_sizes": (2, 4), "num_prototypes": 25}
+    now = _three_steps(variant, **geometry)
+    _s2_tail_as_written(monkeypatch)
+    written = _three_steps(variant, **geometry)
+    assert all(torch.equal(now[k], written[k]) for k in now)
