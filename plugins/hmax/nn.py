@@ -150,9 +150,10 @@ class PrototypeDistance(nn.Conv2d):
             xw = correlate(x, w, self.padding)
             x2 = F.conv2d(x.square().sum(1, keepdim=True), self.window, None, 1, self.padding)
             w2 = w.square().sum((1, 2, 3)).view(1, -1, 1, 1)
-            # x2 - 2 xw + w2 with one pass fewer over the maps, forward and backward: doubling
-            # is exact in floats, so a - 2b rounds the same fused or not (bit for bit)
-            return torch.sub(x2, xw, alpha=2).add(w2).clamp_min(0.0)
+            # x2 - 2 xw + w2 with one pass fewer over the maps, forward and backward (add's
+            # backward scales by alpha in one pass; sub's negates, then scales): doubling is
+            # exact in floats, so a + (-2 b) rounds as a - 2 b does, fused or not (bit for bit)
+            return torch.add(x2, xw, alpha=-2).add(w2).clamp_min(0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d2 = self.squared_distance(x)
