@@ -435,7 +435,7 @@ def _s2_tail_as_written(monkeypatch) -> None:
 @pytest.mark.parametrize("variant", ["baseline", "convolutional", "flexible"])
 @pytest.mark.parametrize("size", [28, 16])
 def test_s2_tail_with_fewer_passes_trains_to_the_same_weights(monkeypatch, variant, size):
-    """S2's element-wise tail folds the doubling into the subtraction and the negation into the
+    """S2's element-wise tail folds the doubling into the addition and the negation into the
     divisor (two passes fewer over the maps, forward and backward): exact in floats, so three
     SGD steps end at the same weights as the formula written out, bit for bit, at Fig. 4A's
     geometry and the digits one (a Fig. 4A run resumes across the change)."""
