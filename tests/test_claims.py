@@ -9,12 +9,14 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, dead_pid
 from faulty_plugins import activate, faulty_submission, install
 
 from bioprior.registry.store.claims import BUSY, DONE, MINE, Claims
+from bioprior.registry.store.results import ResultStore
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,27 @@ def faulty(tmp_path, monkeypatch):
     folder = install(tmp_path / "site")
     activate(folder, monkeypatch)
     return folder
+
+
+def test_a_store_another_scorer_is_creating_opens(tmp_path, monkeypatch):
+    """Two scorers started together on a fresh home: SQLite creates the file empty, then writes
+    its first page. The other scorer looks at the file just before that write and opens it
+    after: one look decides (an empty file is a new store), so neither look is an error."""
+    db = tmp_path / "results.sqlite"
+    db.touch()  # the first scorer's sqlite3.connect
+    real_stat, written = Path.stat, []
+
+    def first_page_written_after_the_look(self, *args, **kwargs):
+        info = real_stat(self, *args, **kwargs)
+        if self == db and not written:
+            written.append(True)
+            with ResultStore(db):  # the first scorer writes its schema
+                pass
+        return info
+
+    monkeypatch.setattr(Path, "stat", first_page_written_after_the_look)
+    with ResultStore(db) as store:
+        assert written and store.rows() == []
 
 
 def test_two_scorers_with_overlapping_plans_compute_each_job_once(

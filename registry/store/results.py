@@ -186,13 +186,18 @@ def full_disk_hint(path: str | Path) -> str:
 
 def _not_a_store(path: Path) -> str | None:
     """Why an existing ``path`` must not be opened for writing as a results database: not a
-    regular file, or bytes that are not SQLite (an empty file is a new database)."""
+    regular file, or bytes that are not SQLite. An empty file is a new database, or one another
+    scorer is creating (SQLite creates the file, then writes its first page): decided from one
+    look at the file, so that the other scorer's first write between two looks is no error."""
     if str(path) == ":memory:" or not os.path.lexists(path):
         return None
-    problem = database_problem(path)
-    if problem and path.is_file() and path.stat().st_size == 0:
+    try:
+        info = path.stat()
+    except OSError:
+        info = None  # database_problem says why
+    if info is not None and stat.S_ISREG(info.st_mode) and info.st_size == 0:
         return None
-    return problem
+    return database_problem(path)
 
 
 class ResultStore:
