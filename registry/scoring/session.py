@@ -63,8 +63,12 @@ class Planned:
             return None
         return self._wall(self.summary.steps)
 
+    def _seconds(self) -> dict[str, float]:
+        """Each estimated step's seconds, by step key."""
+        return {key: e.seconds for key, e in self.estimates.items()}
+
     def _wall(self, steps: Sequence[Any]) -> float:
-        seconds = {key: e.seconds for key, e in self.estimates.items()}
+        seconds = self._seconds()
         return wall_time(steps, lambda step: seconds.get(step.key, 0.0), self.sharing.workers)
 
     def start_longest_first(self, gain: float = LONGEST_FIRST_GAIN) -> tuple[float, float] | None:
@@ -76,8 +80,7 @@ class Planned:
         calibration's noise)."""
         if self.sharing.workers < 2 or not self.estimates:
             return None
-        seconds = {key: e.seconds for key, e in self.estimates.items()}
-        reordered = self.summary.longest_first(seconds)
+        reordered = self.summary.longest_first(self._seconds())
         before, after = self._wall(self.summary.steps), self._wall(reordered)
         if not after < before * (1.0 - gain):
             return None
