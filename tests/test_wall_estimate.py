@@ -18,12 +18,14 @@ class Step:
     key: str
     seconds: float
     depends_on: tuple[str, ...] = ()
+    after_trainings: bool = False
 
 
-def _plan(trainings: list[float], evaluations: list[float]) -> list[Step]:
-    """One training per seed, then one evaluation per training (the planner's shape)."""
+def _plan(trainings: list[float], evaluations: list[float], waiting=False) -> list[Step]:
+    """One training per seed, then one evaluation per training (the planner's shape);
+    ``waiting``: the evaluations wait for the trainings still to start."""
     train = [Step(f"t{i}", s) for i, s in enumerate(trainings)]
-    evaluate = [Step(f"e{i}", s, (f"t{i}",)) for i, s in enumerate(evaluations)]
+    evaluate = [Step(f"e{i}", s, (f"t{i}",), waiting) for i, s in enumerate(evaluations)]
     return [*train, *evaluate]
 
 
@@ -33,6 +35,9 @@ def test_a_finished_training_is_evaluated_before_the_next_training_starts():
     # on that worker; t1 ends at 20, e1 runs 20-22; e2 waits for t2: 41-44
     assert wall_time(steps, lambda s: s.seconds, 2) == 44
     assert wall_time(steps, lambda s: s.seconds, 1) == sum(s.seconds for s in steps)
+    # evaluations after the trainings: t2 starts at 10 (t0's end), e0 at 20 on the worker
+    # t1 frees, e1 at 21, e2 at 40: 43
+    assert wall_time(_plan([10, 20, 30], [1, 2, 3], True), lambda s: s.seconds, 2) == 43
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,10 +48,11 @@ def test_a_finished_training_is_evaluated_before_the_next_training_starts():
         )
     ),
     st.integers(1, 4),
+    st.booleans(),
 )
-def test_the_wall_time_lies_between_the_bounds_any_schedule_has(plan, workers):
+def test_the_wall_time_lies_between_the_bounds_any_schedule_has(plan, workers, waiting):
     trainings, evaluations = plan
-    steps = _plan(trainings, evaluations)
+    steps = _plan(trainings, evaluations, waiting)
     total = sum(s.seconds for s in steps)
     longest_chain = max(t + e for t, e in zip(trainings, evaluations, strict=True))
     wall = wall_time(steps, lambda s: s.seconds, workers)

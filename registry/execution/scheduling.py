@@ -9,7 +9,10 @@ to ``retries`` times. Outcomes are yielded as they finish; the driver writes the
 
 Steps start in plan order, except that a step whose dependencies have all finished goes first:
 a finished training is evaluated before the next training starts, so a long sweep reports its
-results as it goes and a stopped run leaves every finished training scored.
+results as it goes and a stopped run leaves every finished training scored. An evaluation step
+marked ``after_trainings`` (the plan chose it where that shortens the run: see
+:meth:`~bioprior.registry.scoring.session.Planned.evaluate_after_trainings`) keeps its place in
+plan order instead, after the trainings still to start.
 """
 
 from __future__ import annotations
@@ -82,10 +85,12 @@ def _ready_first(
 ) -> list[Any]:
     """``pending`` in plan order, with the steps that end a chain (nothing in the plan depends
     on them: evaluations) and whose dependencies all finished (in this run, or before it: a
-    cached training is not in the plan) in front."""
+    cached training is not in the plan) in front, unless they are marked ``after_trainings``."""
 
     def waits(step: Any) -> bool:
-        return step.key in upstream or any(d in in_plan and d not in status for d in _deps(step))
+        if step.key in upstream or getattr(step, "after_trainings", False):
+            return True
+        return any(d in in_plan and d not in status for d in _deps(step))
 
     return sorted(pending, key=waits)  # stable: plan order within each group
 
@@ -245,7 +250,7 @@ class _SimulatedBackend:
 def wall_time(steps: Sequence[Any], seconds: Callable[[Any], float], workers: int) -> float:
     """The wall time of ``steps`` run by :func:`schedule` on ``workers`` side by side, each
     taking ``seconds(step)`` (its estimate): the same order, dependencies and ready-first rule
-    as a real run, on a virtual clock. Where every step keeps a worker busy until its last
+    (``after_trainings`` included) as a real run, on a virtual clock. Where every step keeps a worker busy until its last
     dependent can start, this is the plan's wall time; a sum of the steps would be ``workers``
     times too long."""
     backend = _SimulatedBackend(seconds, workers)

@@ -7,7 +7,7 @@ Pure bookkeeping (no torch): what to run, what is already done or cached, in whi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -58,6 +58,9 @@ class EvaluateStep:
     #: the trainings the job's benchmark declared (None: not declared here, e.g. a step rebuilt
     #: from its payload, whose runner declares them)
     trainings: tuple[TrainingSpec, ...] | None = field(default=None, compare=False)
+    #: start in plan order, after the trainings still to start, rather than as soon as its
+    #: trainings are ready (the plan's choice where that shortens the run; not part of the key)
+    after_trainings: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -138,6 +141,15 @@ class PlanSummary:
         rest = [s for s in self.steps if not isinstance(s, TrainStep)]
         trains.sort(key=lambda s: (min(m.seed for m in s.members), -seconds.get(s.key, 0.0)))
         return [*trains, *rest]
+
+    def evaluations_after_trainings(self) -> list[Step]:
+        """The steps with every evaluation marked to wait for the trainings still to start (the
+        plan lists the trainings first): a finished training's evaluation then goes to the
+        first worker with no training left to start, not to the one that trained it."""
+        return [
+            replace(s, after_trainings=True) if isinstance(s, EvaluateStep) else s
+            for s in self.steps
+        ]
 
     def describe(self) -> str:
         batched = sum(1 for s in self.train_steps if len(s.members) > 1)
