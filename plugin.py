@@ -15,7 +15,8 @@ see docs/plugin-api.md). Besides these names, the public contract is the hook na
 - constraints: :class:`Constraint`, :class:`ConstraintError`, :class:`InputGeometry`,
   :data:`UNKNOWN_GEOMETRY`;
 - benchmarks: :class:`Benchmark`, :class:`BenchmarkResult`, :class:`BenchmarkContext`,
-  :class:`Needs`, :class:`TrainingSpec`, :class:`Work`, :func:`seeded`;
+  :class:`Needs`, :class:`TrainingSpec`, :class:`Work`, :func:`seeded`,
+  :class:`EvaluationJournal` (``ctx.journal``), :data:`NO_JOURNAL`;
 - neural data: :class:`NeuralData`, :class:`NeuralDataRef`, :func:`load_neural_data`,
   :func:`evaluate_readout`, :func:`readouts`, :class:`NeuralReadout`;
 - layers: :func:`hidden_activations`, :class:`HiddenActivation`, :data:`ACTIVATION_TYPES`,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
         load_neural_data,
     )
     from bioprior.registry.engine.context import BenchmarkContext
+    from bioprior.registry.engine.journal import NO_JOURNAL, EvaluationJournal
     from bioprior.registry.engine.trainer import seeded
     from bioprior.registry.hooks.entries import (
         ImageModelParams,
@@ -123,6 +125,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     _R + "planning.needs": ("Needs",),
     _R + "planning.spec": ("TrainingSpec",),
     _R + "engine.context": ("BenchmarkContext",),
+    _R + "engine.journal": ("EvaluationJournal", "NO_JOURNAL"),
     _R + "engine.trainer": ("seeded",),
     _R + "toolkit.layers": (
         "hidden_activations",
@@ -155,6 +158,7 @@ _NAMES: dict[str, str] = {name: module for module, names in _HOMES.items() for n
 __all__ = [
     "ACTIVATION_TYPES",
     "CIFAR10_GEOMETRY",
+    "NO_JOURNAL",
     "UNKNOWN_GEOMETRY",
     "Batch",
     "Benchmark",
@@ -163,6 +167,7 @@ __all__ = [
     "Constraint",
     "ConstraintError",
     "DataUnavailable",
+    "EvaluationJournal",
     "HiddenActivation",
     "ImageData",
     "ImageModelParams",

@@ -122,7 +122,7 @@ def test_same_curves_as_foolbox(trained, monkeypatch):
             m.setattr(
                 adv_run,
                 "_batched_attack",
-                lambda a, f, x_, y_, e, b: foolbox_batched(a, f, x_, y_, e),
+                lambda a, f, x_, y_, e, b, *journal: foolbox_batched(a, f, x_, y_, e),
             )
             m.setattr(adv_run, "shares_gradient", lambda *a: False)  # foolbox per epsilon
             theirs = adv_run.fixed_epsilon_curve(mode, plugin, x, y, [0.0, *epsilons], 3, BATCH)

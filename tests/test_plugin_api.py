@@ -158,7 +158,7 @@ def test_an_old_path_warns_and_gives_the_same_objects(old, monkeypatch):
 
 
 #: homes of public names added after the move: they never had an old path to keep
-NEW_HOMES = {"toolkit.consistency"}
+NEW_HOMES = {"toolkit.consistency", "engine.journal"}
 
 
 def test_every_old_path_of_a_public_name_has_a_shim():

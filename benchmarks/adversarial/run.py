@@ -32,7 +32,7 @@ from bioprior.benchmarks.adversarial.foolbox_attacks import (
     shares_gradient,
     step_along,
 )
-from bioprior.plugin import BenchmarkResult, seeded, to_float
+from bioprior.plugin import NO_JOURNAL, BenchmarkResult, seeded, to_float
 
 
 @dataclass
@@ -77,18 +77,24 @@ def correct_fraction(
     return out / draws
 
 
-def _batched_attack(attack, fmodel, x, y, epsilon, batch_size: int) -> torch.Tensor:
+def _batched_attack(
+    attack, fmodel, x, y, epsilon, batch_size: int, journal=NO_JOURNAL, label: str = ""
+) -> torch.Tensor:
     """The clipped adversarials of foolbox's ``attack(fmodel, xb, yb, epsilons=epsilon)``,
     batch by batch: the same images, computed without the success check
     (:func:`clipped_adversarials`) and without parameter gradients
-    (:func:`input_gradients_only`)."""
+    (:func:`input_gradients_only`); each batch a unit of the job's ``journal`` (``label``)."""
     random_model = len(x) > 0 and draws_random_numbers(fmodel, x[:1])
     advs = []
     with input_gradients_only(fmodel):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-            adv = clipped_adversarials(attack, fmodel, xb, yb, epsilon, random_model)
-            advs.append(adv.detach())
+
+            def batch(xb=xb, yb=yb) -> dict[str, torch.Tensor]:
+                adv = clipped_adversarials(attack, fmodel, xb, yb, epsilon, random_model)
+                return {"adv": adv.detach()}
+
+            advs.append(journal.cached(f"{label}/images {i}", batch)["adv"])
     return torch.cat(advs)
 
 
@@ -101,14 +107,20 @@ def fixed_epsilon_curve(
     seed: int,
     batch_size: int = 256,
     eot: bool = True,
+    journal=NO_JOURNAL,
+    label: str = "",
 ) -> dict[str, Any]:
     """Robust accuracy per epsilon: ``accuracy`` (an image counts as robust at eps only if no
-    epsilon' <= eps fooled it: non-increasing) and ``accuracy_raw`` (per epsilon)."""
+    epsilon' <= eps fooled it: non-increasing) and ``accuracy_raw`` (per epsilon). Each
+    epsilon's per-image results are a unit of the job's ``journal`` (``label``), its batches
+    too while it runs."""
     if plugin.minimal:
         raise ValueError(
             "a fixed-epsilon curve needs a fixed-epsilon attack (not a minimization one)"
         )
     attack = with_eot(plugin.attack, mode.eot_samples if eot else 1)
+    if callable(getattr(attack, "pop_report", None)):
+        journal = NO_JOURNAL  # its report (AutoAttack's checks) comes from running it
     fmodel = fb.PyTorchModel(mode.module, bounds=(0, 1), device=x.device)
     directions = None  # FGSM / FGM on a deterministic model: one gradient serves every epsilon
     if len(x) and shares_gradient(attack, draws_random_numbers(fmodel, x[:1])):
@@ -116,14 +128,19 @@ def fixed_epsilon_curve(
     raw, envelope = [], []
     running = None
     for k, eps in enumerate(epsilons_pixel):
-        with seeded(_seed(seed, str(k), repr(eps)), x.device):
-            if eps == 0:
-                adv = x
-            elif directions is not None:
-                adv = step_along(attack, fmodel, x, directions, eps)
-            else:
-                adv = _batched_attack(attack, fmodel, x, y, eps, batch_size)
-            c = correct_fraction(mode.module, adv, y, mode.eval_samples)
+        unit = f"{label}/epsilon {k}"
+
+        def at_epsilon(k=k, eps=eps, unit=unit) -> dict[str, torch.Tensor]:
+            with seeded(_seed(seed, str(k), repr(eps)), x.device):
+                if eps == 0:
+                    adv = x
+                elif directions is not None:
+                    adv = step_along(attack, fmodel, x, directions, eps)
+                else:
+                    adv = _batched_attack(attack, fmodel, x, y, eps, batch_size, journal, unit)
+                return {"correct": correct_fraction(mode.module, adv, y, mode.eval_samples)}
+
+        c = journal.cached(unit, at_epsilon)["correct"]
         running = c if running is None else torch.minimum(running, c)
         raw.append(c.mean().item())
         envelope.append(running.mean().item())
@@ -164,6 +181,8 @@ def minimal_perturbations(
     y: torch.Tensor,
     seed: int,
     batch_size: int = 256,
+    journal=NO_JOURNAL,
+    label: str = "minimal",
 ) -> dict[str, Any]:
     """li2019 / Brendel et al. 2019: per image, the smallest perturbation (in each norm) among
     the adversarials found by all attacks; median (and mean) over images. An image misclassified
@@ -181,10 +200,19 @@ def minimal_perturbations(
         best[norm][clean_wrong] = 0.0
     per_attack: dict[str, Any] = {}
     for name, plugin in plugins.items():
-        with seeded(_seed(seed, name), x.device), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            advs = _batched_attack(plugin.attack, fmodel, x, y, None, batch_size)
-            ok = correct_fraction(mode.module, advs, y, mode.eval_samples) < 0.5
+
+        def attacked(name=name, plugin=plugin) -> dict[str, torch.Tensor]:
+            with seeded(_seed(seed, name), x.device), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                unit = f"{label}/{name}"
+                advs = _batched_attack(plugin.attack, fmodel, x, y, None, batch_size, journal, unit)
+                return {
+                    "adv": advs,
+                    "ok": correct_fraction(mode.module, advs, y, mode.eval_samples),
+                }
+
+        found = journal.cached(f"{label}/{name}", attacked)
+        advs, ok = found["adv"], found["ok"] < 0.5
         dist = distances(x, advs)
         own = torch.where(ok, dist[plugin.norm], torch.full_like(dist[plugin.norm], math.inf))
         own[clean_wrong] = 0.0
@@ -257,6 +285,7 @@ class Setup:
     minimal: dict[str, AttackPlugin]
     score_plugin: AttackPlugin
     fgsm: AttackPlugin
+    journal: Any = NO_JOURNAL  # the job's (:mod:`bioprior.registry.engine.journal`)
 
     def px(self, eps: float) -> float:
         return eps * self.scale
@@ -276,6 +305,7 @@ def _setup(ctx, params, module: nn.Module, data) -> Setup:
         minimal={ref.name: resolve_attack(ctx, ref) for ref in params.minimal_attacks},
         score_plugin=curve_attacks[params.score_curve],
         fgsm=resolve_attack(ctx, AttackRef(name="fgsm")),
+        journal=ctx.journal,
     )
 
 
@@ -297,7 +327,14 @@ def _transfer_adversarials(
                 s.x
                 if eps == 0
                 else _batched_attack(
-                    sur_plugin.attack, fmodel, s.x, s.y, s.px(eps), params.batch_size
+                    sur_plugin.attack,
+                    fmodel,
+                    s.x,
+                    s.y,
+                    s.px(eps),
+                    params.batch_size,
+                    s.journal,
+                    f"transfer/epsilon {k}",
                 )
             )
     surrogate_metrics = {
@@ -322,6 +359,8 @@ def _curves(mode: Mode, params, s: Setup, seed: int) -> dict[str, dict[str, Any]
             [s.px(e) for e in spec.epsilons],
             _seed(seed, label),
             params.batch_size,
+            journal=s.journal,
+            label=f"{mode.name}/curve {label}",
         )
         curves[label] = {
             "attack": spec.attack.name,
@@ -337,7 +376,15 @@ def _single_step_check(mode: Mode, params, s: Setup, seed: int, robust: float, o
     score attack without EOT on a stochastic model."""
     score_eps = params.score_epsilon
     step = fixed_epsilon_curve(
-        mode, s.fgsm, s.x, s.y, [s.px(score_eps)], _seed(seed, "fgsm@score"), params.batch_size
+        mode,
+        s.fgsm,
+        s.x,
+        s.y,
+        [s.px(score_eps)],
+        _seed(seed, "fgsm@score"),
+        params.batch_size,
+        journal=s.journal,
+        label=f"{mode.name}/check fgsm@score",
     )
     out["fgsm_at_score_epsilon"] = step["accuracy"][0]
     flags["single_step_beats_iterative"] = step["accuracy"][0] < robust - params.black_box_tolerance
@@ -351,6 +398,8 @@ def _single_step_check(mode: Mode, params, s: Setup, seed: int, robust: float, o
             _seed(seed, params.score_curve),  # same seed as the EOT run
             params.batch_size,
             eot=False,
+            journal=s.journal,
+            label=f"{mode.name}/check without eot",
         )
         out["single_sample_robust_accuracy"] = single["accuracy"][0]
 
@@ -365,6 +414,8 @@ def _unbounded_check(mode: Mode, params, s: Setup, seed: int, out, flags) -> Non
         [s.px(params.unbounded_epsilon)],
         _seed(seed, "unbounded"),
         params.batch_size,
+        journal=s.journal,
+        label=f"{mode.name}/check unbounded",
     )
     out["unbounded_accuracy"] = ub["accuracy"][0]
     flags["unbounded_not_zero"] = ub["accuracy"][0] > params.unbounded_max_accuracy
@@ -431,7 +482,14 @@ def _attack_mode(mode: Mode, params, s: Setup, seed: int, advs) -> dict[str, Any
     if params.minimal_images and s.minimal:
         m = min(params.minimal_images, len(s.x))
         out["minimal"] = minimal_perturbations(
-            mode, s.minimal, s.x[:m], s.y[:m], _seed(seed, "minimal"), params.batch_size
+            mode,
+            s.minimal,
+            s.x[:m],
+            s.y[:m],
+            _seed(seed, "minimal"),
+            params.batch_size,
+            s.journal,
+            f"{mode.name}/minimal",
         )
     out["flags"] = flags
     return out

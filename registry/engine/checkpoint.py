@@ -253,6 +253,9 @@ class Checkpointer:
     checkpoint at the next step boundary, then the stop); whoever stores the final weights calls
     :meth:`finish`. ``notice`` says why a checkpoint is ignored or not written."""
 
+    #: what a resume under other software means, in the warning that says it
+    mixed = "its weights come from both (recorded in its history)"
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -321,10 +324,7 @@ class Checkpointer:
             return None
         state = snapshot.state
         self.resumed_at = (int(state["epoch"]), int(state["position"]))
-        self.notice(
-            f"resuming {self.label} from its checkpoint (epoch {int(state['epoch']) + 1}, "
-            f"{int(state['position'])} examples into it)"
-        )
+        self.notice(f"resuming {self.label} from its checkpoint ({self.where(state)})")
         written = state.pop("software", None)
         then = self.resumed_software = dict(written) if isinstance(written, dict) else {}
         now = self._software()
@@ -334,10 +334,14 @@ class Checkpointer:
             after = ", ".join(f"{k} {now.get(k)}" for k in changed)
             self.notice(
                 f"warning: {self.label}'s checkpoint was written with {before}; it resumes with "
-                f"{after}: its weights come from both (recorded in its history)"
+                f"{after}: {self.mixed}"
             )
         self._last = time.monotonic()
         return state
+
+    def where(self, state: dict[str, Any]) -> str:
+        """Where a saved ``state`` resumes, in words."""
+        return f"epoch {int(state['epoch']) + 1}, {int(state['position'])} examples into it"
 
     def due(self, epoch: int, position: int) -> bool:
         """Whether to save before the step at (``epoch``, example ``position``): the interval

@@ -5,14 +5,18 @@ data, evaluation. Declaring trainings (``Benchmark.trainings``) uses the torch-f
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING
 
+from bioprior.registry.base.provenance import torch_threads
+from bioprior.registry.engine.journal import EvaluationJournal
 from bioprior.registry.engine.trainer import accuracy, seeded
 from bioprior.registry.hooks.loading import Registry
 from bioprior.registry.planning.declare import declared_trainings, training_keys
 from bioprior.registry.planning.jobs import Job
 from bioprior.registry.planning.needs import Needs
 from bioprior.registry.planning.spec import TrainingSpec
+from bioprior.registry.store.weights import journal_file
 
 if TYPE_CHECKING:
     from bioprior.registry.engine.service import TrainedModel, TrainingService
@@ -59,6 +63,32 @@ class BenchmarkContext(Needs):
         trained = self.service.trained(spec)
         self.used[spec.key] = trained.weights_hash
         return trained
+
+    @cached_property
+    def journal(self) -> EvaluationJournal:
+        """The job's :class:`~.journal.EvaluationJournal`: units of work recorded as they finish,
+        recalled by a rerun of the job after a stop (call it after :meth:`trained`: it is
+        trusted only for the weights used so far)."""
+        identity = {
+            "job": self.job.key,
+            "trainings": sorted(self.training_keys),
+            "weights": dict(sorted(self.used.items())),
+            "threads": torch_threads(),
+        }
+        path, notice = journal_file(self.service.weights_dir, self.job.key), self.service.reporter
+        return EvaluationJournal.at(path, identity, self.device, notice.message, self.job.label)
+
+    @property
+    def resumed(self) -> dict | None:
+        """What the job recalled from its journal (None: nothing; see :mod:`.journal`)."""
+        journal = self.__dict__.get("journal")
+        return journal.resumed if journal is not None else None
+
+    def finish(self) -> None:
+        """The job's result is computed: its journal goes."""
+        journal = self.__dict__.get("journal")
+        if journal is not None:
+            journal.finish()
 
     @property
     def weights_hash(self) -> str | None:

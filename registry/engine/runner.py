@@ -67,6 +67,7 @@ class StepRunner:
             trainings = declared_trainings(job, self.registry, self.declared, benchmark)
             ctx = BenchmarkContext(job, self.service, self.registry, trainings)
             result = benchmark.run(ctx)
+            ctx.finish()
         except Exception as exc:  # noqa: BLE001 - recorded as a failed job
             return failed(job, exc, started, t0, device)  # type: ignore[return-value]
         score = result.score
@@ -86,6 +87,7 @@ class StepRunner:
             threads=torch_threads(),
             cpu_s=time.process_time() - cpu0,
             denormals=_denormals(device),
+            resumed=ctx.resumed,
         )
 
 

@@ -48,6 +48,7 @@ class JobOutcome:
     threads: int | None = None  # torch's CPU threads where the step ran (a worker's, not ours)
     cpu_s: float | None = None  # CPU seconds the step's process spent on it, all threads
     denormals: str | None = None  # CPU: subnormal floats "flushed" | "kept" (base/denormals.py)
+    resumed: dict[str, Any] | None = None  # what it recalled of an earlier run (engine/journal.py)
 
     @property
     def key(self) -> str:

@@ -441,6 +441,8 @@ def _provenance(outcome: Any) -> dict[str, Any]:
         out["cpu_seconds"] = round(cpu, 3)
     if getattr(outcome, "denormals", None):
         out["denormals"] = outcome.denormals
+    if getattr(outcome, "resumed", None):
+        out["resumed"] = outcome.resumed
     return out
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from bioprior.registry.base import atomic
 
 TRANSPORTS = ("shared", "object-store")
+JOURNAL_SUFFIX = ".journal.safetensors"
 CHECKPOINT_SUFFIX = ".ckpt.safetensors"
 
 
@@ -59,6 +60,12 @@ def checkpoint_file(weights_dir: str | Path, key: str) -> Path:
     """Where a training's checkpoint lives while it runs (beside its weights; a batched
     training's under its first member's key): removed once its weights are stored."""
     return Path(weights_dir) / f"{key}{CHECKPOINT_SUFFIX}"
+
+
+def journal_file(weights_dir: str | Path, job_key: str) -> Path:
+    """Where an evaluation's journal lives while it runs (:mod:`...engine.journal`): removed
+    once its result is computed."""
+    return Path(weights_dir) / f"{job_key}{JOURNAL_SUFFIX}"
 
 
 def remove_finished_checkpoints(weights_dir: str | Path) -> list[Path]:
