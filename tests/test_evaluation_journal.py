@@ -87,6 +87,10 @@ def test_an_evaluation_killed_mid_way_resumes_to_the_same_numbers(tmp_path, writ
     assert any(u.startswith(STAGE) for u in _units(resumed)), _units(resumed)
     assert not _rows(resumed)
 
+    plan = run_cli("score", str(path), "--dry-run", env={"BIOPRIOR_HOME": str(resumed)})
+    assert plan.returncode == 0, plan.stderr
+    assert "resumes from its journal: " in plan.stdout, plan.stdout  # the estimate knows it
+
     again = run_cli("score", str(path), "--device", "cpu", env={"BIOPRIOR_HOME": str(resumed)})
     assert again.returncode == 0, again.stderr
     log = again.stdout + again.stderr
@@ -176,3 +180,22 @@ def test_no_journal_is_kept_when_checkpoints_are_off(tmp_path, monkeypatch):
     journal = _journal(path, interval="off", monkeypatch=monkeypatch)
     assert journal.cached("a", lambda: {"x": torch.ones(1)})["x"].item() == 1
     assert not path.exists() and journal.units == {}
+
+
+def test_the_plan_counts_the_work_a_journal_holds_as_done(tmp_path, monkeypatch):
+    """The estimate of an evaluation that resumes is its estimate less what the recorded units
+    took (a twentieth at least is left)."""
+    from types import SimpleNamespace
+
+    from bioprior.registry.engine.estimate import Estimate, _resumed_evaluation
+    from bioprior.registry.store.weights import journal_file
+
+    step = SimpleNamespace(key="jobkey")
+    service = SimpleNamespace(weights_dir=tmp_path)
+    journal = _journal(journal_file(tmp_path, "jobkey"), {"job": "jobkey"}, monkeypatch=monkeypatch)
+    journal.cached("a", lambda: (time.sleep(0.5), {"x": torch.ones(1)})[1])
+    resumed = _resumed_evaluation(Estimate(10.0, 1.0, "measured"), step, service)
+    assert 9.0 < resumed.seconds <= 9.5 and "resumes from its journal: 1 units" in resumed.note
+    assert _resumed_evaluation(Estimate(0.2, 1.0), step, service).seconds == 0.2 / 20
+    other = SimpleNamespace(key="other")  # another job's file name: no journal of its own
+    assert _resumed_evaluation(Estimate(10.0, 1.0), other, service).seconds == 10.0

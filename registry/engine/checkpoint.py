@@ -230,6 +230,24 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def saved(path: str | os.PathLike) -> tuple[dict[str, Any], Any]:
+    """(identity, packed state) of the checkpoint at ``path``, from its metadata alone (checked
+    against the hash stored with it, the tensors not read); else :class:`Unusable` or OSError."""
+    try:
+        with safe_open(str(path), "pt") as fh:
+            metadata = dict(fh.metadata() or {})
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise Unusable(f"unreadable ({exc})") from None
+    text = metadata.get(STATE_KEY, "")
+    if metadata.get(STATE_HASH_KEY) != _sha256(text + metadata.get(atomic.TENSORS_HASH_KEY, "")):
+        raise Unusable("its content does not match the hash stored in it")
+    try:
+        content = json.loads(text)
+        return content["identity"], content["state"]
+    except (ValueError, KeyError, TypeError):
+        raise Unusable("its state is not readable JSON") from None
+
+
 def progress(path: str | os.PathLike, identity: dict[str, Any]) -> tuple[int, int] | None:
     """Where the checkpoint at ``path`` would resume ``identity``'s training: (epoch, examples
     into it), from its metadata alone (its JSON checked against the hash stored with it, the

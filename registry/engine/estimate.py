@@ -33,11 +33,14 @@ from bioprior.registry.base.hashing import content_hash
 from bioprior.registry.base.progress import human_seconds
 from bioprior.registry.base.threads import CoreShare
 from bioprior.registry.contracts.benchmark import Work
+from bioprior.registry.engine.checkpoint import interval_from_env
+from bioprior.registry.engine.journal import journal_progress
 from bioprior.registry.engine.streaming import streams
 from bioprior.registry.planning.declare import build_benchmark
 from bioprior.registry.planning.needs import Needs
 from bioprior.registry.planning.spec import TrainingSpec
 from bioprior.registry.planning.steps import EvaluateStep, TrainStep
+from bioprior.registry.store.weights import journal_file
 from bioprior.registry.toolkit.data import to_float
 
 #: most members per batched training when memory would allow more (CPU / GPU)
@@ -472,25 +475,55 @@ def _estimate(
         note = f"resumes from its checkpoint at epoch {epoch + 1} of {first.recipe.epochs}"
         return Estimate(per_step * (n_steps - done), flops * left, note, resumes)
     elif isinstance(step, EvaluateStep):
-        specs = step.declared
-        flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
-        fresh = times.fresh(step)
-        measured = times.estimate(step, flops)  # every step, in order: it notes stimuli made
-        if measured is not None and measured.without_generation:
-            return _with_generation(measured, step, service, registry, generation)
-        if measured is not None:
-            return measured
-        floor = "not run before: one pass per split and model"
-        try:
-            counted = _counted_work(
-                step, service, registry, slowdown, generation if fresh else None
-            )
-        except Exception as exc:  # noqa: BLE001 - a plugin's count must not cost the estimate
-            counted, floor = None, f"{floor} (its benchmark's work() failed: {exc})"
-        if counted is not None:
-            return counted
-        return Estimate(_one_pass_seconds(specs, service, forward_rate, slowdown), flops, floor)
+        estimate = _evaluation(step, service, forward_rate, times, slowdown, registry, generation)
+        return _resumed_evaluation(estimate, step, service)
     return None
+
+
+def _resumed_evaluation(estimate: Estimate, step: EvaluateStep, service: Any) -> Estimate:
+    """``estimate`` less the seconds an earlier run's journal says its recorded units took
+    (:mod:`.journal`; at least a twentieth of it is left: the rest of the job, the recalls)."""
+    weights_dir = getattr(service, "weights_dir", None)
+    try:
+        kept = weights_dir is not None and interval_from_env() is not None
+    except ValueError:  # BIOPRIOR_CHECKPOINT_INTERVAL unreadable: the run says so
+        kept = False
+    found = journal_progress(journal_file(weights_dir, step.key), step.key) if kept else None
+    if found is None:
+        return estimate
+    units, done = found
+    note = f"resumes from its journal: {units} units, ~{human_seconds(done)} of work done"
+    seconds = max(estimate.seconds - done, estimate.seconds / 20)
+    return replace(estimate, seconds=seconds, note=f"{estimate.note}; {note}".lstrip("; "))
+
+
+def _evaluation(
+    step: EvaluateStep,
+    service: Any,
+    forward_rate: dict[str, float],
+    times: MeasuredTimes,
+    slowdown: float,
+    registry: Any,
+    generation: StimulusGeneration,
+) -> Estimate:
+    """An evaluation's estimate: earlier runs' times, else its benchmark's count of its passes,
+    else one pass per split and model."""
+    specs = step.declared
+    flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
+    fresh = times.fresh(step)
+    measured = times.estimate(step, flops)  # every step, in order: it notes stimuli made
+    if measured is not None and measured.without_generation:
+        return _with_generation(measured, step, service, registry, generation)
+    if measured is not None:
+        return measured
+    floor = "not run before: one pass per split and model"
+    try:
+        counted = _counted_work(step, service, registry, slowdown, generation if fresh else None)
+    except Exception as exc:  # noqa: BLE001 - a plugin's count must not cost the estimate
+        counted, floor = None, f"{floor} (its benchmark's work() failed: {exc})"
+    if counted is not None:
+        return counted
+    return Estimate(_one_pass_seconds(specs, service, forward_rate, slowdown), flops, floor)
 
 
 def _resumes_at(step: TrainStep, service: Any) -> tuple[int, int] | None:

@@ -19,6 +19,7 @@ computed. A stop loses the units since the last write.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ import torch
 
 from bioprior.registry.engine.checkpoint import (
     Checkpointer,
+    Unusable,
     global_rng_state,
+    saved,
     set_global_rng_state,
 )
 
@@ -52,6 +55,9 @@ class EvaluationJournal:
         state = checkpointer.resume(device="cpu")
         self.units: dict[str, dict[str, Any]] = dict(state["units"]) if state else {}
         self.recalled = 0
+        #: seconds the recorded units took (in every run that added some), and since when
+        self.seconds = float(state.get("seconds", 0.0)) if state else 0.0
+        self._since = time.perf_counter()
 
     @classmethod
     def at(
@@ -85,7 +91,9 @@ class EvaluationJournal:
             "rng": global_rng_state(self.device),
         }
         if self.checkpointer.due(0, len(self.units)):
-            self.checkpointer.save({"epoch": 0, "position": len(self.units), "units": self.units})
+            seconds = self.seconds + time.perf_counter() - self._since
+            state = {"epoch": 0, "position": len(self.units), "units": self.units}
+            self.checkpointer.save({**state, "seconds": seconds})
         return out
 
     @property
@@ -103,6 +111,18 @@ class EvaluationJournal:
     def finish(self) -> None:
         """The job's result is computed: remove the journal."""
         self.checkpointer.path.unlink(missing_ok=True)
+
+
+def journal_progress(path: Path, job_key: str) -> tuple[int, float] | None:
+    """(units recorded, seconds they took) in the journal at ``path`` if it is ``job_key``'s,
+    from its metadata alone (what a plan's estimate needs; a rerun checks the rest); else None."""
+    try:
+        identity, state = saved(path)
+        if identity.get("job") != job_key:
+            return None
+        return len(state["units"]), float(state.get("seconds", 0.0))
+    except (Unusable, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 class NoJournal:
