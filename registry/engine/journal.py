@@ -32,6 +32,7 @@ from bioprior.registry.engine.checkpoint import (
     global_rng_state,
     saved,
     set_global_rng_state,
+    software,
 )
 
 Tensors = dict[str, torch.Tensor]
@@ -103,8 +104,8 @@ class EvaluationJournal:
         if not self.recalled:
             return None
         out: dict[str, Any] = {"units_recalled": self.recalled}
-        then, now = self.checkpointer.resumed_software, self.checkpointer._software()
-        if then and then != now:
+        then = self.checkpointer.resumed_software
+        if then and then != software(self.device.type):
             out["software"] = then
         return out
 
