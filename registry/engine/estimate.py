@@ -407,6 +407,8 @@ def estimate_steps(
             estimate = _estimate(step, service, forward_rate, times, slowdown, registry, generation)
         except Exception:  # noqa: BLE001, S112 - a step that cannot be built fails when it runs
             continue
+        if isinstance(step, EvaluateStep) and estimate is not None:
+            estimate = _resumed_evaluation(estimate, step, service)
         if estimate is not None:
             out[step.key] = estimate
     if not generation.pooled:
@@ -475,8 +477,24 @@ def _estimate(
         note = f"resumes from its checkpoint at epoch {epoch + 1} of {first.recipe.epochs}"
         return Estimate(per_step * (n_steps - done), flops * left, note, resumes)
     elif isinstance(step, EvaluateStep):
-        estimate = _evaluation(step, service, forward_rate, times, slowdown, registry, generation)
-        return _resumed_evaluation(estimate, step, service)
+        specs = step.declared
+        flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
+        fresh = times.fresh(step)
+        measured = times.estimate(step, flops)  # every step, in order: it notes stimuli made
+        if measured is not None and measured.without_generation:
+            return _with_generation(measured, step, service, registry, generation)
+        if measured is not None:
+            return measured
+        floor = "not run before: one pass per split and model"
+        try:
+            counted = _counted_work(
+                step, service, registry, slowdown, generation if fresh else None
+            )
+        except Exception as exc:  # noqa: BLE001 - a plugin's count must not cost the estimate
+            counted, floor = None, f"{floor} (its benchmark's work() failed: {exc})"
+        if counted is not None:
+            return counted
+        return Estimate(_one_pass_seconds(specs, service, forward_rate, slowdown), flops, floor)
     return None
 
 
@@ -495,35 +513,6 @@ def _resumed_evaluation(estimate: Estimate, step: EvaluateStep, service: Any) ->
     note = f"resumes from its journal: {units} units, ~{human_seconds(done)} of work done"
     seconds = max(estimate.seconds - done, estimate.seconds / 20)
     return replace(estimate, seconds=seconds, note=f"{estimate.note}; {note}".lstrip("; "))
-
-
-def _evaluation(
-    step: EvaluateStep,
-    service: Any,
-    forward_rate: dict[str, float],
-    times: MeasuredTimes,
-    slowdown: float,
-    registry: Any,
-    generation: StimulusGeneration,
-) -> Estimate:
-    """An evaluation's estimate: earlier runs' times, else its benchmark's count of its passes,
-    else one pass per split and model."""
-    specs = step.declared
-    flops = sum(_one_pass_flops(profile(s, service)) for s in specs)
-    fresh = times.fresh(step)
-    measured = times.estimate(step, flops)  # every step, in order: it notes stimuli made
-    if measured is not None and measured.without_generation:
-        return _with_generation(measured, step, service, registry, generation)
-    if measured is not None:
-        return measured
-    floor = "not run before: one pass per split and model"
-    try:
-        counted = _counted_work(step, service, registry, slowdown, generation if fresh else None)
-    except Exception as exc:  # noqa: BLE001 - a plugin's count must not cost the estimate
-        counted, floor = None, f"{floor} (its benchmark's work() failed: {exc})"
-    if counted is not None:
-        return counted
-    return Estimate(_one_pass_seconds(specs, service, forward_rate, slowdown), flops, floor)
 
 
 def _resumes_at(step: TrainStep, service: Any) -> tuple[int, int] | None:
