@@ -199,3 +199,17 @@ def test_the_plan_counts_the_work_a_journal_holds_as_done(tmp_path, monkeypatch)
     assert _resumed_evaluation(Estimate(0.2, 1.0), step, service).seconds == 0.2 / 20
     other = SimpleNamespace(key="other")  # another job's file name: no journal of its own
     assert _resumed_evaluation(Estimate(10.0, 1.0), other, service).seconds == 10.0
+
+
+def test_a_damaged_journal_is_ignored_and_the_work_done_again(tmp_path, monkeypatch):
+    path = tmp_path / "j.journal.safetensors"
+    _journal(path, monkeypatch=monkeypatch).cached("a", lambda: {"x": torch.ones(1)})
+    blob = bytearray(path.read_bytes())
+    blob[-4:] = b"\x00\xff\x00\xff"  # a tensor's bytes changed on disk
+    path.write_bytes(bytes(blob))
+    notices.clear()
+    journal = _journal(path)
+    assert journal.units == {} and any("ignoring the checkpoint" in n for n in notices), notices
+    assert journal.cached("a", lambda: {"x": torch.full((1,), 2.0)})["x"].item() == 2.0
+    path.write_bytes(b"not a journal")
+    assert _journal(path).units == {}
