@@ -122,13 +122,15 @@ def _rows(home) -> list:
             return []
 
 
+#: what the journals of the unit tests said
+notices: list[str] = []
+
+
 def _journal(path, identity=None, interval="1e-6", monkeypatch=None) -> EvaluationJournal:
+    """A journal written after every unit (the interval set once per test, by its first call)."""
     if monkeypatch is not None:
         monkeypatch.setenv("BIOPRIOR_CHECKPOINT_INTERVAL", interval)
     return EvaluationJournal.at(path, identity or {"job": "j"}, torch.device("cpu"), notices.append)
-
-
-notices: list[str] = []
 
 
 def test_a_recalled_unit_continues_the_random_stream_where_it_left_it(tmp_path, monkeypatch):
