@@ -193,14 +193,21 @@ def test_the_plan_counts_the_work_a_journal_holds_as_done(tmp_path, monkeypatch)
     from bioprior.registry.store.weights import journal_file
 
     step = SimpleNamespace(key="jobkey")
-    service = SimpleNamespace(weights_dir=tmp_path)
-    journal = _journal(journal_file(tmp_path, "jobkey"), {"job": "jobkey"}, monkeypatch=monkeypatch)
+    service = SimpleNamespace(weights_dir=tmp_path, device=torch.device("cpu"))
+    identity = {"job": "jobkey", "threads": torch.get_num_threads()}
+    journal = _journal(journal_file(tmp_path, "jobkey"), identity, monkeypatch=monkeypatch)
     journal.cached("a", lambda: (time.sleep(0.5), {"x": torch.ones(1)})[1])
     resumed = _resumed_evaluation(Estimate(10.0, 1.0, "measured"), step, service)
     assert 9.0 < resumed.seconds <= 9.5 and "resumes from its journal: 1 units" in resumed.note
     assert _resumed_evaluation(Estimate(0.2, 1.0), step, service).seconds == 0.2 / 20
     other = SimpleNamespace(key="other")  # another job's file name: no journal of its own
     assert _resumed_evaluation(Estimate(10.0, 1.0), other, service).seconds == 10.0
+    threads = torch.get_num_threads()
+    try:  # a run with another thread count ignores the journal: so does its estimate
+        torch.set_num_threads(threads + 1)
+        assert _resumed_evaluation(Estimate(10.0, 1.0), step, service).seconds == 10.0
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_damaged_journal_is_ignored_and_the_work_done_again(tmp_path, monkeypatch):

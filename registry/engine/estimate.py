@@ -500,13 +500,17 @@ def _estimate(
 
 def _resumed_evaluation(estimate: Estimate, step: EvaluateStep, service: Any) -> Estimate:
     """``estimate`` less the seconds an earlier run's journal says its recorded units took
-    (:mod:`.journal`; at least a twentieth of it is left: the rest of the job, the recalls)."""
+    (:mod:`.journal`; at least a twentieth of it is left: the rest of the job, the recalls). The
+    estimates run at the workers' thread count, which a journal is trusted for only."""
     weights_dir = getattr(service, "weights_dir", None)
     try:
         kept = weights_dir is not None and interval_from_env() is not None
     except ValueError:  # BIOPRIOR_CHECKPOINT_INTERVAL unreadable: the run says so
         kept = False
-    found = journal_progress(journal_file(weights_dir, step.key), step.key) if kept else None
+    path = journal_file(weights_dir, step.key) if kept else None
+    found = path and journal_progress(
+        path, job=step.key, threads=torch.get_num_threads(), device=service.device.type
+    )
     if found is None:
         return estimate
     units, done = found

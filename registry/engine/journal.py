@@ -114,12 +114,13 @@ class EvaluationJournal:
         self.checkpointer.path.unlink(missing_ok=True)
 
 
-def journal_progress(path: Path, job_key: str) -> tuple[int, float] | None:
-    """(units recorded, seconds they took) in the journal at ``path`` if it is ``job_key``'s,
-    from its metadata alone (what a plan's estimate needs; a rerun checks the rest); else None."""
+def journal_progress(path: Path, **expected: Any) -> tuple[int, float] | None:
+    """(units recorded, seconds they took) in the journal at ``path`` if its identity has the
+    ``expected`` values (``job``, ``threads``, ``device``: what a plan knows; a rerun checks the
+    rest), from its metadata alone; else None."""
     try:
         identity, state = saved(path)
-        if identity.get("job") != job_key:
+        if any(identity.get(k) != v for k, v in expected.items()):
             return None
         return len(state["units"]), float(state.get("seconds", 0.0))
     except (Unusable, OSError, KeyError, TypeError, ValueError, AttributeError):
