@@ -58,6 +58,10 @@ Also stored for RobustBench's format: ``score_attack``, ``threat_model`` (``Linf
 ``score_epsilon_pixel`` and ``number_forward_passes`` (forward passes per prediction: 1, or
 ``eval_samples`` for a stochastic model).
 
+A stopped run resumes a long evaluation from the job's journal (``ctx.journal``: each attacked
+batch, each attack's per-image results at an epsilon) to the numbers of an uninterrupted one
+(docs/reproducibility.md, "Journals"); an attack with its own report (AutoAttack) runs whole.
+
 Deviations: evaluated on the first ``images`` test images (not 10,000); evanson repeats attacks
 10-100 times and averages, here one seeded run (noise averaged over ``eval_samples`` draws);
 li2019 searched attack hyperparameters and ran each 5 times, here one documented budget per
