@@ -170,19 +170,24 @@ def write(path: str | os.PathLike, identity: dict[str, Any], state: dict[str, An
     atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def _state(metadata: dict[str, str], identity: dict[str, Any]) -> tuple[Any, str]:
-    """A checkpoint's packed state and its tensors' recorded hash, from its metadata: the JSON
-    checked against the hash stored with it and of ``identity``; else :class:`Unusable`."""
+def _content(metadata: dict[str, str]) -> tuple[dict[str, Any], Any, str]:
+    """A checkpoint's identity, packed state and its tensors' recorded hash, from its metadata:
+    the JSON checked against the hash stored with it; else :class:`Unusable`."""
     text = metadata.get(STATE_KEY)
     digest = metadata.get(atomic.TENSORS_HASH_KEY)
     if text is None or digest is None or metadata.get(STATE_HASH_KEY) != _sha256(text + digest):
         raise Unusable("its content does not match the hash stored in it")
     try:
         content = json.loads(text)
-        stored = content["identity"]
-        packed = content["state"]
+        return content["identity"], content["state"], digest
     except (ValueError, KeyError, TypeError):
         raise Unusable("its state is not readable JSON") from None
+
+
+def _state(metadata: dict[str, str], identity: dict[str, Any]) -> tuple[Any, str]:
+    """:func:`_content`'s packed state and tensors' hash, where it is of ``identity``; else
+    :class:`Unusable`."""
+    stored, packed, digest = _content(metadata)
     expected = normalized(identity)
     if stored != expected:
         what = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
@@ -238,14 +243,8 @@ def saved(path: str | os.PathLike) -> tuple[dict[str, Any], Any]:
             metadata = dict(fh.metadata() or {})
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise Unusable(f"unreadable ({exc})") from None
-    text = metadata.get(STATE_KEY, "")
-    if metadata.get(STATE_HASH_KEY) != _sha256(text + metadata.get(atomic.TENSORS_HASH_KEY, "")):
-        raise Unusable("its content does not match the hash stored in it")
-    try:
-        content = json.loads(text)
-        return content["identity"], content["state"]
-    except (ValueError, KeyError, TypeError):
-        raise Unusable("its state is not readable JSON") from None
+    identity, packed, _ = _content(metadata)
+    return identity, packed
 
 
 def progress(path: str | os.PathLike, identity: dict[str, Any]) -> tuple[int, int] | None:

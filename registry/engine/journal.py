@@ -111,7 +111,7 @@ class EvaluationJournal:
 
     def finish(self) -> None:
         """The job's result is computed: remove the journal."""
-        self.checkpointer.path.unlink(missing_ok=True)
+        self.checkpointer.finish()
 
 
 def journal_progress(path: Path, **expected: Any) -> tuple[int, float] | None:

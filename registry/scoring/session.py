@@ -81,10 +81,7 @@ class Planned:
         (wall time before, after) when it does, None when the plan's order stays (one worker,
         no estimates, trainings of about one length: their order is then the plan's, not the
         calibration's noise)."""
-        if self.sharing.workers < 2 or not self.estimates:
-            return None
-        reordered = self.summary.longest_first(self._seconds())
-        return self._reorder(reordered, gain)
+        return self._reorder(self.summary.longest_first(self._seconds()), gain)
 
     def evaluate_after_trainings(
         self, gain: float = EVALUATIONS_LAST_GAIN
@@ -96,8 +93,6 @@ class Planned:
         for hours at the end. (wall time before, after) when it does, None when the ready-first
         rule stays (one worker, no estimates, a gain under ``gain`` or under ten minutes:
         results as a sweep goes)."""
-        if self.sharing.workers < 2 or not self.estimates:
-            return None
         steps = self.summary.evaluations_after_trainings()
         return self._reorder(steps, gain, EVALUATIONS_LAST_MIN_S)
 
@@ -105,7 +100,10 @@ class Planned:
         self, steps: list[Any], gain: float, least_s: float = 0.0
     ) -> tuple[float, float] | None:
         """Take ``steps`` as the plan where their estimated wall time is shorter by at least
-        ``gain`` of it and ``least_s`` seconds: (before, after); else None, the plan unchanged."""
+        ``gain`` of it and ``least_s`` seconds: (before, after); else None, the plan unchanged
+        (also with one worker, where no order changes the wall time, or without estimates)."""
+        if self.sharing.workers < 2 or not self.estimates:
+            return None
         before, after = self._wall(self.summary.steps), self._wall(steps)
         if not after < min(before * (1.0 - gain), before - least_s):
             return None
